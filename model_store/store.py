@@ -1,0 +1,239 @@
+"""A directory of versioned models: `<root>/<name>/<version>/{weights.safetensors,card.json}`.
+
+Importing this module does not import torch: the service lists and resolves models without it, and
+only the worker, which loads weights, pays for torch (imported inside `save` and `load_tensors`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from model_store.cards import ModelCard
+from model_store.errors import InvalidModelNameError, ModelIntegrityError, UnknownModelError
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_FILE = "weights.safetensors"
+"""Name of the weights file inside a version directory."""
+
+CARD_FILE = "card.json"
+"""Name of the card file inside a version directory."""
+
+STORE_ENV = "MODEL_STORE"
+"""Environment variable that overrides the store root."""
+
+# Lowercase only, so that two names never map to one directory on a case-insensitive filesystem;
+# no "/" and no leading "." so that a name can only ever be one plain directory under the root.
+_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+_VERSION = re.compile(r"[1-9][0-9]*")
+
+# Fields the store owns: a caller cannot pick the version or vouch for the hash.
+_STORE_FIELDS = ("name", "version", "sha256")
+
+
+def default_store_root() -> Path:
+    """The store root: $MODEL_STORE if set, else the `models/` directory of this package."""
+    env = os.environ.get(STORE_ENV)
+    return Path(env).expanduser() if env else Path(__file__).parent / "models"
+
+
+def check_name(name: str) -> str:
+    """Return `name` if it is a valid model name, else raise InvalidModelNameError."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
+        raise InvalidModelNameError(
+            f"invalid model name {name!r}: use 1-64 characters of a-z, 0-9, '.', '_', '-', "
+            "starting with a letter or digit, without '..'"
+        )
+    return name
+
+
+def _check_version(version: Any) -> int:
+    if isinstance(version, int) and not isinstance(version, bool) and version >= 1:
+        return version
+    if isinstance(version, str) and _VERSION.fullmatch(version):
+        return int(version)
+    raise InvalidModelNameError(f"invalid model version {version!r}: versions are positive integers (1, 2, ...)")
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class ModelStore:
+    """Versioned models under one root directory."""
+
+    def __init__(self, root: Path | str | None = None) -> None:
+        self.root = Path(root).expanduser() if root is not None else default_store_root()
+
+    def __repr__(self) -> str:
+        return f"ModelStore({str(self.root)!r})"
+
+    # --- reading -------------------------------------------------------------------------------
+
+    def _version_dirs(self, name: str) -> list[int]:
+        """Every version directory of `name`, readable card or not (for numbering new versions)."""
+        model_dir = self.root / name
+        if not model_dir.is_dir():
+            return []
+        return sorted(int(p.name) for p in model_dir.iterdir() if _VERSION.fullmatch(p.name) and p.is_dir())
+
+    def _read_card(self, name: str, version: int) -> ModelCard:
+        path = self.root / name / str(version) / CARD_FILE
+        card = ModelCard.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        # a directory copied or renamed by hand would otherwise serve under a ref its card denies
+        if (card.name, card.version) != (name, version):
+            raise ModelIntegrityError(f"{path} describes {card.ref}, but sits at {name}@{version}")
+        return card
+
+    def _cards_of(self, name: str) -> list[ModelCard]:
+        cards = []
+        for version in self._version_dirs(name):
+            try:
+                cards.append(self._read_card(name, version))
+            except (OSError, ValueError, TypeError, ModelIntegrityError) as e:
+                # one broken directory must not hide the rest of the store
+                log.warning("skipping %s: unreadable card (%s)", self.root / name / str(version), e)
+        return cards
+
+    def list(self) -> list[ModelCard]:
+        """Every version of every model with a readable card, sorted by name then version."""
+        if not self.root.is_dir():
+            return []
+        names = sorted(p.name for p in self.root.iterdir()
+                       if p.is_dir() and _NAME.fullmatch(p.name) and ".." not in p.name)
+        return [card for name in names for card in self._cards_of(name)]
+
+    def names(self) -> list[str]:
+        """Names of the models that have at least one readable version, sorted."""
+        return sorted({card.name for card in self.list()})
+
+    def resolve(self, ref: str) -> ModelCard:
+        """The card of "name" (its newest version) or of "name@version"."""
+        name, sep, version_text = ref.partition("@") if isinstance(ref, str) else (ref, "", "")
+        check_name(name)
+        version = _check_version(version_text) if sep else None
+        cards = self._cards_of(name)
+        if not cards:
+            raise UnknownModelError(f"unknown model {name!r}; {self._inventory()}")
+        if version is None:
+            return cards[-1]
+        for card in cards:
+            if card.version == version:
+                return card
+        listed = ", ".join(card.ref for card in cards)
+        raise UnknownModelError(f"unknown version {version} of model {name!r}; the store at {self.root} has: {listed}")
+
+    def _inventory(self) -> str:
+        cards = self.list()
+        if not cards:
+            return f"the store at {self.root} is empty"
+        return f"the store at {self.root} has: {', '.join(card.ref for card in cards)}"
+
+    def weights_path(self, card: ModelCard) -> Path:
+        """Where the weights of `card` live."""
+        return self.root / check_name(card.name) / str(_check_version(card.version)) / WEIGHTS_FILE
+
+    def load_tensors(
+        self, ref_or_card: str | ModelCard, device: str | torch.device = "cpu"
+    ) -> tuple[ModelCard, dict[str, torch.Tensor]]:
+        """The card and the tensors of a model, after checking the weights against the card's sha256."""
+        import safetensors.torch
+
+        card = ref_or_card if isinstance(ref_or_card, ModelCard) else self.resolve(ref_or_card)
+        path = self.weights_path(card)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise ModelIntegrityError(f"weights file {path} of {card.ref} is missing") from None
+        # hash and parse the same bytes: a file swapped between the check and the load cannot slip in
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != card.sha256:
+            raise ModelIntegrityError(
+                f"weights file {path} of {card.ref} fails its integrity check: "
+                f"expected sha256 {card.sha256}, got {actual}; refusing to load it"
+            )
+        tensors = safetensors.torch.load(data)
+        del data
+        if str(device) != "cpu":
+            tensors = {k: v.to(device) for k, v in tensors.items()}
+        return card, tensors
+
+    # --- writing -------------------------------------------------------------------------------
+
+    def save(self, name: str, tensors: dict[str, torch.Tensor], card_fields: dict[str, Any]) -> ModelCard:
+        """Store `tensors` as the next version of `name`, with a card built from `card_fields`.
+
+        The store sets name, version and sha256; created_at defaults to now and dtype to the dtype
+        holding most floating-point elements of `tensors`.
+        """
+        import safetensors.torch
+
+        check_name(name)
+        owned = sorted(set(_STORE_FIELDS) & set(card_fields))
+        if owned:
+            raise ValueError(f"card fields {owned} are set by the store; leave them out")
+        fields = {"created_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), **card_fields, "name": name}
+        if "dtype" not in fields:
+            fields["dtype"] = _main_dtype(tensors)
+        # check the card before writing anything: a bad card must not leave files behind
+        ModelCard.from_dict({**fields, "version": 1, "sha256": ""})
+
+        model_dir = self.root / name
+        model_dir.mkdir(parents=True, exist_ok=True)
+        # the temporary directory sits next to the versions so that the final rename stays on one
+        # filesystem (atomic); its leading "." keeps it out of listings
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=model_dir))
+        try:
+            weights = tmp / WEIGHTS_FILE
+            safetensors.torch.save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(weights))
+            fields["sha256"] = _sha256_file(weights)
+            return self._publish(tmp, model_dir, fields)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _publish(self, tmp: Path, model_dir: Path, fields: dict[str, Any]) -> ModelCard:
+        """Write the card and rename `tmp` to the next free version, retrying if another saver won it."""
+        version = (self._version_dirs(model_dir.name) or [0])[-1] + 1
+        for _ in range(100):
+            card = ModelCard.from_dict({**fields, "version": version})
+            text = json.dumps(card.to_dict(), indent=2, sort_keys=True) + "\n"
+            (tmp / CARD_FILE).write_text(text, encoding="utf-8")
+            target = model_dir / str(version)
+            try:
+                # rename onto an existing version directory fails, so two concurrent saves cannot
+                # both become version N
+                os.rename(tmp, target)
+            except OSError:
+                if not target.exists():
+                    raise
+                version += 1
+                continue
+            return card
+        raise OSError(f"could not find a free version under {model_dir}")
+
+
+def _main_dtype(tensors: dict[str, Any]) -> str:
+    counts: Counter[str] = Counter()
+    for t in tensors.values():
+        if t.is_floating_point():
+            counts[str(t.dtype).removeprefix("torch.")] += t.numel()
+    if not counts:
+        raise ValueError("no floating-point tensors to take a dtype from; pass dtype in card_fields")
+    return counts.most_common(1)[0][0]
