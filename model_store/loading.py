@@ -1,0 +1,76 @@
+"""Rebuild stored models as torch modules: the bridge between the store and the math core.
+
+Imports torch and `diffusion`; the service never imports this module (it reads cards only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from diffusion.classifier import NoiseClassifier, NoiseClassifierConfig
+from diffusion.schedules import NoiseSchedule, ScheduleConfig
+from diffusion.unet import UNet, UNetConfig
+from model_store.cards import ModelCard
+from model_store.store import ModelStore
+
+_BUILDERS = {
+    "unet": lambda cfg: UNet(UNetConfig.from_dict(cfg)),
+    "noise-classifier": lambda cfg: NoiseClassifier(NoiseClassifierConfig.from_dict(cfg)),
+}
+
+
+def register_architecture(type_name: str, build) -> None:
+    """Let another module (e.g. the evaluation classifier) say how to build its networks."""
+    _BUILDERS[type_name] = build
+
+
+def build_module(card: ModelCard) -> nn.Module:
+    arch = card.architecture
+    if arch["type"] not in _BUILDERS:
+        raise ValueError(f"{card.ref}: no builder for architecture type {arch['type']!r}")
+    return _BUILDERS[arch["type"]](arch["config"])
+
+
+def load_module(store: ModelStore, ref: str | ModelCard, device: str | torch.device = "cpu",
+                dtype: torch.dtype = torch.float32) -> tuple[ModelCard, nn.Module]:
+    """The card and its network in eval mode, weights sha256-checked and cast to `dtype`."""
+    card, tensors = store.load_tensors(ref)
+    module = build_module(card)
+    module.load_state_dict({k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}, strict=True)
+    return card, module.to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+
+@dataclass
+class Generator:
+    """A generator ready to sample: its card, eps-network, schedule and (optional) guidance classifier."""
+
+    card: ModelCard
+    model: nn.Module
+    schedule: NoiseSchedule
+    classifier: nn.Module | None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.card.class_names)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (self.card.channels, self.card.image_size, self.card.image_size)
+
+
+def load_generator(store: ModelStore, ref: str, device: str | torch.device = "cpu",
+                   dtype: torch.dtype = torch.float32, with_classifier: bool = True) -> Generator:
+    """A generator and, when its card links one and `with_classifier`, its guidance classifier."""
+    card, model = load_module(store, ref, device, dtype)
+    if card.kind != "generator":
+        raise ValueError(f"{card.ref} is a {card.kind}, not a generator")
+    if card.prediction_type != "epsilon":
+        raise ValueError(f"{card.ref}: prediction type {card.prediction_type!r} is not supported (only 'epsilon')")
+    classifier = None
+    link = card.links.get("guidance_classifier")
+    if with_classifier and link:
+        _, classifier = load_module(store, link, device, torch.float32)
+    return Generator(card, model, NoiseSchedule(ScheduleConfig(**card.schedule)), classifier)
