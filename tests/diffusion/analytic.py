@@ -40,3 +40,49 @@ class PerturbedGaussianEps(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.exact(x, t, y) + self.weight * self.net(x, t, y)
+
+
+class GaussianMixture:
+    """Two equally likely classes, x_0 | y ~ N(mu_y, std^2 I): the exact conditional and unconditional
+    eps and the exact noise-aware classifier p(y | x_t) are all closed-form."""
+
+    def __init__(self, schedule: NoiseSchedule, mu: torch.Tensor, std: float):
+        self.schedule, self.mu, self.std = schedule, mu.double(), std  # mu: [2, C, H, W]
+
+    def _terms(self, x: torch.Tensor, t: torch.Tensor):
+        ab = self.schedule.alpha_bar(t, torch.float64).view(-1, 1, 1, 1)
+        var = ab * self.std**2 + 1 - ab  # variance of x_t given y
+        means = ab.sqrt()[:, None] * self.mu[None]  # [B, 2, C, H, W]
+        sq = ((x.double()[:, None] - means) ** 2).flatten(2).sum(-1)  # [B, 2]
+        logits = -sq / (2 * var.view(-1, 1))
+        return ab, var, means, logits
+
+    def logits(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self._terms(x, t)[3]
+
+    def eps(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Label 2 is the null class: the mixture's eps, with the posterior p(y | x_t) weighting the means."""
+        ab, var, means, logits = self._terms(x, t)
+        w = torch.softmax(logits, dim=1)
+        onehot = torch.nn.functional.one_hot(y.clamp(max=1), 2).double()
+        weights = torch.where((y == 2).view(-1, 1), w, onehot)
+        mean = (weights.view(*weights.shape, 1, 1, 1) * means).sum(1)
+        return ((1 - ab).sqrt() * (x.double() - mean) / var).float()
+
+
+class MixtureEps(nn.Module):
+    def __init__(self, mixture: GaussianMixture):
+        super().__init__()
+        self.mixture = mixture
+
+    def forward(self, x, t, y):
+        return self.mixture.eps(x, t, y)
+
+
+class MixtureClassifier(nn.Module):
+    def __init__(self, mixture: GaussianMixture):
+        super().__init__()
+        self.mixture = mixture
+
+    def forward(self, x, t):
+        return self.mixture.logits(x, t).to(x.dtype)
