@@ -21,3 +21,6 @@ GUIDANCE_KINDS: dict[str, str] = {
 
 MIN_STEPS, MAX_STEPS = 1, NUM_TRAIN_STEPS
 """Sampler step counts allowed: any number from 1 to T."""
+
+MAX_SEED = 2**63 - 1
+"""Largest seed: seeds are 0..2**63-1 (the API's range; torch generators take 64-bit seeds)."""

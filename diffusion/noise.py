@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-MAX_SEED = 2**63 - 1
+from diffusion.names import MAX_SEED
 
 
 class ImageNoise:

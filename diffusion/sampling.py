@@ -16,8 +16,8 @@ import torch
 from torch import Tensor
 
 from diffusion.guidance import Conditioning, GuidedDenoiser
-from diffusion.names import GUIDANCE_KINDS, SAMPLERS
-from diffusion.noise import MAX_SEED, ImageNoise, stacked_randn
+from diffusion.names import GUIDANCE_KINDS, MAX_SEED, SAMPLERS
+from diffusion.noise import ImageNoise, stacked_randn
 from diffusion.samplers import ddim_step, ddpm_step, dpmpp_2m_step, euler_step, heun_corrector, heun_predictor
 from diffusion.schedules import CLEAN, NoiseSchedule, timestep_subsequence
 

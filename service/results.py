@@ -1,0 +1,39 @@
+"""Where finished PNGs live. A small interface, so that a shared filesystem or S3 can stand in for
+Redis later; the Redis store keeps each PNG for the result TTL."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from redis import Redis
+
+from service.jobs import PREFIX
+
+
+class ResultStore(Protocol):
+    def put(self, job_id: str, name: str, data: bytes) -> None:
+        """Store one result file (e.g. "0.png", "grid.png") of a job."""
+
+    def get(self, job_id: str, name: str) -> bytes | None:
+        """One result file, or None if absent or expired."""
+
+
+class RedisResultStore:
+    def __init__(self, redis: Redis, ttl: int = 86_400):
+        self.redis, self.ttl = redis, ttl
+
+    @staticmethod
+    def key(job_id: str, name: str) -> str:
+        return f"{PREFIX}result:{job_id}:{name}"
+
+    def put(self, job_id: str, name: str, data: bytes) -> None:
+        self.redis.set(self.key(job_id, name), data, ex=self.ttl)
+
+    def put_many(self, job_id: str, files: dict[str, bytes]) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        for name, data in files.items():
+            pipe.set(self.key(job_id, name), data, ex=self.ttl)
+        pipe.execute()
+
+    def get(self, job_id: str, name: str) -> bytes | None:
+        return self.redis.get(self.key(job_id, name))
