@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from diffusion.eval_classifier import augment
 from diffusion.schedules import NoiseSchedule
 
 
@@ -35,4 +36,11 @@ def noisy_classifier_loss(classifier: nn.Module, schedule: NoiseSchedule, x0: to
     t = torch.randint(0, schedule.num_train_steps, (b,), device=x0.device, generator=generator)
     eps = torch.randn(x0.shape, device=x0.device, generator=generator)
     logits = classifier(schedule.q_sample(x0, t, eps), t).float()
+    return F.cross_entropy(logits, y), (logits.argmax(-1) == y).float().mean()
+
+
+def clean_classifier_loss(classifier: nn.Module, x0: torch.Tensor, y: torch.Tensor,
+                          generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy of the evaluation classifier on clean, augmented images. Returns (loss, accuracy)."""
+    logits = classifier(augment(x0, generator)).float()
     return F.cross_entropy(logits, y), (logits.argmax(-1) == y).float().mean()

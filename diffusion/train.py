@@ -17,13 +17,21 @@ from tqdm import tqdm
 from diffusion.classifier import CLASSIFIER_PRESETS, NoiseClassifier
 from diffusion.data import ImageDataset, load_dataset
 from diffusion.ema import EMA
+from diffusion.eval_classifier import EVAL_CLASSIFIER_PRESETS, EvalClassifier
 from diffusion.images import save_grid
-from diffusion.losses import eps_loss, noisy_classifier_loss
+from diffusion.losses import clean_classifier_loss, eps_loss, noisy_classifier_loss
 from diffusion.sampling import SampleSpec, sample
 from diffusion.schedules import NoiseSchedule, ScheduleConfig
 from diffusion.unet import UNET_PRESETS, UNet
 
-TASKS = ("generator", "guidance-classifier")
+TASKS = ("generator", "guidance-classifier", "eval-classifier")
+
+ARCHITECTURES = {
+    "generator": (UNET_PRESETS, UNet),
+    "guidance-classifier": (CLASSIFIER_PRESETS, NoiseClassifier),
+    "eval-classifier": (EVAL_CLASSIFIER_PRESETS, EvalClassifier),
+}
+"""Each task's presets and network class."""
 
 
 def _f(default, help: str, **kw):
@@ -32,10 +40,10 @@ def _f(default, help: str, **kw):
 
 @dataclass
 class TrainConfig:
-    task: str = _f("generator", "what to train: the eps-model ('generator') or the noise-aware 'guidance-classifier'",
-                   choices=TASKS)
+    task: str = _f("generator", "what to train: the eps-model ('generator'), the noise-aware 'guidance-classifier', "
+                   "or the clean-image 'eval-classifier' that scores samples", choices=TASKS)
     data: str = _f("fashion-mnist", "'fashion-mnist' (train split) or a folder with one subfolder of images per class")
-    preset: str = _f("fmnist", "architecture preset: U-Net presets for a generator, classifier presets for a classifier")
+    preset: str = _f("fmnist", "architecture preset of the task's network (see ARCHITECTURES)")
     schedule: str = _f("linear", "noise schedule over T = 1000 steps", choices=("linear", "cosine"))
     steps: int = _f(20_000, "optimizer steps")
     batch_size: int = _f(128, "images per optimizer step")
@@ -54,6 +62,7 @@ class TrainConfig:
     image_size: int = _f(28, "image side the data is resized to")
     channels: int = _f(1, "image channels (1 grayscale, 3 RGB)")
     sample_every: int = _f(2000, "generator: save a sample grid (one row per class) every N steps (0 = never)")
+    sample_steps: int = _f(25, "generator: DDIM steps (CFG scale 3) of those sample grids")
     checkpoint_every: int = _f(2000, "save a resumable checkpoint every N steps (0 = only at the end)")
     log_every: int = _f(50, "update the progress bar's loss every N steps")
     run_dir: str = _f("runs/train", "where checkpoints, grids and the log go")
@@ -72,7 +81,7 @@ class TrainResult:
     steps_done: int
     seconds: float  # training time of this run and the runs it resumed, excluding start-up
     final_loss: float  # mean loss over the last log window
-    final_accuracy: float | None  # guidance classifier: accuracy on noised training batches
+    final_accuracy: float | None  # classifiers: accuracy on (noised or augmented) training batches
     device: str
 
 
@@ -95,6 +104,11 @@ def _save_atomic(obj: dict, path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
+
+
+def _last_log_entry(path: Path) -> dict:
+    lines = path.read_text().splitlines() if path.exists() else []
+    return json.loads(lines[-1]) if lines else {}
 
 
 def train(cfg: TrainConfig, dataset: ImageDataset | None = None,
@@ -124,16 +138,11 @@ def train(cfg: TrainConfig, dataset: ImageDataset | None = None,
     schedule = NoiseSchedule(ScheduleConfig(cfg.schedule))
 
     # --- model -------------------------------------------------------------------------------------
-    if cfg.task == "generator":
-        base = UNET_PRESETS[cfg.preset]
-        model_cfg = type(base)(**{**base.to_dict(), "image_size": dataset.image_size,
-                                  "in_channels": dataset.channels, "num_classes": num_classes})
-        model = UNet(model_cfg)
-    else:
-        base = CLASSIFIER_PRESETS[cfg.preset]
-        model_cfg = type(base)(**{**base.to_dict(), "image_size": dataset.image_size,
-                                  "in_channels": dataset.channels, "num_classes": num_classes})
-        model = NoiseClassifier(model_cfg)
+    presets, network = ARCHITECTURES[cfg.task]
+    base = presets[cfg.preset]
+    model_cfg = type(base)(**{**base.to_dict(), "image_size": dataset.image_size,
+                              "in_channels": dataset.channels, "num_classes": num_classes})
+    model = network(model_cfg)
     model.to(device).train()
     ema = EMA(model, cfg.ema_decay)
     forward = torch.compile(model) if (cfg.compile and on_cuda) else model
@@ -145,7 +154,9 @@ def train(cfg: TrainConfig, dataset: ImageDataset | None = None,
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
         saved = json.loads(ckpt["config"])
-        if any(saved[k] != v for k, v in cfg.to_dict().items() if k not in ("steps", "max_minutes", "device")):
+        # what may change between a run and its resumption: how long it goes on, where, and its reporting
+        free = ("steps", "max_minutes", "device", "sample_every", "sample_steps", "checkpoint_every", "log_every")
+        if any(saved.get(k) != v for k, v in cfg.to_dict().items() if k not in free):
             raise ValueError(f"{ckpt_path} was made with another config; use another --run-dir or remove it")
         model.load_state_dict(ckpt["model"])
         ema.load_state_dict(ckpt["ema"])
@@ -160,16 +171,20 @@ def train(cfg: TrainConfig, dataset: ImageDataset | None = None,
 
     def sample_grid() -> None:
         per_class = 8
-        specs = [SampleSpec(c, 3.0, sampler="ddim", steps=25, seed=1000 * c + i)
+        specs = [SampleSpec(c, 3.0, sampler="ddim", steps=cfg.sample_steps, seed=1000 * c + i)
                  for c in range(num_classes) for i in range(per_class)]
         x = sample(ema.model, schedule, specs, (dataset.channels, dataset.image_size, dataset.image_size),
                    num_classes, device=device)
         save_grid(x.cpu(), run_dir / f"samples_{step:07d}.png", nrow=per_class)
 
     # --- loop --------------------------------------------------------------------------------------
-    log = open(run_dir / "log.jsonl", "a")
+    log_path = run_dir / "log.jsonl"
+    last = _last_log_entry(log_path) if step else {}
+    log = open(log_path, "a")
     perm, pos = torch.randperm(len(images), device=device, generator=gen), 0
-    window_loss, window_acc, window_n, last_loss, last_acc = 0.0, 0.0, 0, float("nan"), None
+    # a resumed run that has no steps left still reports the figures its log ended with
+    window_loss, window_acc, window_n = 0.0, 0.0, 0
+    last_loss, last_acc = last.get("loss", float("nan")), last.get("accuracy")
     bar = tqdm(total=cfg.steps, initial=step, desc=cfg.task, unit="step", dynamic_ncols=True)
     t_start = time.perf_counter() - seconds
     while step < cfg.steps:
@@ -184,8 +199,10 @@ def train(cfg: TrainConfig, dataset: ImageDataset | None = None,
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16 and on_cuda):
             if cfg.task == "generator":
                 loss, acc = eps_loss(forward, schedule, x0, y, num_classes, cfg.p_uncond, gen), None
-            else:
+            elif cfg.task == "guidance-classifier":
                 loss, acc = noisy_classifier_loss(forward, schedule, x0, y, gen)
+            else:
+                loss, acc = clean_classifier_loss(forward, x0, y, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:

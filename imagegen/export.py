@@ -23,13 +23,17 @@ REPO = Path(__file__).resolve().parents[1]
 GENERATOR_DEFAULTS: dict[str, Any] = {"sampler": "ddim", "steps": 50, "guidance_scale": 3.0, "guidance": "cfg"}
 """Sampling defaults written into a new generator's card unless --defaults-json overrides them."""
 
-_KINDS = {"generator": ("generator", "unet"), "guidance-classifier": ("guidance-classifier", "noise-classifier")}
+_KINDS = {"generator": ("generator", "unet"), "guidance-classifier": ("guidance-classifier", "noise-classifier"),
+          "eval-classifier": ("eval-classifier", "eval-classifier")}
 
 _NOTES = {
     "generator": "Sampling defaults are placeholders, not yet chosen from measured quality (FID, "
                  "classifier accuracy); the quality table is empty until the model is evaluated.",
     "guidance-classifier": "Noise-aware classifier for classifier guidance; final_accuracy is measured on "
                            "noised training batches, not on held-out data.",
+    "eval-classifier": "Clean-image classifier whose penultimate features define FD (evaluation.md); "
+                       "never used for guidance. final_accuracy is on augmented training batches; "
+                       "quality.test_accuracy is on the held-out test split.",
 }
 
 
@@ -61,7 +65,7 @@ def training_recipe(result: TrainResult, train_images: int) -> dict[str, Any]:
         "torch": torch.__version__, "commit": git_commit(), "final_loss": finite_or_none(result.final_loss),
         "train_images": train_images,
     }
-    if cfg.task == "guidance-classifier":
+    if cfg.task != "generator":
         recipe["final_accuracy"] = finite_or_none(result.final_accuracy)
     return recipe
 
@@ -73,6 +77,7 @@ def export_result(
     train_images: int,
     defaults: dict[str, Any] | None = None,
     links: dict[str, str] | None = None,
+    quality: dict[str, Any] | None = None,
 ) -> ModelCard:
     """Save the EMA weights of `result` as fp16 under `name` (the next version) with a full card."""
     import torch
@@ -87,7 +92,7 @@ def export_result(
     card_fields = {
         "kind": kind,
         "architecture": {"type": arch_type, "config": result.model_config},
-        "schedule": asdict(ScheduleConfig(cfg.schedule)),
+        "schedule": asdict(ScheduleConfig(cfg.schedule)) if kind != "eval-classifier" else None,
         "prediction_type": "epsilon" if generator else None,
         "class_names": list(result.class_names),
         "image_size": result.model_config["image_size"],
@@ -96,6 +101,7 @@ def export_result(
         "defaults": ({**GENERATOR_DEFAULTS, **(defaults or {})} if generator else {}),
         "training": training_recipe(result, train_images),
         "links": dict(links or {}),
+        "quality": dict(quality or {}),
         "notes": _NOTES[kind],
     }
     return store.save(name, tensors, card_fields)

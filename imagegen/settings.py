@@ -1,13 +1,15 @@
 """The settings of one generate request, normalized and checked with the HTTP API's fields and ranges.
 
-Torch-free: the checks run before any model is loaded, so a typo costs nothing. Messages name the
-flag and what is allowed, e.g. `--steps must be between 1 and 1000 (got 0)`.
+Torch-free: the checks run before any model is loaded, so a typo costs nothing. The CLI and the HTTP
+API share these checks; only the spelling differs: messages name the flag on the command line
+(`--steps must be between 1 and 1000 (got 0)`) and the JSON field in the API (`steps must be ...`).
 """
 
 from __future__ import annotations
 
 import math
 import secrets
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -28,6 +30,43 @@ FLAGS = {"class_label": "--class-label", "num_images": "--num-images", "guidance
          "guidance_scale": "--guidance-scale", "sampler": "--sampler", "steps": "--steps",
          "eta": "--eta", "seed": "--seed"}
 """The flag of each request field: the API's field name with dashes."""
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """How messages spell the request's fields and the unconditional class."""
+
+    names: Mapping[str, str]  # request field -> how a message names it ("--steps" or "steps")
+    null_class: str  # how the unconditional class is written in messages ("none" or "null")
+    null_class_parses: bool  # whether a class_label string equal to null_class means unconditional
+
+
+CLI = Vocabulary(FLAGS, "none", True)
+"""Flags, and `--class-label none` for unconditional."""
+
+API = Vocabulary({key: key for key in FLAGS}, "null", False)
+"""JSON field names; JSON null (never a string) is unconditional."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The deployment's ceilings on one request (the HTTP API reads them from its settings)."""
+
+    max_images: int = MAX_IMAGES
+    max_steps: int = MAX_STEPS
+
+
+DEFAULT_LIMITS = Limits()
+
+
+class InvalidField(UsageError):
+    """A request field that cannot be used: `field` is its API name, `reason` what is wrong with it
+    (without the name), the message the whole sentence in the caller's vocabulary."""
+
+    def __init__(self, field: str, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.reason = " ".join(reason.split())
 
 
 @dataclass(frozen=True)
@@ -61,14 +100,16 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def problem(key: str, value: Any) -> str | None:
+def problem(key: str, value: Any, limits: Limits = DEFAULT_LIMITS) -> str | None:
     """Why `value` is not allowed for the request field `key` ("must be ... (got ...)"), or None."""
     if key == "sampler" and value not in SAMPLERS:
         return f"must be one of {', '.join(SAMPLERS)} (got {value!r})"
     if key == "guidance" and value not in GUIDANCE_KINDS:
         return f"must be one of {', '.join(GUIDANCE_KINDS)} (got {value!r})"
     if key in ("steps", "num_images", "seed"):
-        lo, hi, hi_text = {"steps": (MIN_STEPS, MAX_STEPS, str(MAX_STEPS)), "num_images": (1, MAX_IMAGES, str(MAX_IMAGES)),
+        max_steps = min(limits.max_steps, MAX_STEPS)
+        lo, hi, hi_text = {"steps": (MIN_STEPS, max_steps, str(max_steps)),
+                           "num_images": (1, limits.max_images, str(limits.max_images)),
                            "seed": (0, MAX_SEED, "2**63-1")}[key]
         if not _is_int(value):
             return f"must be an integer (got {value!r})"
@@ -98,34 +139,40 @@ def check_defaults(defaults: Any, where: str) -> dict[str, Any]:
     return dict(defaults)
 
 
-def _pick(key: str, given: Any, card: ModelCard, fallback: Any) -> Any:
-    """The value given on the command line, else the card's default, else `fallback`, checked."""
+def _invalid(vocab: Vocabulary, key: str, reason: str) -> InvalidField:
+    return InvalidField(key, reason, f"{vocab.names[key]} {reason}")
+
+
+def _pick(key: str, given: Any, card: ModelCard, fallback: Any, vocab: Vocabulary, limits: Limits) -> Any:
+    """The value given in the request, else the card's default, else `fallback`, checked."""
     if given is not None:
         value, source = given, ""
     elif key in card.defaults:
         value, source = card.defaults[key], f" from the defaults of {card.ref}"
     else:
         value, source = fallback, ""
-    why = problem(key, value)
+    why = problem(key, value, limits)
     if why:
-        raise UsageError(f"{FLAGS[key]} {why}{source}")
+        raise _invalid(vocab, key, f"{why}{source}")
     return value
 
 
-def resolve_class(card: ModelCard, label: str) -> int | None:
-    """A class index, a class name (any case and separators) or `none` to an index or None."""
-    if label.strip().casefold() == "none":
+def resolve_class(card: ModelCard, label: int | str | None, vocab: Vocabulary = CLI) -> int | None:
+    """A class index, a class name (any case and separators) or the null class to an index or None."""
+    if label is None:
+        return None
+    if vocab.null_class_parses and isinstance(label, str) and label.strip().casefold() == vocab.null_class:
         return None
     try:
         return card.resolve_class(label)
     except ValueError as e:
-        raise UsageError(f"--class-label: {e}") from None
+        raise InvalidField("class_label", str(e), f"{vocab.names['class_label']}: {e}") from None
 
 
 def resolve_settings(
     card: ModelCard,
     *,
-    class_label: str,
+    class_label: int | str | None,
     num_images: int | None = None,
     guidance: str | None = None,
     guidance_scale: float | None = None,
@@ -133,40 +180,49 @@ def resolve_settings(
     steps: int | None = None,
     eta: float | None = None,
     seed: int | None = None,
+    vocab: Vocabulary = CLI,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> GenerateSettings:
-    """Fill the defaults (command line, then the card, then FALLBACK_DEFAULTS) and check everything,
-    raising UsageError naming the flag at the first problem."""
-    label = resolve_class(card, class_label)
-    n = _pick("num_images", num_images, card, 4)
+    """Fill the defaults (the request, then the card, then FALLBACK_DEFAULTS) and check everything,
+    raising InvalidField naming the field (in `vocab`'s spelling) at the first problem."""
+    n_ = vocab.names
+    label = resolve_class(card, class_label, vocab)
+    n = _pick("num_images", num_images, card, 4, vocab, limits)
     # the API's default guidance is cfg whatever the card says: a card cannot make a request
     # depend on a classifier that the caller did not ask for
     kind = guidance if guidance is not None else "cfg"
     if kind not in GUIDANCE_KINDS:
-        raise UsageError(f"--guidance {problem('guidance', kind)}")
-    sampler_name = _pick("sampler", sampler, card, FALLBACK_DEFAULTS["sampler"])
-    k = _pick("steps", steps, card, FALLBACK_DEFAULTS["steps"])
-    scale = float(_pick("guidance_scale", guidance_scale, card, FALLBACK_DEFAULTS["guidance_scale"]))
-    e = float(_pick("eta", eta, card, 0.0))
+        raise _invalid(vocab, "guidance", problem("guidance", kind))
+    sampler_name = _pick("sampler", sampler, card, FALLBACK_DEFAULTS["sampler"], vocab, limits)
+    k = _pick("steps", steps, card, FALLBACK_DEFAULTS["steps"], vocab, limits)
+    scale = float(_pick("guidance_scale", guidance_scale, card, FALLBACK_DEFAULTS["guidance_scale"], vocab, limits))
+    # a card's eta default belongs to its ddim default: a request that picks another sampler and
+    # says nothing about eta must not be refused for the card's eta
+    if eta is None and sampler_name != "ddim":
+        e = 0.0
+    else:
+        e = float(_pick("eta", eta, card, 0.0, vocab, limits))
     if e != 0 and sampler_name != "ddim":
-        raise UsageError(f"--eta is only for --sampler ddim (got --eta {e} with --sampler {sampler_name})")
+        raise _invalid(vocab, "eta", f"is only for {n_['sampler']} ddim (got {n_['eta']} {e} with "
+                                      f"{n_['sampler']} {sampler_name})")
     if seed is None:
         # leave room for seed + i of every image below MAX_SEED
         s = secrets.randbelow(MAX_SEED - n + 2)
     else:
-        why = problem("seed", seed)
+        why = problem("seed", seed, limits)
         if why:
-            raise UsageError(f"--seed {why}")
+            raise _invalid(vocab, "seed", why)
         if seed + n - 1 > MAX_SEED:
-            raise UsageError(f"--seed must be at most 2**63-1 - {n - 1} with --num-images {n}, since image i "
-                             f"uses seed + i (got {seed})")
+            raise _invalid(vocab, "seed", f"must be at most 2**63-1 - {n - 1} with {n_['num_images']} {n}, "
+                                          f"since image i uses seed + i (got {seed})")
         s = seed
     if kind == "classifier":
         if label is None:
-            raise UsageError("--guidance classifier needs a class: --class-label none is unconditional; "
-                             "use --guidance cfg")
+            raise _invalid(vocab, "guidance", f"classifier needs a class: {n_['class_label']} {vocab.null_class} "
+                                              f"is unconditional; use {n_['guidance']} cfg")
         if not card.links.get("guidance_classifier"):
-            raise UsageError(f"--guidance classifier: model {card.ref} has no guidance classifier "
-                             "(its card has no links.guidance_classifier); use --guidance cfg")
+            raise _invalid(vocab, "guidance", f"classifier: model {card.ref} has no guidance classifier "
+                                              f"(its card has no links.guidance_classifier); use {n_['guidance']} cfg")
     return GenerateSettings(
         class_label=label, class_name=None if label is None else card.class_names[label], num_images=n,
         guidance=kind, guidance_scale=scale, sampler=sampler_name, steps=k, eta=e, seed=s,

@@ -43,12 +43,11 @@ _RULES: list[tuple[str, str, Callable[[Any], bool]]] = [
 
 def _extra_help() -> dict[str, str]:
     """What a field's own help leaves out but a person at the prompt needs."""
-    from diffusion.classifier import CLASSIFIER_PRESETS
     from diffusion.data import DEFAULT_FASHION_MNIST_ROOT
-    from diffusion.unet import UNET_PRESETS
+    from diffusion.train import ARCHITECTURES
 
     return {
-        "preset": f"; generator: {', '.join(UNET_PRESETS)}; guidance-classifier: {', '.join(CLASSIFIER_PRESETS)}",
+        "preset": "".join(f"; {task}: {', '.join(presets)}" for task, (presets, _) in ARCHITECTURES.items()),
         "data": f"; fashion-mnist is read from {DEFAULT_FASHION_MNIST_ROOT} (env FASHION_MNIST_ROOT overrides)",
     }
 
@@ -98,14 +97,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _check_config(cfg) -> None:
-    from diffusion.classifier import CLASSIFIER_PRESETS
-    from diffusion.unet import UNET_PRESETS
+    from diffusion.train import ARCHITECTURES
 
     for name, allowed, ok in _RULES:
         value = getattr(cfg, name)
         if not ok(value):
             raise UsageError(f"{_flag(name)} must be {allowed} (got {value})")
-    presets = UNET_PRESETS if cfg.task == "generator" else CLASSIFIER_PRESETS
+    presets = ARCHITECTURES[cfg.task][0]
     if cfg.preset not in presets:
         raise UsageError(f"--preset must be one of {', '.join(presets)} for --task {cfg.task} (got {cfg.preset!r})")
     base = presets[cfg.preset]
@@ -190,10 +188,14 @@ def run(args: argparse.Namespace) -> int:
         # e.g. a --run-dir holding a checkpoint of another config: the fix is a flag, not the code
         raise UsageError(str(e)) from None
 
+    # --- held-out accuracy of an evaluation classifier ----------------------------------------------
+    quality = held_out_accuracy(result, cfg) if cfg.task == "eval-classifier" else None
+
     # --- export -------------------------------------------------------------------------------------
     card = None
     if args.export_name is not None:
-        card = export_result(store, args.export_name, result, train_images, defaults=defaults, links=links)
+        card = export_result(store, args.export_name, result, train_images, defaults=defaults, links=links,
+                             quality=quality)
     summary = {
         "model": card.ref if card else None,
         "task": cfg.task,
@@ -204,7 +206,30 @@ def run(args: argparse.Namespace) -> int:
         "run_dir": cfg.run_dir,
         "store": str(store.root) if card else None,
     }
-    if cfg.task == "guidance-classifier":
+    if cfg.task != "generator":
         summary["final_accuracy"] = finite_or_none(result.final_accuracy)
+    if quality:
+        summary["quality"] = quality
     print(json.dumps(summary))
     return 0
+
+
+def held_out_accuracy(result, cfg) -> dict | None:
+    """The evaluation classifier's accuracy on Fashion-MNIST's 10,000 test images (the card's
+    `quality`), or None when the training data was not Fashion-MNIST."""
+    from datetime import datetime, timezone
+
+    from diffusion.data import load_fashion_mnist
+    from diffusion.evaluation import accuracy, classify
+    from diffusion.train import resolve_device
+    from imagegen.export import git_commit
+
+    if not cfg.data.startswith("fashion-mnist"):
+        return None
+    test = load_fashion_mnist("test")
+    device = resolve_device(cfg.device)
+    _, predicted = classify(result.model.to(device), test.images.float() / 127.5 - 1, device=device)
+    result.model.cpu()
+    return {"test_accuracy": round(accuracy(predicted, test.labels), 4), "test_images": len(test),
+            "measured_on": result.device, "commit": git_commit(),
+            "measured_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}

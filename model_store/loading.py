@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from diffusion.classifier import NoiseClassifier, NoiseClassifierConfig
+from diffusion.eval_classifier import EvalClassifier, EvalClassifierConfig
 from diffusion.schedules import NoiseSchedule, ScheduleConfig
 from diffusion.unet import UNet, UNetConfig
 from model_store.cards import ModelCard
@@ -19,12 +20,8 @@ from model_store.store import ModelStore
 _BUILDERS = {
     "unet": lambda cfg: UNet(UNetConfig.from_dict(cfg)),
     "noise-classifier": lambda cfg: NoiseClassifier(NoiseClassifierConfig.from_dict(cfg)),
+    "eval-classifier": lambda cfg: EvalClassifier(EvalClassifierConfig.from_dict(cfg)),
 }
-
-
-def register_architecture(type_name: str, build) -> None:
-    """Let another module (e.g. the evaluation classifier) say how to build its networks."""
-    _BUILDERS[type_name] = build
 
 
 def build_module(card: ModelCard) -> nn.Module:

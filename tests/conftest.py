@@ -1,3 +1,4 @@
+import os
 import sys
 from pathlib import Path
 
@@ -9,20 +10,16 @@ sys.path.insert(0, str(Path(__file__).parent / "diffusion"))
 sys.path.insert(0, str(Path(__file__).parent))
 
 from diffusion.schedules import NoiseSchedule, ScheduleConfig  # noqa: E402
-from diffusion.unet import UNET_PRESETS, UNet  # noqa: E402
+from diffusion.unet import UNet  # noqa: E402
+from stores import randomized_unet  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
-
-def randomized_unet(seed: int = 0, std: float = 0.03) -> UNet:
-    """The tiny preset with every parameter random (the real init zeroes output layers, which would
-    make every prediction 0 and every check trivial)."""
-    g = torch.Generator().manual_seed(seed)
-    model = UNet(UNET_PRESETS["tiny"]).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * std)
-    return model
+# The suite's networks are tiny: one intra-op thread is as fast as two, and on the shared 2-core
+# machine (a server or a training run beside the tests) two contended OpenMP threads are many times
+# slower. Subprocesses the tests start get OMP_NUM_THREADS=1 for the same reason.
+torch.set_num_threads(1)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import torch
 from diffusion.classifier import CLASSIFIER_PRESETS, NoiseClassifier
 from diffusion.data import FASHION_MNIST_CLASSES
 from diffusion.schedules import ScheduleConfig
-from diffusion.unet import UNET_PRESETS
+from diffusion.unet import UNET_PRESETS, UNet
 
 # few steps by default, so that a test that leaves --steps out stays fast; also shows the card's
 # defaults are the ones used
@@ -65,6 +65,17 @@ def randomized_classifier(seed: int = 1, std: float = 0.05) -> NoiseClassifier:
     # random everywhere, like tests/conftest.py's randomized_unet, so the guidance gradient is not zero
     g = torch.Generator().manual_seed(seed)
     model = NoiseClassifier(CLASSIFIER_PRESETS["tiny"]).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * std)
+    return model
+
+
+def randomized_unet(seed: int = 0, std: float = 0.03) -> UNet:
+    """The tiny preset with every parameter random (the real init zeroes output layers, which would
+    make every prediction 0 and every check trivial)."""
+    g = torch.Generator().manual_seed(seed)
+    model = UNet(UNET_PRESETS["tiny"]).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.copy_(torch.randn(p.shape, generator=g) * std)

@@ -3,7 +3,7 @@
 import torch
 
 from analytic import GaussianEps, PerturbedGaussianEps
-from conftest import randomized_unet
+from stores import randomized_unet
 from diffusion.schedules import NoiseSchedule
 
 IMAGE_SHAPE = (1, 28, 28)

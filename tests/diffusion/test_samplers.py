@@ -91,7 +91,10 @@ def test_images_can_join_and_leave_between_steps(model, linear_schedule):
         state = state.select(keep)
     assert sorted(finished) == [7, 8, 9]
     for spec in long.specs + short.specs:
-        assert (finished[spec.seed] - run(model, linear_schedule, [spec])[0]).abs().max() < 1e-5
+        alone = run(model, linear_schedule, [spec])[0]
+        # batches of 3, 2 and 1 images over ten steps: float32 convolutions round differently per
+        # batch size, so allow 1e-5 relative to the image's scale (values reach about 2 here)
+        assert (finished[spec.seed] - alone).abs().max() < 1e-5 * max(1.0, alone.abs().max().item())
 
 
 def test_euler_equals_ddim_with_eta_zero(model, linear_schedule):

@@ -61,7 +61,7 @@ def test_the_guidance_classifier_learns_on_noised_images(fmnist_slice, tmp_path)
 
 
 def test_sample_grids_are_written_every_n_steps(fmnist_slice, tmp_path):
-    cfg = TrainConfig(preset="tiny", steps=4, batch_size=8, device="cpu", sample_every=2, log_every=2,
-                      run_dir=str(tmp_path))
+    cfg = TrainConfig(preset="tiny", steps=4, batch_size=8, device="cpu", sample_every=2, sample_steps=2,
+                      log_every=2, run_dir=str(tmp_path))
     train(cfg, dataset=fmnist_slice)
     assert sorted(p.name for p in tmp_path.glob("samples_*.png")) == ["samples_0000002.png", "samples_0000004.png"]

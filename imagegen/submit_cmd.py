@@ -1,0 +1,124 @@
+"""`imagegen submit`: send one request to a running service with the Python client, wait for it,
+and print the job document as JSON; with `--out`, also download its PNGs and grid.
+
+The flags are `imagegen generate`'s, spelled the same, but nothing is checked here: the server
+validates against its model cards, and its problem document comes back as one error line (exit 2 for
+a 4xx answer, 1 for anything else).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from imagegen.errors import UsageError
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+"""Where `imagegen up` serves by default."""
+
+WAIT_TIMEOUT_S = 600.0
+"""Default limit on waiting for the job to end."""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of `imagegen submit`."""
+    p.add_argument("--url", default=os.environ.get("IMAGEGEN_URL", DEFAULT_URL),
+                   help=f"the service's base URL (default: $IMAGEGEN_URL, else {DEFAULT_URL})")
+    p.add_argument("--api-key", default=os.environ.get("IMAGEGEN_API_KEY"), metavar="KEY",
+                   help="bearer key, where the service has API_KEYS (default: $IMAGEGEN_API_KEY)")
+    p.add_argument("--class-label", required=True, metavar="C",
+                   help="class index 0..K-1, a class name from the model card (case-insensitive, e.g. "
+                        "'sneaker'), or 'none' for unconditional")
+    p.add_argument("--model", metavar="NAME[@VERSION]", help="model (default: the service's default model)")
+    p.add_argument("--num-images", type=int, metavar="N", help="images to generate (default: 4)")
+    p.add_argument("--guidance", metavar="KIND", help="'cfg' or 'classifier' (default: cfg)")
+    p.add_argument("--guidance-scale", type=float, metavar="S", help="guidance scale >= 0 (default: the card's)")
+    p.add_argument("--sampler", metavar="NAME",
+                   help="ddpm, ddim, dpmpp_2m, euler or heun (default: the card's); see GET /samplers")
+    p.add_argument("--steps", type=int, metavar="K", help="sampler steps, 1..1000 (default: the card's)")
+    p.add_argument("--eta", type=float, metavar="E", help="DDIM stochasticity 0..1, ddim only (default: 0)")
+    p.add_argument("--seed", type=int, metavar="S", help="seed; image i uses seed + i (default: random)")
+    p.add_argument("--webhook-url", metavar="URL", help="POSTed the final job document when the job ends")
+    p.add_argument("--idempotency-key", metavar="KEY",
+                   help="a retry with the same key returns the same job instead of a new one")
+    p.add_argument("--out", metavar="DIR",
+                   help="wait, then write 0.png .. N-1.png and grid.png into DIR (created if missing)")
+    p.add_argument("--no-wait", action="store_true",
+                   help="print the job as submitted (queued) and exit, without waiting for it")
+    p.add_argument("--timeout", type=float, default=WAIT_TIMEOUT_S, metavar="S",
+                   help=f"most seconds to wait for the job to end (default: {WAIT_TIMEOUT_S:g})")
+
+
+def class_label(text: str) -> int | str | None:
+    """The JSON value of --class-label: an int for digits, null for 'none', else the name."""
+    text = text.strip()
+    if text.lower() in ("none", "null"):
+        return None
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
+def error_line(error: Any) -> str:
+    """One line for an ApiError: the field errors when there are any (`steps: ...`), else the detail."""
+    from imagegen.client.errors import field_error
+
+    fields = [field_error(e) for e in error.errors]
+    return "; ".join(f for f in fields if f) or error.message
+
+
+def _save(job: Any, out: Path) -> list[str]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, image in enumerate(job.images()):
+        path = out / f"{i}.png"
+        image.save(path)
+        paths.append(str(path))
+    job.grid().save(out / "grid.png")
+    return paths + [str(out / "grid.png")]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Submit, wait unless --no-wait, print the job JSON, write the PNGs with --out."""
+    import httpx
+
+    from imagegen.client import ApiError, Client
+
+    if args.no_wait and args.out:
+        raise UsageError("--out needs the job to end: leave out --no-wait")
+    if args.timeout <= 0:
+        raise UsageError(f"--timeout must be > 0 (got {args.timeout:g})")
+    out = Path(args.out) if args.out else None
+    if out is not None and out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a directory")
+
+    try:
+        with Client(args.url, api_key=args.api_key) as api:
+            job = api.generate(class_label(args.class_label), model=args.model, num_images=args.num_images,
+                               guidance=args.guidance, guidance_scale=args.guidance_scale, sampler=args.sampler,
+                               steps=args.steps, eta=args.eta, seed=args.seed, webhook_url=args.webhook_url,
+                               idempotency_key=args.idempotency_key)
+            if not args.no_wait:
+                job = job.wait(timeout=args.timeout)
+            print(json.dumps(job.document))
+            if job.done and job.status != "succeeded":
+                why = (job.error or {}).get("message") or job.status
+                print(f"imagegen submit: error: job {job.id} {job.status}: {why}", file=sys.stderr)
+                return 1
+            if out is not None:
+                written = _save(job, out)
+                print(f"imagegen submit: wrote {len(written) - 1} images and grid.png to {out}", file=sys.stderr)
+    except ApiError as e:
+        if 400 <= e.status < 500:
+            raise UsageError(error_line(e)) from None
+        print(f"imagegen submit: error: {error_line(e)}", file=sys.stderr)
+        return 1
+    except httpx.TransportError as e:
+        print(f"imagegen submit: error: cannot reach {args.url}: {e or type(e).__name__}", file=sys.stderr)
+        return 1
+    except TimeoutError as e:
+        print(f"imagegen submit: error: {e}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,85 @@
+"""The FastAPI app: `create_app(settings)` wires the routers, the problem handlers and the metrics;
+Redis connections open in the lifespan, never at import. Imports no torch."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from service import problems
+from service.deps import LOCAL_REDIS_URL, Backend
+from service.documents import SSE_PING_S
+from service.metrics import Metrics, RequestMetrics
+from service.routers import jobs, models, ops
+from service.schemas import GenerateRequest
+from service.settings import Settings
+
+log = logging.getLogger("service")
+
+DESCRIPTION = """Class-conditional diffusion as a service: submit a job with `POST /generate`, follow it with
+`GET /jobs/{id}` or `GET /jobs/{id}/events`, fetch its PNGs. Every error is an RFC 9457 problem document
+(`application/problem+json`)."""
+
+
+def _redacted(url: str) -> str:
+    # a password in REDIS_URL must not reach the log
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme}{sep}***@{rest.rpartition('@')[2]}" if "@" in rest else url
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The API, configured by `settings` (default: from the environment)."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        backend = Backend.open(settings)
+        app.state.backend = backend
+        log.info("imagegen API: Redis %s, queue %r, model store %s; no API keys configured: the API is open",
+                 _redacted(settings.redis_url or LOCAL_REDIS_URL), settings.queue_name, backend.store.root)
+        try:
+            yield
+        finally:
+            del app.state.backend
+            await backend.close()
+
+    app = FastAPI(title="imagegen", version="1", description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.sse_ping_s = SSE_PING_S
+    app.state.metrics = metrics = Metrics(lambda: getattr(app.state, "backend", None))
+    problems.install(app, list(GenerateRequest.model_fields))
+    # added last, so outermost: it sees the final status of every request, 500s included
+    app.add_middleware(RequestMetrics, metrics=metrics)
+    for module in (jobs, models, ops):
+        app.include_router(module.router)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema, with error bodies declared as application/problem+json and its default
+    validation-error schema replaced by the problem document the API really sends."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    problem_ref = {"$ref": "#/components/schemas/ProblemDocument"}
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            for code, response in operation.get("responses", {}).items():
+                if not code.isdigit() or int(code) < 400:
+                    continue
+                content = response.setdefault("content", {})
+                body = content.pop("application/json", None) or {"schema": problem_ref}
+                if "HTTPValidationError" in str(body):
+                    body, response["description"] = {"schema": problem_ref}, "Invalid request"
+                content[problems.MEDIA_TYPE] = body
+    components = schema.get("components", {}).get("schemas", {})
+    for unused in ("HTTPValidationError", "ValidationError"):
+        components.pop(unused, None)
+    app.openapi_schema = schema
+    return schema

@@ -1,0 +1,185 @@
+"""RFC 9457 problem documents: every 4xx and 5xx the API sends is one, whatever raised it.
+
+Routes raise `Problem`; the handlers installed by `install` turn request validation errors, Starlette's
+own HTTP errors (unknown route, wrong method), Redis outages and unexpected exceptions into problems
+too, so that a client never has to parse two error shapes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from http import HTTPStatus
+from typing import Any
+
+import redis.exceptions
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger("service")
+
+MEDIA_TYPE = "application/problem+json"
+
+TYPE_BASE = "tag:imagegen,2026:problem/"
+"""Problem types are tag URIs (RFC 4151): stable identifiers that nobody expects to dereference."""
+
+REDIS_RETRY_AFTER_S = 5
+"""Retry-After of a 503 caused by Redis: long enough for a restart, short enough for a client loop."""
+
+
+def problem_type(name: str) -> str:
+    """The type URI of a problem named `name` (e.g. "invalid-request")."""
+    return TYPE_BASE + name
+
+
+class Problem(Exception):
+    """An error response: raise it from a route or a dependency."""
+
+    def __init__(self, status: int, detail: str, *, type: str = "about:blank", title: str | None = None,
+                 errors: list[dict[str, str]] | None = None, headers: dict[str, str] | None = None,
+                 **extensions: Any) -> None:
+        super().__init__(detail)
+        self.status, self.detail, self.type = status, detail, type
+        self.title = title or HTTPStatus(status).phrase
+        self.errors, self.headers, self.extensions = errors, headers or {}, extensions
+
+    def response(self) -> JSONResponse:
+        body: dict[str, Any] = {"type": self.type, "title": self.title, "status": self.status, "detail": self.detail}
+        if self.errors is not None:
+            body["errors"] = self.errors
+        body.update(self.extensions)
+        return JSONResponse(body, status_code=self.status, headers=self.headers, media_type=MEDIA_TYPE)
+
+
+def invalid(errors: list[dict[str, str]]) -> Problem:
+    """422 naming each offending field: `errors` is [{"field", "message"}]."""
+    detail = "invalid request: " + "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+    return Problem(422, detail, type=problem_type("invalid-request"), title="Invalid request", errors=errors)
+
+
+def redis_unavailable(exc: Exception | None = None) -> Problem:
+    why = f" ({type(exc).__name__})" if exc is not None else ""
+    return Problem(503, f"Redis is unreachable{why}; retry shortly", type=problem_type("redis-unavailable"),
+                   title="Service unavailable", headers={"Retry-After": str(REDIS_RETRY_AFTER_S)})
+
+
+_DESCRIPTIONS = {
+    404: "Not found: unknown or expired job, unknown model or image index",
+    409: "Conflict: a request with the same Idempotency-Key is still being processed; retry",
+    422: "Invalid request: `errors` names each offending field and what is allowed",
+    500: "Unexpected error (logged on the server)",
+    503: "Redis unreachable, or no worker alive; see Retry-After",
+}
+
+
+def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error statuses a route can answer (503 and 500 are always possible)."""
+    from service.schemas import ProblemDocument
+
+    return {code: {"model": ProblemDocument, "description": _DESCRIPTIONS[code]} for code in (*codes, 503, 500)}
+
+
+# pydantic error types whose own message is worse than ours
+_MESSAGES = {
+    "missing": "is required",
+    "json_invalid": "is not valid JSON",
+}
+
+
+def _validation_errors(exc: RequestValidationError, allowed_fields: list[str]) -> list[dict[str, str]]:
+    """One entry per offending field, named as the client spelled it (a union's per-member errors
+    are merged: `class_label` fails as int and as str at once)."""
+    merged: dict[str, list[str]] = {}
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ())]
+        where, rest = (loc[0], loc[1:]) if loc and loc[0] in ("body", "query", "path", "header", "cookie") else ("", loc)
+        kind = err.get("type", "")
+        # a JSON syntax error's location is a character offset, not a field
+        field = rest[0] if rest and kind != "json_invalid" else (where or "body")
+        ctx = err.get("ctx") or {}
+        if kind == "extra_forbidden":
+            message = f"unknown field; allowed fields: {', '.join(allowed_fields)}"
+        elif kind == "json_invalid":
+            message = f"{_MESSAGES[kind]}: {ctx.get('error', err.get('msg', ''))}"
+        elif kind == "value_error" and "error" in ctx:
+            message = str(ctx["error"])  # our own validator's words, without pydantic's "Value error, "
+        elif kind in ("int_type", "float_type"):
+            message = f"must be {'an integer' if kind == 'int_type' else 'a number'} (got {err.get('input')!r})"
+        else:
+            message = _MESSAGES.get(kind) or err.get("msg", "is invalid")
+            if where == "header":
+                field = field.title()
+        if message not in merged.setdefault(field, []):
+            merged[field].append(message)
+    return [{"field": f, "message": "; ".join(ms)} for f, ms in merged.items()]
+
+
+def install(app: FastAPI, allowed_fields: list[str]) -> None:
+    """Register the handlers; `allowed_fields` are the request body's fields, listed when a client
+    sends an unknown one."""
+
+    @app.exception_handler(Problem)
+    async def _problem(request: Request, exc: Problem) -> JSONResponse:
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return invalid(_validation_errors(exc, allowed_fields)).response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
+        if exc.status_code == 404 and detail == HTTPStatus(404).phrase:
+            detail = f"no route {request.url.path}; see /docs"
+        elif exc.status_code == 405 and exc.headers and "Allow" in exc.headers:
+            detail = f"{request.method} is not allowed on {request.url.path}; allowed: {exc.headers['Allow']}"
+        return Problem(exc.status_code, detail, headers=dict(exc.headers or {})).response()
+
+    async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("%s %s: Redis unreachable: %s", request.method, request.url.path, exc)
+        return redis_unavailable(exc).response()
+
+    # BusyLoadingError (Redis still loading its data) is a ConnectionError too
+    app.add_exception_handler(redis.exceptions.ConnectionError, _redis_down)
+    app.add_exception_handler(redis.exceptions.TimeoutError, _redis_down)
+    app.add_middleware(CatchAll)
+
+
+class CatchAll:
+    """The last resort: an unexpected exception becomes a 500 problem with no stack trace in the
+    body, logged here once. (Starlette's own 500 handler would re-raise after answering, which logs
+    twice under uvicorn and breaks test clients.)"""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            if started:
+                # a stream broke halfway (an SSE stream, say): nothing left to answer with
+                log.exception("%s %s failed after the response started", scope.get("method"), scope.get("path"))
+                raise
+            if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
+                # raised outside a route (a streaming body's setup, a middleware): still a 503
+                response = redis_unavailable(exc).response()
+            else:
+                log.exception("%s %s: unexpected error", scope.get("method"), scope.get("path"))
+                response = Problem(500, "internal error; it has been logged on the server",
+                                   type=problem_type("internal-error")).response()
+            await response(scope, receive, send)

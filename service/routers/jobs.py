@@ -1,0 +1,256 @@
+"""Jobs: submit, poll, fetch PNGs, stream progress, cancel."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from sse_starlette import EventSourceResponse
+from starlette.concurrency import run_in_threadpool
+
+from imagegen.settings import API, InvalidField, Limits, resolve_settings
+from model_store import ModelCard
+from model_store.errors import InvalidModelNameError, UnknownModelError
+from service.deps import Backend, BackendDep
+from service.documents import (TERMINAL_STATUSES, close, document, job_events, job_url, load, not_found, subscribe,
+                               wait_for_end)
+from service.jobs import PREFIX, JobStatus, JobStore, job_id_time, new_job_id
+from service.problems import Problem, invalid, problem_type, responses
+from service.routers.models import find_generator
+from service.schemas import GenerateRequest, JobDocument
+
+router = APIRouter(tags=["jobs"])
+
+TASK = "worker.tasks.generate"
+"""Dotted path of the worker's task: the API never imports the worker (nor torch)."""
+
+IDEMPOTENCY_TTL_S = 86_400
+"""How long an Idempotency-Key maps to its job."""
+
+MAX_WAIT_S = 60
+
+PNG_CACHE = "public, max-age=86400, immutable"  # a job's PNGs never change once written
+
+
+def _root(request: Request) -> str:
+    return request.scope.get("root_path", "").rstrip("/")
+
+
+# --- submit --------------------------------------------------------------------------------------
+
+def normalize(backend: Backend, body: GenerateRequest) -> tuple[ModelCard, dict[str, Any]]:
+    """The generator and the request as the worker runs it (the record's `request`), or a 422."""
+    card = find_generator(backend.store, backend.settings, body.model)
+    limits = Limits(max_images=backend.settings.max_images_per_job, max_steps=backend.settings.max_steps)
+    try:
+        s = resolve_settings(card, class_label=body.class_label, num_images=body.num_images, guidance=body.guidance,
+                             guidance_scale=body.guidance_scale, sampler=body.sampler, steps=body.steps, eta=body.eta,
+                             seed=body.seed, vocab=API, limits=limits)
+    except InvalidField as e:
+        raise invalid([{"field": e.field, "message": e.reason}]) from None
+    if s.guidance == "classifier":
+        link = card.links["guidance_classifier"]
+        try:
+            linked = backend.store.resolve(link)
+        except (UnknownModelError, InvalidModelNameError):
+            linked = None
+        if linked is None or linked.kind != "guidance-classifier":
+            raise invalid([{"field": "guidance", "message": f"classifier: the guidance classifier {link!r} of "
+                                                            f"{card.ref} is not installed; use guidance cfg"}])
+    request = {"model": card.ref, "class_label": s.class_label, "num_images": s.num_images, "guidance": s.guidance,
+               "guidance_scale": s.guidance_scale, "sampler": s.sampler, "steps": s.steps, "eta": s.eta,
+               "seed": s.seed}
+    return card, request
+
+
+def _fingerprint(body: GenerateRequest) -> str:
+    # what the client asked for (a left-out field equals an explicit null), not the normalized
+    # request: that holds a random seed, so a retry would never match it
+    data = body.model_dump(mode="json", exclude_none=True)
+    data["class_label"] = body.class_label
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def _idem_key(key: str) -> str:
+    return f"{PREFIX}idem:{key}"
+
+
+def _claim(backend: Backend, key: str, fingerprint: str, job_id: str) -> str | None:
+    """None if `key` is now ours for `job_id`, else the job id it already names (same body)."""
+    value = json.dumps({"job": job_id, "fingerprint": fingerprint})
+    for _ in range(3):  # the key may expire between SET NX and GET
+        if backend.redis.set(_idem_key(key), value, nx=True, ex=IDEMPOTENCY_TTL_S):
+            return None
+        raw = backend.redis.get(_idem_key(key))
+        if raw is not None:
+            held = json.loads(raw)
+            if held["fingerprint"] != fingerprint:
+                raise invalid([{"field": "Idempotency-Key", "message": "was already used with a different request "
+                                                                       "body; use a new key for a new request"}])
+            return held["job"]
+    raise Problem(409, "Idempotency-Key is being reused concurrently; retry", headers={"Retry-After": "1"})
+
+
+def _replay(backend: Backend, job_id: str) -> dict[str, Any]:
+    record = backend.jobs.get(job_id)
+    if record is not None:
+        return record
+    made = job_id_time(job_id)
+    if made is not None and time.time() - made < 60:
+        # the first request holds the key but has not written its record yet
+        raise Problem(409, "a request with this Idempotency-Key is still being processed; retry",
+                      type=problem_type("idempotency-in-progress"), headers={"Retry-After": "1"})
+    raise not_found(job_id, backend.settings.result_ttl)
+
+
+def create_and_enqueue(backend: Backend, job_id: str, card: ModelCard, request: dict[str, Any],
+                       webhook_url: str | None) -> dict[str, Any]:
+    """Write the record and the RQ job in one MULTI/EXEC: both exist or neither does, so no crash
+    can leave a queued record that no worker will ever see (or an RQ job with no record)."""
+    settings = backend.settings
+    pipe = backend.redis.pipeline(transaction=True)
+    pipe.multi()
+    record = JobStore(pipe, result_ttl=settings.result_ttl).create(job_id, model=card.ref, request=request,
+                                                                    webhook_url=webhook_url)
+    backend.queue.enqueue_call(func=TASK, kwargs={"job": job_id}, job_id=job_id, timeout=settings.job_timeout,
+                               result_ttl=settings.result_ttl, failure_ttl=settings.result_ttl, pipeline=pipe)
+    pipe.execute()
+    return record
+
+
+def submit(backend: Backend, body: GenerateRequest, idempotency_key: str | None) -> dict[str, Any]:
+    """Validate, then create and enqueue the job (or find the one this Idempotency-Key made)."""
+    card, request = normalize(backend, body)
+    job_id = new_job_id()
+    if idempotency_key is not None:
+        existing = _claim(backend, idempotency_key, _fingerprint(body), job_id)
+        if existing is not None:
+            return _replay(backend, existing)
+    try:
+        return create_and_enqueue(backend, job_id, card, request, None if body.webhook_url is None else str(body.webhook_url))
+    except BaseException:
+        if idempotency_key is not None:
+            # the job was not made: a retry with this key must make it, not find nothing
+            try:
+                backend.redis.delete(_idem_key(idempotency_key))
+            except Exception:
+                pass
+        raise
+
+
+@router.post(
+    "/generate", status_code=202, response_model=JobDocument, summary="Submit a generation job",
+    response_description="Accepted: the job document (status queued), and Location: /jobs/{id}",
+    description="Validates the request against the model card and queues a job. Answers 202 with the job "
+                "document and `Location: /jobs/{id}`. With `?wait=N` the response is held until the job ends "
+                "or N seconds pass: 200 with the final document if it ended, else 202. With an "
+                "`Idempotency-Key` header, a retry within 24 h returns the job the first request made; the same "
+                "key with a different body is refused with 422.",
+    responses={200: {"model": JobDocument, "description": "The job ended within `wait` seconds (or an "
+                                                          "Idempotency-Key replay of an ended job)"},
+               **responses(409, 422)},
+)
+async def generate(
+    body: GenerateRequest, request: Request, response: Response, backend: BackendDep,
+    wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S, description="seconds to hold the response for the job "
+                                                                   "to end, 0..60")] = 0,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$",
+                                                  description="makes a retry return the same job (24 h)")] = None,
+) -> dict[str, Any]:
+    record = await run_in_threadpool(submit, backend, body, idempotency_key)
+    if wait > 0 and record["status"] not in TERMINAL_STATUSES:
+        record = await wait_for_end(backend, record["id"], wait) or record
+    doc = await run_in_threadpool(document, backend, record, _root(request))
+    response.status_code = 200 if doc["status"] in TERMINAL_STATUSES else 202
+    response.headers["Location"] = job_url(_root(request), doc["id"])
+    return doc
+
+
+# --- poll and fetch ------------------------------------------------------------------------------
+
+@router.get("/jobs/{job_id}", response_model=JobDocument, summary="A job's status, progress and results",
+            responses=responses(404))
+def get_job(job_id: str, request: Request, backend: BackendDep) -> dict[str, Any]:
+    return document(backend, load(backend, job_id), _root(request))
+
+
+def _png(backend: Backend, job_id: str, name: str, what: str) -> Response:
+    record = load(backend, job_id)
+    if record["status"] != JobStatus.SUCCEEDED.value:
+        raise Problem(404, f"job {job_id} has no images: it is {record['status']}",
+                      type=problem_type("no-images"), title="No images")
+    indices = [im["index"] for im in record.get("images") or []]
+    if what != "grid" and int(what) not in indices:
+        raise Problem(404, f"job {job_id} has no image {what}; its images are 0..{len(indices) - 1}",
+                      type=problem_type("image-not-found"), title="Image not found")
+    data = backend.results.get(job_id, name)
+    if data is None:
+        raise Problem(404, f"the images of job {job_id} have expired", type=problem_type("job-expired"),
+                      title="Job expired")
+    return Response(data, media_type="image/png", headers={"Cache-Control": PNG_CACHE})
+
+
+_PNG_RESPONSE = {200: {"content": {"image/png": {}}, "description": "The PNG"}}
+
+
+@router.get("/jobs/{job_id}/images/{index:int}.png", response_class=Response, summary="One image of a job",
+            responses={**_PNG_RESPONSE, **responses(404)})
+def get_image(job_id: str, index: int, backend: BackendDep) -> Response:
+    return _png(backend, job_id, f"{index}.png", str(index))
+
+
+@router.get("/jobs/{job_id}/grid.png", response_class=Response, summary="All images of a job in one grid",
+            responses={**_PNG_RESPONSE, **responses(404)})
+def get_grid(job_id: str, backend: BackendDep) -> Response:
+    return _png(backend, job_id, "grid.png", "grid")
+
+
+# --- progress and cancel -------------------------------------------------------------------------
+
+@router.get(
+    "/jobs/{job_id}/events", response_class=EventSourceResponse, summary="Progress as server-sent events",
+    description="A `text/event-stream`: the current progress, then a `progress` event (`{\"step\", \"total\"}`) "
+                "per sampler step, then one `end` event whose data is the final job document; the stream "
+                "closes after it. Keep-alive comments come every 15 s.",
+    responses={200: {"content": {"text/event-stream": {}}, "description": "The event stream"}, **responses(404)},
+)
+async def job_events_stream(job_id: str, request: Request, backend: BackendDep) -> EventSourceResponse:
+    pubsub = await subscribe(backend, job_id)
+    try:
+        record = await run_in_threadpool(load, backend, job_id)
+    except BaseException:
+        await close(pubsub)
+        raise
+    return EventSourceResponse(job_events(backend, pubsub, record, _root(request)),
+                               ping=request.app.state.sse_ping_s)
+
+
+def _cancel(backend: Backend, job_id: str) -> dict[str, Any]:
+    status = backend.jobs.cancel(job_id)
+    if status is None:
+        raise not_found(job_id, backend.settings.result_ttl)
+    if status == JobStatus.CANCELED.value:
+        pipe = backend.redis.pipeline(transaction=False)
+        backend.queue.remove(job_id, pipeline=pipe)
+        # the RQ job hash has no TTL while queued: give it one, or every canceled job leaks it
+        pipe.expire(backend.queue.job_class.key_for(job_id), backend.settings.result_ttl)
+        pipe.execute()
+    return load(backend, job_id)
+
+
+@router.delete(
+    "/jobs/{job_id}", response_model=JobDocument, summary="Cancel a job",
+    response_description="The job ended: canceled now, or succeeded/failed before the request",
+    description="A queued job is canceled at once (200, status `canceled`). A running one is canceled by its "
+                "worker at the next sampler step: 202 with the document as it is now (status `running`); poll or "
+                "stream events for the end. A job that had already ended is answered as it is (200).",
+    responses={202: {"model": JobDocument, "description": "Cancel requested; the job is still running"},
+               **responses(404)},
+)
+def cancel_job(job_id: str, request: Request, response: Response, backend: BackendDep) -> dict[str, Any]:
+    record = _cancel(backend, job_id)
+    response.status_code = 202 if record["status"] == JobStatus.RUNNING.value else 200
+    return document(backend, record, _root(request))

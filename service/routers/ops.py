@@ -1,0 +1,67 @@
+"""Operations: liveness, readiness, Prometheus metrics, and the landing page."""
+
+from __future__ import annotations
+
+import redis.exceptions
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import HTMLResponse
+
+from service.deps import BackendDep
+from service.problems import REDIS_RETRY_AFTER_S, Problem, problem_type, responses
+from service.schemas import Health, Readiness
+
+router = APIRouter(tags=["operations"])
+
+NO_WORKER_RETRY_AFTER_S = 10
+
+
+@router.get("/healthz", response_model=Health, summary="The API process is up",
+            description="Answers without touching Redis: for liveness probes.")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", response_model=Readiness, summary="Redis answers and a worker is alive",
+            description="503 (a problem document saying what is missing) when Redis is unreachable or no "
+                        "worker on the queue has sent a heartbeat within WORKER_HEARTBEAT_TTL.",
+            responses=responses())
+def readyz(backend: BackendDep) -> dict[str, object]:
+    settings = backend.settings
+    try:
+        backend.redis.ping()
+        workers = len(backend.live_workers())
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
+        raise Problem(503, f"not ready: Redis is unreachable ({type(e).__name__})", type=problem_type("not-ready"),
+                      headers={"Retry-After": str(REDIS_RETRY_AFTER_S)}, checks={"redis": "unreachable"}) from None
+    if workers == 0:
+        raise Problem(503, f"not ready: no worker alive on queue {settings.queue_name!r} (none has sent a heartbeat "
+                           f"in the last {settings.worker_heartbeat_ttl} s); start one with `imagegen worker`",
+                      type=problem_type("not-ready"), headers={"Retry-After": str(NO_WORKER_RETRY_AFTER_S)},
+                      checks={"redis": "ok", "workers": 0})
+    return {"status": "ready", "redis": "ok", "workers": workers}
+
+
+@router.get("/metrics", response_class=Response, summary="Prometheus metrics",
+            description="Requests, latency, queue depth, jobs by status, live workers, batch sizes, sampling "
+                        "seconds and images generated, in the Prometheus text format.",
+            responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format 0.0.4"}})
+def metrics(request: Request) -> Response:
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>imagegen</title></head>
+<body><h1>imagegen</h1>
+<p>Class-conditional image generation. The playground is coming; meanwhile see the
+<a href="docs">API documentation</a>, or try
+<code>curl -X POST localhost:8000/generate -H 'content-type: application/json' -d '{"class_label": "sneaker"}'</code>.</p>
+</body></html>
+"""
+
+
+@router.get("/", response_class=HTMLResponse, summary="The landing page",
+            description="A placeholder until the playground ships: links to these docs.")
+async def index() -> str:
+    return _PAGE

@@ -1,0 +1,70 @@
+"""Helpers of the API tests: a PNG, a stand-in worker, and checks of problem documents."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from fastapi.testclient import TestClient
+from PIL import Image
+from redis import Redis
+from rq import Queue
+
+from service.jobs import JobStatus, JobStore
+from service.results import RedisResultStore
+
+
+def png(value: int = 128, size: int = 28) -> bytes:
+    buf = io.BytesIO()
+    Image.new("L", (size, size), value).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+class FakeWorker:
+    """Moves a job through its record as a worker would (JobStore and the result store), with no
+    model: the API's side of the contract is what is under test."""
+
+    def __init__(self, redis: Redis, queue: Queue, result_ttl: int = 86_400) -> None:
+        self.jobs = JobStore(redis, result_ttl=result_ttl)
+        self.results = RedisResultStore(redis, ttl=result_ttl)
+        self.queue = queue
+
+    def start(self, job_id: str) -> None:
+        """Take the job off the RQ queue and start it."""
+        self.queue.remove(job_id)
+        assert self.jobs.start(job_id, "fake-worker")
+
+    def progress(self, job_id: str, step: int, total: int) -> None:
+        self.jobs.set_progress(job_id, step, total)
+
+    def succeed(self, job_id: str) -> list[bytes]:
+        """Store one PNG per image and the grid, then finish; returns the image bytes."""
+        request = self.jobs.get(job_id)["request"]
+        images = [png(10 * i) for i in range(request["num_images"])]
+        for i, data in enumerate(images):
+            self.results.put(job_id, f"{i}.png", data)
+        self.results.put(job_id, "grid.png", png(255, size=56))
+        self.jobs.finish(job_id, JobStatus.SUCCEEDED,
+                         images=[{"index": i, "seed": request["seed"] + i} for i in range(len(images))])
+        return images
+
+    def fail(self, job_id: str, code: str = "sampling_error", message: str = "NaN in the sample") -> None:
+        self.jobs.finish(job_id, JobStatus.FAILED, error={"code": code, "message": message})
+
+
+def submit(client: TestClient, **body: Any) -> dict[str, Any]:
+    """POST /generate that must be accepted; the job document."""
+    body.setdefault("class_label", 1)
+    r = client.post("/generate", json=body)
+    assert r.status_code == 202, r.text
+    return r.json()
+
+
+def assert_problem(r, status: int) -> dict[str, Any]:
+    """`r` is an RFC 9457 problem with `status`; its body."""
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/problem+json"), r.headers
+    body = r.json()
+    assert body["status"] == status and body["title"] and body["detail"] and body["type"], body
+    assert "Traceback" not in r.text
+    return body

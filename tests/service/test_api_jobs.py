@@ -1,0 +1,140 @@
+"""GET /jobs/{id}, its PNGs, its events (for an ended job) and DELETE, with a stand-in worker
+driving the records through JobStore and the result store."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from api_helpers import assert_problem, submit
+
+from service.jobs import new_job_id
+
+
+def test_unknown_job_is_404(client):
+    for job_id in (new_job_id(), "not-an-id"):
+        problem = assert_problem(client.get(f"/jobs/{job_id}"), 404)
+        assert "unknown job" in problem["detail"] and "expired" not in problem["detail"]
+        assert problem["type"].endswith("job-not-found")
+    assert_problem(client.delete(f"/jobs/{new_job_id()}"), 404)
+    assert_problem(client.get(f"/jobs/{new_job_id()}/grid.png"), 404)
+    assert_problem(client.get(f"/jobs/{new_job_id()}/events"), 404)
+
+
+def test_a_job_older_than_the_result_ttl_is_404_expired(client, settings):
+    made_ms = int((time.time() - settings.result_ttl - 60) * 1000)
+    old_id = f"{made_ms:012x}{os.urandom(10).hex()}"
+    for path in (f"/jobs/{old_id}", f"/jobs/{old_id}/images/0.png", f"/jobs/{old_id}/grid.png"):
+        problem = assert_problem(client.get(path), 404)
+        assert "expired" in problem["detail"] and problem["type"].endswith("job-expired")
+
+
+def test_progress_then_success_gives_urls_and_pngs(client, fake_worker):
+    doc = submit(client, class_label="bag", num_images=3, seed=7)
+    job_id = doc["id"]
+
+    fake_worker.start(job_id)
+    fake_worker.progress(job_id, 2, 4)
+    running = client.get(f"/jobs/{job_id}").json()
+    assert running["status"] == "running" and running["queue_position"] is None
+    assert running["progress"] == {"step": 2, "total": 4} and running["started_at"]
+    assert_problem(client.get(f"/jobs/{job_id}/images/0.png"), 404)  # no images before success
+
+    images = fake_worker.succeed(job_id)
+    done = client.get(f"/jobs/{job_id}").json()
+    assert done["status"] == "succeeded" and done["finished_at"] and done["error"] is None
+    assert done["images"] == [{"index": i, "seed": 7 + i, "url": f"/jobs/{job_id}/images/{i}.png"} for i in range(3)]
+    assert done["grid_url"] == f"/jobs/{job_id}/grid.png"
+    for image, data in zip(done["images"], images):
+        r = client.get(image["url"])
+        assert r.status_code == 200 and r.headers["content-type"] == "image/png" and r.content == data
+    grid = client.get(done["grid_url"])
+    assert grid.status_code == 200 and grid.headers["content-type"] == "image/png"
+    assert grid.content.startswith(b"\x89PNG")
+    problem = assert_problem(client.get(f"/jobs/{job_id}/images/3.png"), 404)
+    assert "0..2" in problem["detail"]
+    assert client.get(f"/jobs/{job_id}/images/x.png").status_code == 404
+
+
+def test_a_failed_job_shows_its_error(client, fake_worker):
+    job_id = submit(client)["id"]
+    fake_worker.start(job_id)
+    fake_worker.fail(job_id, "sampling_error", "NaN in the sample")
+    doc = client.get(f"/jobs/{job_id}").json()
+    assert doc["status"] == "failed" and doc["error"] == {"code": "sampling_error", "message": "NaN in the sample"}
+    assert doc["images"] == [] and doc["grid_url"] is None
+
+
+def test_images_gone_from_the_result_store_are_404_expired(client, fake_worker, redis):
+    job_id = submit(client, num_images=1)["id"]
+    fake_worker.start(job_id)
+    fake_worker.succeed(job_id)
+    redis.delete(fake_worker.results.key(job_id, "0.png"))
+    problem = assert_problem(client.get(f"/jobs/{job_id}/images/0.png"), 404)
+    assert "expired" in problem["detail"]
+
+
+def test_cancel_a_queued_job(client, queue):
+    keep, cancel = submit(client)["id"], submit(client)["id"]
+    assert queue.job_ids == [keep, cancel]
+    r = client.delete(f"/jobs/{cancel}")
+    assert r.status_code == 200
+    doc = r.json()
+    assert doc["status"] == "canceled" and doc["finished_at"] and doc["queue_position"] is None
+    assert queue.job_ids == [keep]
+    assert client.get(f"/jobs/{cancel}").json()["status"] == "canceled"
+    # again: nothing changes
+    assert client.delete(f"/jobs/{cancel}").json()["status"] == "canceled"
+
+
+def test_cancel_a_running_job_is_accepted_for_the_worker(client, fake_worker, redis):
+    job_id = submit(client)["id"]
+    fake_worker.start(job_id)
+    r = client.delete(f"/jobs/{job_id}")
+    assert r.status_code == 202 and r.json()["status"] == "running"
+    assert fake_worker.jobs.cancel_requested([job_id]) == {job_id}
+
+
+def test_cancel_an_ended_job_answers_it_as_it_is(client, fake_worker):
+    job_id = submit(client, num_images=1)["id"]
+    fake_worker.start(job_id)
+    fake_worker.succeed(job_id)
+    r = client.delete(f"/jobs/{job_id}")
+    assert r.status_code == 200 and r.json()["status"] == "succeeded" and len(r.json()["images"]) == 1
+
+
+def test_events_of_an_ended_job_are_one_end_event(client, fake_worker):
+    job_id = submit(client, num_images=1)["id"]
+    fake_worker.start(job_id)
+    fake_worker.succeed(job_id)
+    with client.stream("GET", f"/jobs/{job_id}/events") as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        text = "".join(r.iter_text())
+    assert "event: end" in text and "event: progress" not in text
+    data = next(line for line in text.splitlines() if line.startswith("data: "))
+    doc = json.loads(data[len("data: "):])
+    assert doc["id"] == job_id and doc["status"] == "succeeded" and doc["images"][0]["url"].endswith("/0.png")
+
+
+
+
+def test_events_send_keep_alive_comments_until_the_job_ends(client, fake_worker):
+    import threading
+
+    client.app.state.sse_ping_s = 0.1
+    job_id = submit(client)["id"]
+
+    def cancel_later() -> None:
+        time.sleep(0.5)
+        fake_worker.jobs.cancel(job_id)
+
+    thread = threading.Thread(target=cancel_later)
+    thread.start()
+    with client.stream("GET", f"/jobs/{job_id}/events") as r:
+        lines = list(r.iter_lines())
+    thread.join()
+    assert any(line.startswith(": ping") for line in lines), lines
+    assert "event: end" in lines
+    doc = json.loads(lines[lines.index("event: end") + 1][len("data: "):])
+    assert doc["status"] == "canceled"

@@ -1,0 +1,83 @@
+"""A real, long-running `python -m worker`: it registers with RQ, lets a short job overtake a long
+one, cancels a running job at its next step, and on SIGTERM finishes or hands back its jobs and
+exits 0."""
+
+from __future__ import annotations
+
+import signal
+
+from redis import Redis
+from rq import Queue, Worker
+from rq.job import Job
+from rq.job import JobStatus as RQStatus
+from rq.serializers import JSONSerializer
+
+from service.jobs import JobStore
+from worker_process import record, request, submit, wait_ended, wait_for, worker_process
+
+
+def rq_status(r: Redis, job_id: str) -> RQStatus:
+    return Job.fetch(job_id, connection=r, serializer=JSONSerializer).get_status()
+
+
+def running_at_step(r: Redis, job_id: str, step: int):
+    def check():
+        rec = record(r, job_id)
+        return rec["status"] == "running" and (rec["progress"] or {}).get("step", 0) >= step and rec
+    return check
+
+
+def test_a_short_job_overtakes_a_long_one_and_a_cancel_stops_it_at_the_next_step(redis_url, tiny_store_root,
+                                                                                 tmp_path):
+    r = Redis.from_url(redis_url)
+    with worker_process(redis_url, tiny_store_root, tmp_path / "worker.log") as proc:
+        # registered: what the API's /readyz and `rq info` look for
+        workers = wait_for(lambda: Worker.all(connection=r), 60, "the worker to register", proc)
+        assert workers[0].queue_names() == ["imagegen"]
+
+        long = submit(r, request(steps=500, seed=1))
+        wait_for(running_at_step(r, long, 1), 30, "the long job to run", proc)
+        short = submit(r, request(steps=5, seed=2, class_label=4))
+        ended = wait_ended(r, [short], 30, proc)[short]
+        assert ended["status"] == "succeeded" and ended["progress"] == {"step": 5, "total": 5}
+        long_now = record(r, long)
+        assert long_now["status"] == "running" and long_now["progress"]["step"] < 500
+        assert rq_status(r, short) == RQStatus.FINISHED and rq_status(r, long) == RQStatus.STARTED
+
+        step_at_cancel = record(r, long)["progress"]["step"]
+        assert JobStore(r).cancel(long) == "running"
+        canceled = wait_ended(r, [long], 10, proc)[long]
+        assert canceled["status"] == "canceled"
+        # one step is a few tens of ms here, and progress is written every 0.5 s at most, so the
+        # job stopped well before its end, within a few steps of the cancel
+        assert step_at_cancel <= canceled["progress"]["step"] < 500
+        queue = Queue("imagegen", connection=r, serializer=JSONSerializer)
+        assert rq_status(r, long) == RQStatus.CANCELED and queue.canceled_job_registry.get_job_ids() == [long]
+        assert queue.started_job_registry.get_job_ids() == []
+
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    assert Worker.all(connection=r) == []
+
+
+def test_sigterm_finishes_what_it_can_hands_back_the_rest_and_exits_0(redis_url, tiny_store_root, tmp_path):
+    r = Redis.from_url(redis_url)
+    with worker_process(redis_url, tiny_store_root, tmp_path / "worker.log", WORKER_SHUTDOWN_GRACE="5") as proc:
+        long = submit(r, request(steps=500, seed=1))
+        short = submit(r, request(steps=60, seed=2))
+        wait_for(running_at_step(r, long, 0), 60, "the long job to run", proc)
+        wait_for(running_at_step(r, short, 0), 30, "the short job to run", proc)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, (tmp_path / "worker.log").read_text()[-3000:]
+
+    queue = Queue("imagegen", connection=r, serializer=JSONSerializer)
+    # 500 steps cannot end in a 5 s grace: handed back, first in line for the next worker
+    handed_back = record(r, long)
+    assert handed_back["status"] == "queued" and handed_back["progress"] is None
+    assert rq_status(r, long) == RQStatus.QUEUED and queue.get_job_ids()[0] == long
+    # 60 steps (about 2 s here) finish within the grace; on a very busy machine they go back too
+    ended = record(r, short)
+    assert ended["status"] in ("succeeded", "queued")
+    assert rq_status(r, short) == {"succeeded": RQStatus.FINISHED, "queued": RQStatus.QUEUED}[ended["status"]]
+    assert queue.started_job_registry.get_job_ids() == []
+    assert Worker.all(connection=r) == []

@@ -1,0 +1,148 @@
+"""Helpers of the process-level worker tests: submit jobs exactly as the API does (record, then RQ
+enqueue by dotted path with the JSON serializer), run `python -m worker` as a subprocess, wait with
+a bound, decode PNGs, receive webhooks."""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import io
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+from PIL import Image
+from redis import Redis
+from rq import Queue
+from rq.serializers import JSONSerializer
+
+from diffusion.images import png_bytes
+from service.jobs import TERMINAL, JobStore, new_job_id
+from service.results import RedisResultStore
+from service.settings import Settings
+from worker.engine import BatchEngine
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def request(**fields: Any) -> dict[str, Any]:
+    """A normalized request as the API stores it."""
+    base = {"model": "fashion-mnist@1", "class_label": 1, "num_images": 1, "guidance": "cfg",
+            "guidance_scale": 1.0, "sampler": "ddim", "steps": 4, "eta": 0.0, "seed": 0}
+    return {**base, **fields}
+
+
+def submit(redis: Redis, req: dict[str, Any], webhook_url: str | None = None, timeout: int | None = None) -> str:
+    """Create the record and enqueue the RQ job, as the API's POST /generate does (`timeout`: the RQ
+    job timeout, default JOB_TIMEOUT)."""
+    settings = Settings()
+    job_id = new_job_id()
+    JobStore(redis, settings.result_ttl).create(job_id, req["model"], req, webhook_url=webhook_url)
+    Queue(settings.queue_name, connection=redis, serializer=JSONSerializer).enqueue_call(
+        func="worker.tasks.generate", kwargs={"job": job_id}, job_id=job_id, timeout=timeout or settings.job_timeout,
+        result_ttl=settings.result_ttl, failure_ttl=settings.result_ttl)
+    return job_id
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str, proc: subprocess.Popen | None = None) -> Any:
+    """Poll `check` until it returns something truthy; fail after `timeout` seconds, or at once if the
+    worker process died."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the worker exited ({proc.returncode}) while waiting for {what}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def record(redis: Redis, job_id: str) -> dict[str, Any]:
+    return JobStore(redis).get(job_id)
+
+
+def wait_ended(redis: Redis, job_ids: list[str], timeout: float, proc: subprocess.Popen | None = None) -> dict:
+    store = JobStore(redis)
+
+    def ended() -> dict | None:
+        records = dict(zip(job_ids, store.get_many(job_ids)))
+        return records if all(r and r["status"] in {s.value for s in TERMINAL} for r in records.values()) else None
+
+    return wait_for(ended, timeout, f"{len(job_ids)} jobs to end", proc)
+
+
+def png_pixels(redis: Redis, job_id: str, name: str) -> np.ndarray:
+    data = RedisResultStore(redis).get(job_id, name)
+    assert data is not None, f"no {name} for job {job_id}"
+    with Image.open(io.BytesIO(data)) as img:
+        return np.asarray(img).astype(np.int16)
+
+
+def lone_png(generators: dict, job_req: dict[str, Any]) -> np.ndarray:
+    """A one-image request run alone through the engine, encoded and decoded as the worker's PNG is."""
+    engine = BatchEngine(generators)
+    engine.add("alone", job_req["model"], job_req)
+    while engine.jobs():
+        finished = engine.step().finished
+    with Image.open(io.BytesIO(png_bytes(finished["alone"][0]))) as img:
+        return np.asarray(img).astype(np.int16)
+
+
+@contextlib.contextmanager
+def worker_process(redis_url: str, store_root: Path, log_path: Path, *args: str,
+                   **env: str) -> Iterator[subprocess.Popen]:
+    """`python -m worker ARGS` against the test Redis and store; killed at the end if still running."""
+    full_env = {**os.environ, "REDIS_URL": redis_url, "MODEL_STORE": str(store_root), "OMP_NUM_THREADS": "1",
+                "WORKER_DEVICE": "cpu", **env}
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "worker", *args], cwd=REPO, env=full_env, stdout=log,
+                                stderr=subprocess.STDOUT)
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
+class WebhookReceiver:
+    """A tiny HTTP server on a free loopback port that records what is POSTed to it; the first
+    `fail_first` requests get a 503, to exercise the retries."""
+
+    def __init__(self, fail_first: int = 0):
+        self.received: list[tuple[dict[str, str], bytes]] = []
+        self.attempts = 0
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the http.server hook name
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.attempts += 1
+                if receiver.attempts <= fail_first:
+                    self.send_response(503)
+                else:
+                    receiver.received.append((dict(self.headers), body))
+                    self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> "WebhookReceiver":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.shutdown()
+        self.server.server_close()

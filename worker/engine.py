@@ -1,0 +1,275 @@
+"""Continuous batching over loaded generators: the torch side of the worker, with no Redis in it.
+
+Every job's images live in one `SamplerState` per model. One `step()` makes ONE model evaluation over
+all of a model's images, whatever step, schedule, sampler, class, guidance scale and seed each is at;
+between two steps finished jobs leave (`select`) and new jobs join (`concat`). Because every image
+draws noise from its own seeded generator, an image comes out the same whatever shares its batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from diffusion.guidance import GuidedDenoiser
+from diffusion.sampling import SampleSpec, SamplerState, advance, specs_for_request
+from model_store.loading import Generator
+
+log = logging.getLogger(__name__)
+
+# request fields of the API contract that this worker cannot honour yet; a job that sets one fails
+# with a clear error instead of silently ignoring it
+_UNSUPPORTED = ("init_image", "mask")
+
+
+class UnknownModel(ValueError):
+    """The job names a model this engine has not loaded."""
+
+
+@dataclass(frozen=True)
+class JobError:
+    """Why a job failed: a short machine code and a message for people."""
+
+    code: str  # "invalid_request", "unknown_model", "model_error", "timeout", "internal_error"
+    message: str
+
+
+class JobFailed(Exception):
+    """How a failed job ends in RQ: the FailedJobRegistry then shows its code and message."""
+
+    def __init__(self, error: JobError):
+        super().__init__(f"{error.code}: {error.message}")
+        self.error = error
+
+
+@dataclass
+class StepReport:
+    """What one `step()` did."""
+
+    progress: dict[str, tuple[int, int]] = field(default_factory=dict)  # job -> (step, total), slowest image
+    # job -> its images x_0 [n, C, H, W] on the CPU, in model space where [-1, 1] is the pixel range; not
+    # clipped (like `sample`), so that tests can compare values a clip would hide; PNG encoding clips
+    finished: dict[str, Tensor] = field(default_factory=dict)
+    failed: dict[str, JobError] = field(default_factory=dict)  # job -> why; it has left the engine
+    batch_images: list[int] = field(default_factory=list)  # images in each model evaluation made
+    seconds: float = 0.0  # wall time of the step, device work included
+
+
+@dataclass(eq=False)  # hashed by identity: one lane may sit under several keys
+class _Lane:
+    """One loaded model and the images in flight on it."""
+
+    ref: str
+    generator: Generator
+    denoiser: GuidedDenoiser
+    device: torch.device
+    state: SamplerState | None = None
+    owners: list[str] = field(default_factory=list)  # job id of each row of `state`
+    pending: list[tuple[str, SamplerState]] = field(default_factory=list)  # joins at the next step
+
+
+@dataclass
+class _Job:
+    lane: _Lane
+    num_images: int
+    total: int  # sampler steps
+    evaluations_per_step: int  # heun: 2
+    step: int = 0
+
+
+def spec_from_request(request: dict[str, Any]) -> tuple[SampleSpec, int]:
+    """The first image's spec and the image count of a normalized API request."""
+    for name in _UNSUPPORTED:
+        if request.get(name) is not None:
+            raise ValueError(f"{name} is not supported by this worker yet")
+    try:
+        label = request["class_label"]
+        spec = SampleSpec(
+            class_label=None if label is None else int(label),
+            guidance_scale=float(request["guidance_scale"]),
+            guidance=str(request.get("guidance", "cfg")),
+            sampler=str(request["sampler"]),
+            steps=int(request["steps"]),
+            eta=float(request.get("eta") or 0.0),
+            seed=int(request["seed"]),
+        )
+        num_images = int(request.get("num_images", 1))
+    except KeyError as e:
+        raise ValueError(f"the request has no {e.args[0]!r} field") from None
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"the request has a field of the wrong type: {e}") from None
+    if num_images < 1:
+        raise ValueError(f"num_images must be at least 1, got {num_images}")
+    return spec, num_images
+
+
+def _device_of(module: torch.nn.Module) -> torch.device:
+    return next(module.parameters()).device
+
+
+class BatchEngine:
+    """Jobs in flight on a set of loaded generators, advanced together one model evaluation at a time."""
+
+    def __init__(self, generators: dict[str, Generator], max_batch_images: int = 64):
+        if max_batch_images < 1:
+            raise ValueError(f"max_batch_images must be at least 1, got {max_batch_images}")
+        self.max_batch_images = max_batch_images
+        self._lanes: dict[str, _Lane] = {}
+        self._by_name: dict[str, _Lane] = {}
+        for key, gen in generators.items():
+            lane = _Lane(gen.card.ref, gen, GuidedDenoiser(gen.model, null_class=gen.num_classes,
+                                                          classifier=gen.classifier), _device_of(gen.model))
+            self._lanes[gen.card.ref] = lane
+            self._lanes.setdefault(key, lane)
+            # a bare name means the newest version loaded, as it means the newest in the store
+            newest = self._by_name.get(gen.card.name)
+            if newest is None or newest.generator.card.version < gen.card.version:
+                self._by_name[gen.card.name] = lane
+        self._jobs: dict[str, _Job] = {}
+
+    # --- admission -----------------------------------------------------------------------------
+
+    def models(self) -> list[str]:
+        """Refs ("name@version") of the loaded generators."""
+        return sorted({lane.ref for lane in self._lanes.values()})
+
+    def _lane_for(self, model_ref: str) -> _Lane:
+        lane = self._lanes.get(model_ref) or self._by_name.get(model_ref)
+        if lane is None:
+            raise UnknownModel(f"model {model_ref!r} is not loaded on this worker; it serves: "
+                               f"{', '.join(self.models()) or 'nothing'}")
+        return lane
+
+    def add(self, job_id: str, model_ref: str, request: dict[str, Any]) -> None:
+        """Queue a job to join the batch at the next step; ValueError if this engine cannot run it."""
+        if job_id in self._jobs:
+            raise ValueError(f"job {job_id} is already running")
+        lane = self._lane_for(model_ref)
+        spec, num_images = spec_from_request(request)
+        gen = lane.generator
+        if spec.guidance == "classifier" and gen.classifier is None:
+            raise ValueError(f"guidance 'classifier' needs a guidance classifier, and {lane.ref} has none "
+                             "(its card links no guidance_classifier); use guidance 'cfg'")
+        # checks every field (class range, steps, eta, seed + i) and draws each image's x_T
+        state = SamplerState.start(specs_for_request(spec, num_images), gen.image_shape, gen.num_classes,
+                                   gen.schedule, lane.device)
+        lane.pending.append((job_id, state))
+        self._jobs[job_id] = _Job(lane, num_images, state.progress(0)[1], 2 if spec.sampler == "heun" else 1)
+
+    def capacity(self) -> int:
+        """Images that can still join without passing max_batch_images (negative if an oversized job runs)."""
+        return self.max_batch_images - sum(j.num_images for j in self._jobs.values())
+
+    def jobs(self) -> list[str]:
+        """Ids of the jobs in flight, joined or about to join."""
+        return list(self._jobs)
+
+    def progress(self, job_id: str) -> tuple[int, int]:
+        """(sampler steps done by the job's slowest image, steps in all)."""
+        job = self._jobs[job_id]
+        return job.step, job.total
+
+    def remaining_evaluations(self, job_id: str) -> int:
+        """Model evaluations the job still needs (an upper bound: heun skips its last corrector)."""
+        job = self._jobs[job_id]
+        return (job.total - job.step) * job.evaluations_per_step
+
+    def cancel(self, job_ids: list[str]) -> list[str]:
+        """Take jobs out of the batch now (cancel, timeout, hand-back); returns those that were in it."""
+        gone = set(job_ids) & set(self._jobs)
+        if not gone:
+            return []
+        for lane in self._lanes.values():
+            lane.pending = [(j, s) for j, s in lane.pending if j not in gone]
+            if lane.state is not None and gone & set(lane.owners):
+                self._keep(lane, [r for r, j in enumerate(lane.owners) if j not in gone])
+        for j in gone:
+            del self._jobs[j]
+        return [j for j in job_ids if j in gone]
+
+    # --- stepping ------------------------------------------------------------------------------
+
+    def step(self) -> StepReport:
+        """One model evaluation per model with work; then finished and failed jobs leave."""
+        started = time.perf_counter()
+        report = StepReport()
+        for lane in dict.fromkeys(self._lanes.values()):
+            self._join(lane)
+            if lane.state is None:
+                continue
+            self._advance(lane, report)
+            self._harvest(lane, report)
+            if lane.device.type == "cuda":
+                # so that sampling_seconds counts the device's work, not just the launches
+                torch.cuda.synchronize(lane.device)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _join(self, lane: _Lane) -> None:
+        if not lane.pending:
+            return
+        states = ([lane.state] if lane.state is not None else []) + [s for _, s in lane.pending]
+        owners = lane.owners + [j for j, s in lane.pending for _ in range(len(s))]
+        lane.state, lane.owners, lane.pending = SamplerState.concat(states), owners, []
+
+    def _rows_by_job(self, lane: _Lane) -> dict[str, list[int]]:
+        rows: dict[str, list[int]] = {}
+        for r, j in enumerate(lane.owners):
+            rows.setdefault(j, []).append(r)
+        return rows
+
+    def _keep(self, lane: _Lane, rows: list[int]) -> None:
+        if rows:
+            lane.state, lane.owners = lane.state.select(rows), [lane.owners[r] for r in rows]
+        else:
+            lane.state, lane.owners = None, []
+
+    def _advance(self, lane: _Lane, report: StepReport) -> None:
+        state, schedule = lane.state, lane.generator.schedule
+        try:
+            advance(state, lane.denoiser, schedule)
+            report.batch_images.append(len(state))
+            return
+        except Exception as e:  # noqa: BLE001 - any model error: find the job that causes it
+            # `advance` calls the model before it draws any noise or changes the state, so each job
+            # can redo this step on its own and still draw its own noise (the failing-job test checks
+            # this with DDPM batch-mates)
+            log.warning("a step of %d images on %s failed (%s: %s); retrying it job by job",
+                        len(state), lane.ref, type(e).__name__, e)
+        parts: list[tuple[str, SamplerState]] = []
+        for job_id, rows in self._rows_by_job(lane).items():
+            sub = state.select(rows)
+            try:
+                advance(sub, lane.denoiser, schedule)
+            except Exception as e:  # noqa: BLE001
+                job = self._jobs.pop(job_id)
+                report.failed[job_id] = JobError(
+                    "model_error", f"sampling failed at step {job.step + 1} of {job.total} on {lane.ref}: "
+                                   f"{type(e).__name__}: {e}")
+                continue
+            report.batch_images.append(len(sub))
+            parts.append((job_id, sub))
+        lane.state = SamplerState.concat([s for _, s in parts]) if parts else None
+        lane.owners = [j for j, s in parts for _ in range(len(s))]
+
+    def _harvest(self, lane: _Lane, report: StepReport) -> None:
+        if lane.state is None:
+            return
+        state, done, keep = lane.state, lane.state.done, []
+        for job_id, rows in self._rows_by_job(lane).items():
+            job = self._jobs[job_id]
+            job.step = min(state.progress(r)[0] for r in rows)
+            report.progress[job_id] = (job.step, job.total)
+            if all(done[r] for r in rows):
+                idx = torch.tensor(rows, dtype=torch.long, device=state.x.device)
+                report.finished[job_id] = state.x[idx].cpu()
+                del self._jobs[job_id]
+            else:
+                keep.extend(rows)
+        if len(keep) < len(state):
+            self._keep(lane, keep)

@@ -1,0 +1,330 @@
+"""The batching RQ worker: one process, models loaded once, every queued job sampled in one batch.
+
+`BatchWorker` is an rq `SimpleWorker` (no fork: a forked child could not reuse the CUDA context, and
+reloading models per job is what makes naive RQ workers slow) whose loop is replaced: instead of
+one job start to end, it keeps many jobs in a `BatchEngine` and, between two sampler steps, takes
+every queued job that fits, writes progress, ends finished, failed, canceled and timed-out jobs.
+
+RQ's bookkeeping is rq's own code, called per job where SimpleWorker calls it: `prepare_execution`
+and `prepare_job_execution` when a job joins (StartedJobRegistry, status `started`, the worker's
+executions), `_finalize_success` / `_finalize_failure` when it ends (FinishedJobRegistry or
+FailedJobRegistry, results, worker counters); `register_birth`, `heartbeat` and `register_death` keep
+`Worker.all()` (the API's /readyz, `rq info`) right. Those are rq 3.0 internals, pinned by that version.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis.exceptions
+from rq.exceptions import DequeueTimeout, StopRequested
+from rq.executions import Execution
+from rq.job import Job
+from rq.job import JobStatus as RQStatus
+from rq.queue import Queue
+from rq.serializers import JSONSerializer
+from rq.utils import as_text, now
+from rq.worker import SimpleWorker, WorkerStatus
+from torch import Tensor
+
+from service.jobs import JobStatus, job_key
+from service.settings import Settings
+from worker.engine import BatchEngine, JobError, JobFailed, UnknownModel
+from worker.reporting import JobReporter, result_value
+from worker.webhooks import WebhookSender
+
+log = logging.getLogger(__name__)
+
+GENERATE = "worker.tasks.generate"
+"""The dotted path the API enqueues; jobs of any other function run one at a time, as SimpleWorker would."""
+
+IDLE_WAIT = 1
+"""Seconds an idle worker blocks waiting for a job: the longest a SIGTERM waits to be noticed."""
+
+WEBHOOK_DRAIN = 10.0
+"""Seconds a stopping worker waits for webhook deliveries under way."""
+
+
+@dataclass
+class _Running:
+    id: str  # the job record's id (the RQ job id, by the API's contract)
+    job: Job
+    queue: Queue
+    execution: Execution
+    request: dict[str, Any]
+    started: float  # time.monotonic()
+    timeout: float | None  # seconds; None: no limit
+
+
+class BatchWorker(SimpleWorker):
+    """An RQ worker that batches generation jobs step by step (see the module docstring)."""
+
+    log_result_lifespan = False  # one line per job end is ours; rq adds its own two
+
+    def __init__(self, queues: list[Queue] | list[str], engine: BatchEngine, settings: Settings, *,
+                 shutdown_grace: float = 30.0, webhooks: WebhookSender | None = None, **kwargs: Any):
+        kwargs.setdefault("serializer", JSONSerializer)
+        kwargs.setdefault("worker_ttl", settings.worker_heartbeat_ttl)
+        super().__init__(queues, **kwargs)
+        self.engine = engine
+        self.reporter = JobReporter(self.connection, settings, webhooks)
+        self.shutdown_grace = shutdown_grace
+        self.running: dict[str, _Running] = {}
+        self._stop_at: float | None = None  # monotonic deadline of a warm shutdown
+        self._force_stop = False
+        self._step_seconds: float | None = None  # moving average, to judge what can finish in the grace
+        self._last_beat = 0.0
+        self._beat_interval = max(1.0, min(10.0, self.worker_ttl / 3))
+
+    # --- the loop --------------------------------------------------------------------------------
+
+    def work(self, burst: bool = False, logging_level: str | None = None, **_: Any) -> bool:  # type: ignore[override]
+        """Run until SIGTERM/SIGINT (or, with `burst`, until the queue is empty and nothing runs)."""
+        self.bootstrap(logging_level)
+        self._install_signal_handlers()
+        worked, backoff = False, 1.0
+        try:
+            while True:
+                try:
+                    if not self.running:
+                        self.check_for_suspension(burst)
+                        if self.should_run_maintenance_tasks:
+                            self.run_maintenance_tasks()
+                    taken = self._take_jobs(burst) if self._stop_at is None else 0
+                    worked = worked or taken > 0
+                    if self._force_stop:
+                        self._hand_back(list(self.running))
+                        break
+                    if self.engine.jobs():
+                        self._step()
+                        self._end_canceled_and_timed_out()
+                        if self._stop_at is not None:
+                            self._hand_back_what_cannot_finish()
+                    elif self._stop_at is not None or (burst and not taken):
+                        break
+                    self._heartbeat()
+                    backoff = 1.0
+                except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
+                    # keep the batch: the jobs go on once Redis answers again
+                    log.error("Redis unreachable (%s); retrying in %.0f s", e, backoff)
+                    time.sleep(backoff)
+                    backoff = min(backoff * 2, 30.0)
+        except StopRequested:
+            pass
+        finally:
+            self.teardown()
+            if not self.reporter.webhooks.drain(WEBHOOK_DRAIN):
+                log.warning("%d webhook deliveries still under way at exit", self.reporter.webhooks.pending())
+        return worked
+
+    def _install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGINT, self._on_stop_signal)
+        signal.signal(signal.SIGTERM, self._on_stop_signal)
+
+    def _on_stop_signal(self, signum: int, frame: Any) -> None:
+        # flags only: the handler may run in the middle of a Redis command on the same connection
+        if self._stop_at is None:
+            self._stop_at = time.monotonic() + self.shutdown_grace
+            self._shutdown_requested_date = now()
+            log.info("warm shutdown (%s): taking no more jobs; %d running get %.0f s to finish, then go back "
+                     "to the queue", signal.Signals(signum).name, len(self.running), self.shutdown_grace)
+        else:
+            self._force_stop = True
+            log.warning("second stop signal: handing every running job back now")
+
+    def _heartbeat(self) -> None:
+        """Keep the worker, its executions and its jobs alive in RQ's eyes."""
+        if time.monotonic() - self._last_beat < self._beat_interval:
+            return
+        self._last_beat = time.monotonic()
+        with self.connection.pipeline() as pipe:
+            self.heartbeat(pipeline=pipe)
+            for run in self.running.values():
+                ttl = self.get_heartbeat_ttl(run.job)
+                run.execution.heartbeat(run.job.started_job_registry, ttl, pipeline=pipe)
+                run.job.heartbeat(now(), ttl, pipeline=pipe, xx=True)
+            pipe.execute()
+
+    # --- taking jobs -----------------------------------------------------------------------------
+
+    def _take_jobs(self, burst: bool) -> int:
+        """Admit every queued job that fits; block briefly only when there is nothing to do."""
+        taken = 0
+        while self._stop_at is None:
+            idle = not self.engine.jobs()
+            if idle and taken == 0 and not burst:
+                result = self._dequeue(IDLE_WAIT)
+            elif idle or self._head_fits():
+                result = self._dequeue(None)
+            else:
+                break
+            if result is None:
+                break
+            taken += 1
+            if not self._admit(*result):
+                break
+        return taken
+
+    def _dequeue(self, timeout: int | None) -> tuple[Job, Queue] | None:
+        try:
+            return self.queue_class.dequeue_any(self._ordered_queues, timeout, connection=self.connection,
+                                                job_class=self.job_class, serializer=self.serializer,
+                                                death_penalty_class=self.death_penalty_class)
+        except DequeueTimeout:
+            return None
+
+    def _images_of(self, job_id: str) -> int:
+        raw = self.connection.hget(job_key(job_id), "request")
+        try:
+            return int(json.loads(raw).get("num_images", 1))
+        except (TypeError, ValueError, AttributeError):
+            return 1  # no readable record: admission fails it, at the cost of one image slot
+
+    def _head_fits(self) -> bool:
+        """Whether the next queued job fits beside the running ones (peeked, so that a job too big for
+        now keeps its place in the queue)."""
+        for queue in self._ordered_queues:
+            head = self.connection.lindex(queue.key, 0)
+            if head is not None:
+                return self._images_of(as_text(head)) <= self.engine.capacity()
+        return False
+
+    def _admit(self, job: Job, queue: Queue) -> bool:
+        """Start `job` in the batch (or end it at once); False if it went back to the queue."""
+        if job.func_name != GENERATE:
+            log.info("job %s runs %s, not %s: running it on its own", job.id, job.func_name, GENERATE)
+            self.execute_job(job, queue)
+            self.set_state(WorkerStatus.BUSY if self.running else WorkerStatus.IDLE)
+            return True
+        job_id = str(job.kwargs.get("job", job.id))
+        record = self.reporter.jobs.get(job_id)
+        images = int((record or {}).get("request", {}).get("num_images", 1))
+        if record is not None and self.engine.jobs() and images > self.engine.capacity():
+            # another worker took the head we measured, and this one does not fit: back to the front
+            with self.connection.pipeline() as pipe:
+                queue.push_job_id(job.id, pipeline=pipe, at_front=True)
+                pipe.lrem(queue.intermediate_queue_key, 1, job.id)
+                pipe.execute()
+            return False
+        if record is None or not self.reporter.jobs.start(job_id, self.name):
+            self._skip(job, queue, job_id, record)
+            return True
+        execution = self.prepare_execution(job)
+        self.prepare_job_execution(job, remove_from_intermediate_queue=True)
+        timeout = job.timeout if job.timeout is not None else Queue.DEFAULT_TIMEOUT
+        run = _Running(job_id, job, queue, execution, record["request"], time.monotonic(),
+                       None if timeout == -1 else float(timeout))
+        self.running[job_id] = run
+        model = record.get("model") or record["request"].get("model")
+        try:
+            self.engine.add(job_id, model, record["request"])
+        except ValueError as e:
+            self._end(run, JobStatus.FAILED, error=JobError(
+                "unknown_model" if isinstance(e, UnknownModel) else "invalid_request", str(e)))
+            return True
+        self.reporter.started(job_id, self.engine.progress(job_id)[1])
+        log.info("job %s started: %d images of %s, %s; %d images in flight", job_id, images, model,
+                 {k: record["request"].get(k) for k in ("sampler", "steps", "class_label", "guidance_scale")},
+                 self.engine.max_batch_images - self.engine.capacity())
+        return True
+
+    def _skip(self, job: Job, queue: Queue, job_id: str, record: dict | None) -> None:
+        """A dequeued job that must not run: canceled while queued, or without a record."""
+        queue.intermediate_queue.remove(job.id)
+        if record is None:
+            self.handle_job_failure(job, queue, exc_string=f"job record {job_id} not found: expired or never created")
+        elif record.get("status") == JobStatus.CANCELED.value:
+            if job.get_status() != RQStatus.CANCELED:
+                job.cancel()
+            log.info("job %s was canceled while queued; skipped", job_id)
+        else:
+            log.warning("job %s is %s, not queued; skipped", job_id, record.get("status"))
+
+    # --- stepping and ending ---------------------------------------------------------------------
+
+    def _step(self) -> None:
+        report = self.engine.step()
+        s = report.seconds
+        self._step_seconds = s if self._step_seconds is None else 0.8 * self._step_seconds + 0.2 * s
+        self.reporter.step(report)
+        self.reporter.progress(report.progress)
+        for job_id, images in report.finished.items():
+            self._end(self.running[job_id], JobStatus.SUCCEEDED, images=images)
+        for job_id, error in report.failed.items():
+            self._end(self.running[job_id], JobStatus.FAILED, error=error)
+
+    def _end_canceled_and_timed_out(self) -> None:
+        if not self.running:
+            return
+        for job_id in self.reporter.jobs.cancel_requested(list(self.running)):
+            self.engine.cancel([job_id])
+            self._end(self.running[job_id], JobStatus.CANCELED)
+        for run in list(self.running.values()):
+            if run.timeout is not None and time.monotonic() - run.started > run.timeout:
+                step, total = self.engine.progress(run.id)
+                self.engine.cancel([run.id])
+                self._end(run, JobStatus.FAILED, error=JobError(
+                    "timeout", f"the job ran longer than its timeout of {run.timeout:g} s and was stopped at "
+                               f"step {step} of {total}"))
+
+    def _end(self, run: _Running, status: JobStatus, images: Tensor | None = None,
+             error: JobError | None = None) -> None:
+        """End a job that has left the engine: its record, PNGs, metrics, webhook, then RQ's view."""
+        self.running.pop(run.id, None)
+        try:
+            if status == JobStatus.SUCCEEDED:
+                self.reporter.succeeded(run.id, images, run.request)
+            elif status == JobStatus.FAILED:
+                self.reporter.failed(run.id, error)
+            else:
+                self.reporter.canceled(run.id)
+        except redis.exceptions.ConnectionError:
+            raise
+        except Exception as e:  # noqa: BLE001 - e.g. a PNG that cannot be encoded: this job fails alone
+            log.exception("job %s: writing its end failed", run.id)
+            status, error = JobStatus.FAILED, JobError("internal_error", f"{type(e).__name__}: {e}")
+            self.reporter.failed(run.id, error)
+        job, queue, execution = run.job, run.queue, run.execution
+        if status == JobStatus.SUCCEEDED:
+            self._finalize_success(job, queue, execution, result_value(status, int(images.shape[0])))
+        elif status == JobStatus.FAILED:
+            failure = JobFailed(error)
+            self._finalize_failure(job, queue, execution, (JobFailed, failure, None))
+        else:
+            job.ended_at = now()
+            with self.connection.pipeline() as pipe:
+                self.cleanup_execution(job, pipeline=pipe, execution=execution)
+                pipe.execute()
+            if job.get_status() != RQStatus.CANCELED:
+                job.cancel()
+        log.info("job %s %s after %.1f s%s", run.id, status.value, time.monotonic() - run.started,
+                 f": {error.code}: {error.message}" if error else "")
+        if not self.running:
+            self.set_state(WorkerStatus.IDLE)
+
+    # --- shutting down ---------------------------------------------------------------------------
+
+    def _hand_back_what_cannot_finish(self) -> None:
+        left = self._stop_at - time.monotonic()
+        per_step = self._step_seconds or 0.0
+        late = [j for j in self.running if left <= 0 or self.engine.remaining_evaluations(j) * per_step > left]
+        self._hand_back(late)
+
+    def _hand_back(self, job_ids: list[str]) -> None:
+        """Give running jobs back: record `queued` again, RQ job at the front of its queue."""
+        for job_id in job_ids:
+            run = self.running.pop(job_id)
+            self.engine.cancel([job_id])
+            self.reporter.requeued(job_id)
+            with self.connection.pipeline() as pipe:
+                self.cleanup_execution(run.job, pipeline=pipe, execution=run.execution)
+                pipe.execute()
+            run.queue.enqueue_job(run.job, at_front=True)
+            log.info("job %s handed back to the queue (the worker is stopping)", job_id)
+        if not self.running:
+            self.set_state(WorkerStatus.IDLE)

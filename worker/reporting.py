@@ -1,0 +1,101 @@
+"""What the worker writes about a job: its record (status, progress), its PNGs, the metrics and the
+webhook. Shared by the batching worker (worker.main) and the one-job task (worker.tasks)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+from redis import Redis
+from torch import Tensor
+
+from diffusion.images import make_grid, png_bytes
+from service.jobs import JobStatus, JobStore
+from service.results import RedisResultStore
+from service.settings import Settings
+from worker.documents import render
+from worker.engine import JobError, StepReport
+from worker.metrics import record_job_end, record_step
+from worker.webhooks import WebhookSender
+
+log = logging.getLogger(__name__)
+
+PROGRESS_INTERVAL = 0.5
+"""Seconds between two progress updates of one job, so that fast steps do not flood Redis and the
+event streams; the last step is always written."""
+
+GRID_COLUMNS = 8
+"""Most images per row of grid.png (as `imagegen generate` writes it)."""
+
+
+def result_value(status: JobStatus, images: int = 0) -> dict[str, Any]:
+    """The RQ return value of a generation job (what `rq info` and Job.return_value show)."""
+    return {"status": status.value, "images": images}
+
+
+class JobReporter:
+    """Writes a job's progress and end into Redis; every `finish` moves the record once, and only the
+    mover writes metrics and sends the webhook."""
+
+    def __init__(self, redis: Redis, settings: Settings, webhooks: WebhookSender | None = None):
+        self.redis = redis
+        self.jobs = JobStore(redis, settings.result_ttl)
+        self.results = RedisResultStore(redis, settings.result_ttl)
+        self.webhooks = webhooks or WebhookSender(settings.webhook_secret, settings.webhook_timeout,
+                                                  settings.webhook_max_attempts)
+        self._sent: dict[str, tuple[float, int]] = {}  # job -> (when, step) of its last progress update
+
+    def started(self, job_id: str, total: int) -> None:
+        """Progress 0 of `total`, so that a client knows the job's length from its first poll."""
+        self.jobs.set_progress(job_id, 0, total)
+        self._sent[job_id] = (time.monotonic(), 0)
+
+    def progress(self, progress: dict[str, tuple[int, int]]) -> None:
+        """Write the progress of each job that moved, at most once per PROGRESS_INTERVAL each."""
+        now = time.monotonic()
+        for job_id, (step, total) in progress.items():
+            when, last = self._sent.get(job_id, (-math.inf, -1))
+            if step != last and (step == total or now - when >= PROGRESS_INTERVAL):
+                self.jobs.set_progress(job_id, step, total)
+                self._sent[job_id] = (now, step)
+
+    def step(self, report: StepReport) -> None:
+        """The metrics of one engine step."""
+        pipe = self.redis.pipeline(transaction=False)
+        record_step(pipe, report.batch_images, report.seconds)
+        pipe.execute()
+
+    def succeeded(self, job_id: str, images: Tensor, request: dict[str, Any]) -> bool:
+        """Store the PNGs and the grid, then mark the job succeeded (PNGs first: a client that sees
+        `succeeded` can fetch them at once)."""
+        n = images.shape[0]
+        files = {f"{i}.png": png_bytes(images[i]) for i in range(n)}
+        files["grid.png"] = png_bytes(make_grid(images.clamp(-1, 1), nrow=min(n, GRID_COLUMNS)))
+        self.results.put_many(job_id, files)
+        seed = int(request["seed"])
+        return self._end(job_id, JobStatus.SUCCEEDED, n, images=[{"index": i, "seed": seed + i} for i in range(n)])
+
+    def failed(self, job_id: str, error: JobError) -> bool:
+        return self._end(job_id, JobStatus.FAILED, error={"code": error.code, "message": error.message})
+
+    def canceled(self, job_id: str) -> bool:
+        return self._end(job_id, JobStatus.CANCELED)
+
+    def requeued(self, job_id: str) -> None:
+        """The job goes back to `queued` for another worker (this one is stopping)."""
+        self._sent.pop(job_id, None)
+        self.jobs.requeue(job_id)
+
+    def _end(self, job_id: str, status: JobStatus, num_images: int = 0, images: list[dict] | None = None,
+             error: dict[str, str] | None = None) -> bool:
+        self._sent.pop(job_id, None)
+        if not self.jobs.finish(job_id, status, images=images, error=error):
+            log.warning("job %s had already ended (or its record expired); %s not recorded", job_id, status.value)
+            return False
+        record_job_end(self.redis, status.value, num_images)
+        record = self.jobs.get(job_id)
+        if record and record.get("webhook_url"):
+            self.webhooks.send(record["webhook_url"], render(record))
+        return True
