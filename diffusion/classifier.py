@@ -3,17 +3,18 @@ the U-Net's encoder half, conditioned on t only, pooled to class logits. Trained
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from diffusion.config import ArchConfig
 from diffusion.layers import Downsample, ResBlock, SelfAttention, TimestepEmbedder, group_norm
 
 
 @dataclass(frozen=True)
-class NoiseClassifierConfig:
+class NoiseClassifierConfig(ArchConfig):
     image_size: int = 28  # side of the square input
     in_channels: int = 1  # 1 for grayscale, 3 for RGB
     num_classes: int = 10  # K logits (no null class: guidance needs a real class)
@@ -24,17 +25,6 @@ class NoiseClassifierConfig:
     head_channels: int = 32  # channels per attention head
     dropout: float = 0.0  # dropout inside residual blocks
     norm_groups: int = 32  # GroupNorm groups (reduced by gcd for narrow layers)
-
-    def __post_init__(self):
-        object.__setattr__(self, "channel_mult", tuple(self.channel_mult))
-        object.__setattr__(self, "attention_resolutions", tuple(self.attention_resolutions))
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "NoiseClassifierConfig":
-        return cls(**d)
 
 
 CLASSIFIER_PRESETS: dict[str, NoiseClassifierConfig] = {

@@ -5,15 +5,17 @@ scores the samples would be an adversarial attack on the metric."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from diffusion.config import ArchConfig
+
 
 @dataclass(frozen=True)
-class EvalClassifierConfig:
+class EvalClassifierConfig(ArchConfig):
     image_size: int = 28  # side of the square input
     in_channels: int = 1  # 1 for grayscale, 3 for RGB
     num_classes: int = 10  # K
@@ -21,16 +23,6 @@ class EvalClassifierConfig:
     blocks_per_stage: int = 2  # residual blocks per stage
     feature_dim: int = 256  # width of the penultimate layer: the FD feature space
     dropout: float = 0.3  # dropout before the last layer (training only)
-
-    def __post_init__(self):
-        object.__setattr__(self, "stage_channels", tuple(self.stage_channels))
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "EvalClassifierConfig":
-        return cls(**d)
 
 
 EVAL_CLASSIFIER_PRESETS: dict[str, EvalClassifierConfig] = {

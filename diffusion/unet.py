@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from diffusion.config import ArchConfig
 from diffusion.layers import Downsample, ResBlock, SelfAttention, TimestepEmbedder, Upsample, group_norm, zero_
 
 
 @dataclass(frozen=True)
-class UNetConfig:
+class UNetConfig(ArchConfig):
     image_size: int = 28  # side of the square input; must divide by 2 ** (levels - 1)
     in_channels: int = 1  # 1 for grayscale, 3 for RGB
     num_classes: int = 10  # K; the class embedding has K + 1 rows, row K being "no class"
@@ -24,21 +25,12 @@ class UNetConfig:
     norm_groups: int = 32  # GroupNorm groups (reduced by gcd for narrow layers)
 
     def __post_init__(self):
-        # JSON gives lists; keep the config hashable and equal to one built in code
-        object.__setattr__(self, "channel_mult", tuple(self.channel_mult))
-        object.__setattr__(self, "attention_resolutions", tuple(self.attention_resolutions))
+        super().__post_init__()
         if self.image_size % 2 ** (len(self.channel_mult) - 1):
             raise ValueError(
                 f"image_size {self.image_size} does not divide by 2**{len(self.channel_mult) - 1} "
                 f"for {len(self.channel_mult)} levels"
             )
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "UNetConfig":
-        return cls(**d)
 
 
 UNET_PRESETS: dict[str, UNetConfig] = {

@@ -4,6 +4,7 @@ weights, saved as served artifacts are (fp16 safetensors plus a card)."""
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import asdict
 from typing import Iterator
 
@@ -80,3 +81,18 @@ def randomized_unet(seed: int = 0, std: float = 0.03) -> UNet:
         for p in model.parameters():
             p.copy_(torch.randn(p.shape, generator=g) * std)
     return model
+
+
+def fashion_mnist_or_skip(split: str = "train"):
+    """The real Fashion-MNIST split; skipped when absent, but a failure where the test set-up had to
+    install it (REQUIRE_DATASETS, set by scripts/test.sh)."""
+    import pytest
+
+    from diffusion.data import load_fashion_mnist
+
+    try:
+        return load_fashion_mnist(split)
+    except FileNotFoundError as e:
+        if os.environ.get("REQUIRE_DATASETS"):
+            raise
+        pytest.skip(str(e))

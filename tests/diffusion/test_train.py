@@ -1,23 +1,17 @@
 """Training smoke tests on a slice of the real Fashion-MNIST (installed by the test set-up)."""
 
 import json
-import os
 
 import pytest
 import torch
 
-from diffusion.data import load_fashion_mnist
 from diffusion.train import TrainConfig, train
+from stores import fashion_mnist_or_skip
 
 
 @pytest.fixture(scope="module")
 def fmnist_slice():
-    try:
-        return load_fashion_mnist("train").subset(per_class=64, seed=0)
-    except FileNotFoundError as e:
-        if os.environ.get("REQUIRE_DATASETS"):
-            raise
-        pytest.skip(str(e))
+    return fashion_mnist_or_skip("train").subset(per_class=64, seed=0)
 
 
 def losses(run_dir):

@@ -6,13 +6,12 @@ import contextlib
 import io
 import json
 import math
-import os
 import shutil
 
 import pytest
 from cli_helpers import last_json
+from stores import fashion_mnist_or_skip
 
-from diffusion.data import load_fashion_mnist
 from imagegen.cli import main
 from model_store import ModelStore
 from model_store.loading import load_module
@@ -20,12 +19,7 @@ from model_store.loading import load_module
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory, tiny_store_root):
-    try:
-        load_fashion_mnist("test")
-    except FileNotFoundError as e:
-        if os.environ.get("REQUIRE_DATASETS"):
-            raise
-        pytest.skip(str(e))
+    fashion_mnist_or_skip("test")
     root = tmp_path_factory.mktemp("eval") / "store"
     shutil.copytree(tiny_store_root, root)
     buf = io.StringIO()

@@ -7,12 +7,10 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 
-import pytest
 from cli_helpers import last_json, pixels
+from stores import fashion_mnist_or_skip
 
-from diffusion.data import load_fashion_mnist
 from imagegen.cli import main
 from model_store import ModelStore
 
@@ -25,12 +23,7 @@ def run(argv: list[str]) -> dict:
 
 
 def test_train_on_a_fashion_mnist_slice_export_and_generate(tmp_path):
-    try:
-        load_fashion_mnist("train")
-    except FileNotFoundError as e:
-        if os.environ.get("REQUIRE_DATASETS"):
-            raise
-        pytest.skip(str(e))
+    fashion_mnist_or_skip("train")
     store, run_dir = tmp_path / "store", tmp_path / "run"
     summary = run(["train", "--preset", "tiny", "--data", "fashion-mnist", "--limit", "640", "--steps", "200",
                    "--batch-size", "32", "--lr", "1e-3", "--warmup-steps", "20", "--ema-decay", "0.99",
