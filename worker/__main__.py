@@ -58,10 +58,12 @@ def run(args: argparse.Namespace) -> int:
         return 2
     generators = load_generators(store, refs, device)
     max_images = args.max_batch_images or worker_settings.max_batch_images
+    engine = BatchEngine(generators, max_images)
+    engine.warm_up()
     name = args.name or worker_settings.worker_name or f"{socket.gethostname()}.{os.getpid()}"
     log.info("worker %s: loaded %s from %s onto %s; up to %d images per batch; queue %r", name,
              ", ".join(refs), store.root, device, max_images, settings.queue_name)
-    worker = BatchWorker([settings.queue_name], BatchEngine(generators, max_images), settings,
+    worker = BatchWorker([settings.queue_name], engine, settings,
                          shutdown_grace=worker_settings.worker_shutdown_grace, name=name,
                          connection=Redis.from_url(settings.redis_url), default_result_ttl=settings.result_ttl)
     worker.work(burst=args.burst, logging_level=settings.log_level.upper())

@@ -42,7 +42,7 @@ class JobError:
 class JobFailed(Exception):
     """How a failed job ends in RQ: the FailedJobRegistry then shows its code and message."""
 
-    def __init__(self, error: JobError):
+    def __init__(self, error: JobError) -> None:
         super().__init__(f"{error.code}: {error.message}")
         self.error = error
 
@@ -115,7 +115,7 @@ def _device_of(module: torch.nn.Module) -> torch.device:
 class BatchEngine:
     """Jobs in flight on a set of loaded generators, advanced together one model evaluation at a time."""
 
-    def __init__(self, generators: dict[str, Generator], max_batch_images: int = 64):
+    def __init__(self, generators: dict[str, Generator], max_batch_images: int = 64) -> None:
         if max_batch_images < 1:
             raise ValueError(f"max_batch_images must be at least 1, got {max_batch_images}")
         self.max_batch_images = max_batch_images
@@ -131,6 +131,19 @@ class BatchEngine:
             if newest is None or newest.generator.card.version < gen.card.version:
                 self._by_name[gen.card.name] = lane
         self._jobs: dict[str, _Job] = {}
+
+    def warm_up(self) -> None:
+        """One throwaway step per model (CFG and, where there is one, classifier guidance), so that
+        the first job does not pay for lazy initialisation (allocator, kernels, autotuning)."""
+        for lane in dict.fromkeys(self._lanes.values()):
+            gen = lane.generator
+            specs = [SampleSpec(class_label=0, guidance_scale=2.0, steps=1)]
+            if gen.classifier is not None:
+                specs.append(SampleSpec(class_label=0, guidance="classifier", steps=1))
+            state = SamplerState.start(specs, gen.image_shape, gen.num_classes, gen.schedule, lane.device)
+            advance(state, lane.denoiser, gen.schedule)
+            if lane.device.type == "cuda":
+                torch.cuda.synchronize(lane.device)
 
     # --- admission -----------------------------------------------------------------------------
 

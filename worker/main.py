@@ -14,6 +14,7 @@ FailedJobRegistry, results, worker counters); `register_birth`, `heartbeat` and 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import signal
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.exceptions
-from rq.exceptions import DequeueTimeout, StopRequested
+from rq.exceptions import DequeueTimeout, DeserializationError, StopRequested
 from rq.executions import Execution
 from rq.job import Job
 from rq.job import JobStatus as RQStatus
@@ -67,7 +68,7 @@ class BatchWorker(SimpleWorker):
     log_result_lifespan = False  # one line per job end is ours; rq adds its own two
 
     def __init__(self, queues: list[Queue] | list[str], engine: BatchEngine, settings: Settings, *,
-                 shutdown_grace: float = 30.0, webhooks: WebhookSender | None = None, **kwargs: Any):
+                 shutdown_grace: float = 30.0, webhooks: WebhookSender | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("serializer", JSONSerializer)
         kwargs.setdefault("worker_ttl", settings.worker_heartbeat_ttl)
         super().__init__(queues, **kwargs)
@@ -110,12 +111,20 @@ class BatchWorker(SimpleWorker):
                     self._heartbeat()
                     backoff = 1.0
                 except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
+                    if self._force_stop:
+                        raise
                     # keep the batch: the jobs go on once Redis answers again
                     log.error("Redis unreachable (%s); retrying in %.0f s", e, backoff)
                     time.sleep(backoff)
                     backoff = min(backoff * 2, 30.0)
         except StopRequested:
             pass
+        except Exception:
+            # a bug (or a lost device) must not strand the jobs in flight: they go back to the queue
+            log.exception("the worker loop failed; handing %d running jobs back", len(self.running))
+            with contextlib.suppress(Exception):
+                self._hand_back(list(self.running))
+            raise
         finally:
             self.teardown()
             if not self.reporter.webhooks.drain(WEBHOOK_DRAIN):
@@ -196,8 +205,15 @@ class BatchWorker(SimpleWorker):
 
     def _admit(self, job: Job, queue: Queue) -> bool:
         """Start `job` in the batch (or end it at once); False if it went back to the queue."""
-        if job.func_name != GENERATE:
-            log.info("job %s runs %s, not %s: running it on its own", job.id, job.func_name, GENERATE)
+        try:
+            func_name = job.func_name
+        except DeserializationError as e:
+            queue.intermediate_queue.remove(job.id)
+            self.handle_job_failure(job, queue, exc_string=f"cannot read job {job.id} ({e.__cause__ or e}): "
+                                                           "jobs on this queue must use the JSON serializer")
+            return True
+        if func_name != GENERATE:
+            log.info("job %s runs %s, not %s: running it on its own", job.id, func_name, GENERATE)
             self.execute_job(job, queue)
             self.set_state(WorkerStatus.BUSY if self.running else WorkerStatus.IDLE)
             return True
@@ -226,6 +242,9 @@ class BatchWorker(SimpleWorker):
         except ValueError as e:
             self._end(run, JobStatus.FAILED, error=JobError(
                 "unknown_model" if isinstance(e, UnknownModel) else "invalid_request", str(e)))
+            return True
+        except Exception as e:  # noqa: BLE001 - e.g. out of device memory for its x_T: this job fails alone
+            self._end(run, JobStatus.FAILED, error=JobError("internal_error", f"{type(e).__name__}: {e}"))
             return True
         self.reporter.started(job_id, self.engine.progress(job_id)[1])
         log.info("job %s started: %d images of %s, %s; %d images in flight", job_id, images, model,
@@ -317,7 +336,8 @@ class BatchWorker(SimpleWorker):
 
     def _hand_back(self, job_ids: list[str]) -> None:
         """Give running jobs back: record `queued` again, RQ job at the front of its queue."""
-        for job_id in job_ids:
+        # pushed to the front newest first, so that the oldest ends up first in line again
+        for job_id in reversed(job_ids):
             run = self.running.pop(job_id)
             self.engine.cancel([job_id])
             self.reporter.requeued(job_id)

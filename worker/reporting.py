@@ -39,7 +39,7 @@ class JobReporter:
     """Writes a job's progress and end into Redis; every `finish` moves the record once, and only the
     mover writes metrics and sends the webhook."""
 
-    def __init__(self, redis: Redis, settings: Settings, webhooks: WebhookSender | None = None):
+    def __init__(self, redis: Redis, settings: Settings, webhooks: WebhookSender | None = None) -> None:
         self.redis = redis
         self.jobs = JobStore(redis, settings.result_ttl)
         self.results = RedisResultStore(redis, settings.result_ttl)

@@ -1,5 +1,6 @@
 """Webhook delivery: the final job document POSTed to the job's `webhook_url`, signed with
-`X-Signature: sha256=<hex HMAC-SHA256(body, WEBHOOK_SECRET)>` (the signing service/webhooks.py uses).
+`X-Signature: sha256=<hex HMAC-SHA256(body, WEBHOOK_SECRET)>` by service.webhooks.sign, the one
+signing (and `verify`) the API documents.
 
 Each delivery runs in its own daemon thread, retried with exponential backoff, so that a slow or dead
 receiver never holds up the sampler loop, and never keeps a stopping worker alive past `drain`.
@@ -7,8 +8,6 @@ receiver never holds up the sampler loop, and never keeps a stopping worker aliv
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
 import threading
@@ -17,12 +16,9 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from service.webhooks import SIGNATURE_HEADER, sign
+
 log = logging.getLogger(__name__)
-
-
-def signature(body: bytes, secret: str) -> str:
-    """The X-Signature header value of `body`."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
 def encode(document: dict[str, Any]) -> bytes:
@@ -34,7 +30,7 @@ class WebhookSender:
     """Delivers documents in background threads: up to `max_attempts` tries, waiting base_delay,
     2 * base_delay, 4 * base_delay... between them."""
 
-    def __init__(self, secret: str, timeout: float = 5.0, max_attempts: int = 5, base_delay: float = 0.5):
+    def __init__(self, secret: str, timeout: float = 5.0, max_attempts: int = 5, base_delay: float = 0.5) -> None:
         self.secret, self.timeout, self.max_attempts, self.base_delay = secret, timeout, max_attempts, base_delay
         self._threads: set[threading.Thread] = set()
         self._lock = threading.Lock()
@@ -48,7 +44,7 @@ class WebhookSender:
         thread.start()
 
     def _deliver(self, url: str, body: bytes, job_id: Any) -> None:
-        headers = {"Content-Type": "application/json", "X-Signature": signature(body, self.secret),
+        headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign(body, self.secret),
                    "User-Agent": "imagegen-worker"}
         try:
             for attempt in range(1, self.max_attempts + 1):

@@ -8,6 +8,7 @@ import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
+from rq.exceptions import InvalidJobOperation
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -233,11 +234,15 @@ def _cancel(backend: Backend, job_id: str) -> dict[str, Any]:
     if status is None:
         raise not_found(job_id, backend.settings.result_ttl)
     if status == JobStatus.CANCELED.value:
-        pipe = backend.redis.pipeline(transaction=False)
-        backend.queue.remove(job_id, pipeline=pipe)
+        rq_job = backend.queue.fetch_job(job_id)
+        if rq_job is not None and not rq_job.is_canceled:
+            # RQ's own cancel: off the queue and into its canceled registry, so `rq info` agrees
+            try:
+                rq_job.cancel()
+            except InvalidJobOperation:  # a worker finished or canceled it meanwhile
+                pass
         # the RQ job hash has no TTL while queued: give it one, or every canceled job leaks it
-        pipe.expire(backend.queue.job_class.key_for(job_id), backend.settings.result_ttl)
-        pipe.execute()
+        backend.redis.expire(backend.queue.job_class.key_for(job_id), backend.settings.result_ttl)
     return load(backend, job_id)
 
 

@@ -83,6 +83,9 @@ def test_cancel_a_queued_job(client, queue):
     doc = r.json()
     assert doc["status"] == "canceled" and doc["finished_at"] and doc["queue_position"] is None
     assert queue.job_ids == [keep]
+    # RQ's own bookkeeping agrees: the job is in its canceled registry, not left "queued"
+    assert cancel in queue.canceled_job_registry.get_job_ids()
+    assert queue.fetch_job(cancel).get_status() == "canceled"
     assert client.get(f"/jobs/{cancel}").json()["status"] == "canceled"
     # again: nothing changes
     assert client.delete(f"/jobs/{cancel}").json()["status"] == "canceled"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import signal
 
+import pytest
 from redis import Redis
 from rq import Queue, Worker
 from rq.job import Job
@@ -14,6 +15,9 @@ from rq.serializers import JSONSerializer
 
 from service.jobs import JobStore
 from worker_process import record, request, submit, wait_ended, wait_for, worker_process
+
+# a worker process each (torch import and model load: several seconds on the busy 2-core machine)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
 def rq_status(r: Redis, job_id: str) -> RQStatus:

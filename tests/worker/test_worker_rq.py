@@ -19,6 +19,7 @@ from service.jobs import JobStore
 from service.settings import Settings
 from worker.engine import BatchEngine
 from worker.main import BatchWorker
+from worker.metrics import METRICS_KEY
 from worker_process import lone_png, png_pixels, record, request, submit
 
 
@@ -42,8 +43,8 @@ def failure(r: Redis, job_id: str) -> str:
     return rq_job(r, job_id).latest_result().exc_string
 
 
-def run_batch_worker(r: Redis, generators, name: str) -> None:
-    worker = BatchWorker(["imagegen"], BatchEngine(generators), Settings(), connection=r, name=name)
+def run_batch_worker(r: Redis, generators, name: str, max_batch_images: int = 64) -> None:
+    worker = BatchWorker(["imagegen"], BatchEngine(generators, max_batch_images), Settings(), connection=r, name=name)
     with own_signal_handlers():
         worker.work(burst=True)
 
@@ -60,6 +61,18 @@ def test_a_job_over_its_timeout_fails_alone(redis_url, generators):
     assert rq_job(r, slow).get_status() == RQStatus.FAILED and "timeout" in failure(r, slow)
 
 
+def test_a_job_over_max_batch_images_runs_alone_and_the_next_waits_its_turn(redis_url, generators):
+    r = Redis.from_url(redis_url)
+    big = submit(r, request(steps=3, num_images=3, seed=1))
+    small = submit(r, request(steps=3, seed=9))
+    run_batch_worker(r, generators, "oversized", max_batch_images=2)
+    assert record(r, big)["status"] == record(r, small)["status"] == "succeeded"
+    metrics = {k.decode(): int(float(v)) for k, v in r.hgetall(METRICS_KEY).items()}
+    # three evaluations of the big job alone, then three of the small one: never both at once
+    assert metrics["batches_total"] == 6 and metrics["batch_images_sum"] == 3 * 3 + 3 * 1
+    assert metrics["batch_images_bucket:1"] == 3 and metrics["batch_images_bucket:2"] == 3
+
+
 def test_jobs_that_must_not_run_are_skipped_and_rq_is_told(redis_url, generators):
     r = Redis.from_url(redis_url)
     canceled = submit(r, request())
@@ -67,10 +80,13 @@ def test_jobs_that_must_not_run_are_skipped_and_rq_is_told(redis_url, generators
     queue = Queue("imagegen", connection=r, serializer=JSONSerializer)
     orphan = queue.enqueue_call(func="worker.tasks.generate", kwargs={"job": "0" * 32}, job_id="0" * 32).id
     other = queue.enqueue_call(func="os.path.join", args=["a", "b"]).id  # not ours: run as rq would
+    pickled = Queue("imagegen", connection=r).enqueue_call(func="os.path.join", args=["c", "d"]).id
     run_batch_worker(r, generators, "skips")
     assert record(r, canceled)["status"] == "canceled" and rq_job(r, canceled).get_status() == RQStatus.CANCELED
     assert rq_job(r, orphan).get_status() == RQStatus.FAILED and "not found" in failure(r, orphan)
     assert rq_job(r, other).return_value() == "a/b"
+    assert Job.fetch(pickled, connection=r).get_status() == RQStatus.FAILED
+    assert "must use the JSON serializer" in Job.fetch(pickled, connection=r).latest_result().exc_string
     assert queue.count == 0 and queue.started_job_registry.get_job_ids() == []
     assert r.llen(queue.intermediate_queue_key) == 0
 
