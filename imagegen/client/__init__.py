@@ -15,9 +15,9 @@ raises `ApiError` with the problem document's fields; network failures raise htt
 
 from imagegen.client.aio import AsyncClient
 from imagegen.client.errors import ApiError, JobError
-from imagegen.client.jobs import TERMINAL_STATUSES, AsyncJob, Job, JobDocument
+from imagegen.client.jobs import TERMINAL_STATUSES, AsyncJob, ImageList, Job, JobDocument
 from imagegen.client.sync import DEFAULT_TIMEOUT, Client
 from imagegen.client.wire import ImageInput
 
-__all__ = ["ApiError", "AsyncClient", "AsyncJob", "Client", "DEFAULT_TIMEOUT", "ImageInput", "Job", "JobDocument",
+__all__ = ["ApiError", "AsyncClient", "AsyncJob", "Client", "DEFAULT_TIMEOUT", "ImageInput", "ImageList", "Job", "JobDocument",
            "JobError", "TERMINAL_STATUSES"]

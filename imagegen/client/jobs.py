@@ -148,4 +148,5 @@ class AsyncJob(JobDocument):
 
 
 def timed_out(job: JobDocument, timeout: float | None) -> TimeoutError:
+    """The error of a wait that ran out of time, saying where the job stands."""
     return TimeoutError(f"job {job.id} is still {job.status} after {timeout} s")

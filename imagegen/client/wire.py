@@ -15,6 +15,7 @@ ImageInput = str | bytes | Path | Image.Image
 
 
 def auth_headers(api_key: str | None) -> dict[str, str]:
+    """The Authorization header for `api_key` (none without a key: the local API is open)."""
     return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
 
@@ -52,6 +53,7 @@ def generate_call(wait: float | None, idempotency_key: str | None, timeout: floa
 
 
 def decode_png(data: bytes) -> Image.Image:
+    """PNG bytes as a loaded PIL image."""
     image = Image.open(io.BytesIO(data))
     image.load()  # read now: the buffer is gone once this returns
     return image

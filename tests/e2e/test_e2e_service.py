@@ -87,13 +87,13 @@ def test_wait_follows_the_event_stream(service, api):
 
 def test_events_report_progress_then_the_final_document(service, api):
     # long enough (on the CPU) to be seen running; short enough to keep the suite fast
-    job = api.generate(1, num_images=1, steps=200)
+    job = api.generate(1, num_images=1, steps=60)
     events = list(api.events(job.id, read_timeout=WAIT_S))
     final = events[-1]
     assert final["event"] == "end" and final["data"]["id"] == job.id and final["data"]["status"] == "succeeded"
     progress = [e["data"] for e in events if e["event"] == "progress" and e["data"]]
     assert progress, f"no progress event before the end: {events}"
-    assert all(p["total"] == 200 and 0 <= p["step"] <= 200 for p in progress)
+    assert all(p["total"] == 60 and 0 <= p["step"] <= 60 for p in progress)
     assert [p["step"] for p in progress] == sorted(p["step"] for p in progress)
 
 

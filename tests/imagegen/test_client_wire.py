@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import base64
 import io
-from email.utils import format_datetime
+from dataclasses import asdict
 from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
 
 import httpx
 import pytest
@@ -153,3 +154,12 @@ def test_a_job_without_a_client_says_where_to_get_one():
 def test_api_error_is_an_exception_with_the_message_as_str():
     e = ApiError(404, "Job not found", "unknown job 'x'")
     assert str(e) == "unknown job 'x'" and e.args == ("unknown job 'x'",) and e.retry_after is None
+
+
+def test_images_is_the_documents_list_and_downloads_when_called():
+    entries = [{"index": 0, "seed": 1, "url": "/jobs/j/images/0.png"}]
+    job = Job.parse({"id": "j", "status": "succeeded", "images": entries}, client=None)
+    assert job.images == entries and job.images[0]["seed"] == 1
+    assert asdict(job)["images"] == entries  # still a plain dataclass to the standard library
+    with pytest.raises(RuntimeError, match="no client"):
+        job.images()
