@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from service import problems
-from service.deps import LOCAL_REDIS_URL, Backend
+from service.deps import Backend
 from service.documents import SSE_PING_S
 from service.metrics import Metrics, RequestMetrics
 from service.routers import jobs, models, ops
@@ -41,7 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         backend = Backend.open(settings)
         app.state.backend = backend
         log.info("imagegen API: Redis %s, queue %r, model store %s; no API keys configured: the API is open",
-                 _redacted(settings.redis_url or LOCAL_REDIS_URL), settings.queue_name, backend.store.root)
+                 _redacted(settings.redis_url), settings.queue_name, backend.store.root)
         try:
             yield
         finally:

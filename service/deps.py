@@ -18,7 +18,6 @@ from service.jobs import JobStore
 from service.results import RedisResultStore, ResultStore
 from service.settings import Settings
 
-LOCAL_REDIS_URL = "redis://127.0.0.1:6379/0"
 """Where the API looks for Redis when REDIS_URL is unset (`imagegen up` sets it for its own Redis)."""
 
 # fail fast when Redis is down (a 503 at once beats a hung client); a command may take longer
@@ -42,7 +41,7 @@ class Backend:
     @classmethod
     def open(cls, settings: Settings) -> Backend:
         """Connection pools connect lazily: the app starts with Redis down and reports it in /readyz."""
-        url = settings.redis_url or LOCAL_REDIS_URL
+        url = settings.redis_url
         options = {"socket_connect_timeout": CONNECT_TIMEOUT_S, "socket_timeout": COMMAND_TIMEOUT_S}
         sync = Redis.from_url(url, **options)
         # pub/sub reads block until a message comes: no read timeout on the async client

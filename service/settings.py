@@ -11,7 +11,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
 
-    redis_url: str | None = Field(None, description="redis:// or rediss:// URL; unset: `imagegen up` starts a local Redis")
+    # the API and every worker default to the same local server; `imagegen up` starts a private one
+    # instead when REDIS_URL is not set in its environment
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="redis:// or rediss:// URL of the queue and result store")
     queue_name: str = Field("imagegen", description="RQ queue the API enqueues generation jobs on")
     result_ttl: int = Field(86_400, ge=60, description="seconds a finished job and its PNGs are kept")
     max_images_per_job: int = Field(64, ge=1, description="most images one request may ask for")

@@ -39,10 +39,6 @@ def run(args: argparse.Namespace) -> int:
     settings, worker_settings = Settings(), WorkerSettings()
     logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not settings.redis_url:
-        print("python -m worker: error: REDIS_URL is not set; point it at the Redis the API enqueues on",
-              file=sys.stderr)
-        return 2
     from redis import Redis
 
     from worker.engine import BatchEngine

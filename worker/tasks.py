@@ -38,10 +38,8 @@ def generate(job: str) -> dict[str, Any]:
     rq_job = get_current_job()
     if rq_job is not None:
         connection = rq_job.connection
-    elif settings.redis_url:
-        connection = Redis.from_url(settings.redis_url)
     else:
-        raise RuntimeError("worker.tasks.generate runs under an RQ worker, or needs REDIS_URL")
+        connection = Redis.from_url(settings.redis_url)
     reporter = JobReporter(connection, settings)
     record = reporter.jobs.get(job)
     if record is None:
