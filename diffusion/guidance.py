@@ -41,10 +41,13 @@ class GuidedDenoiser:
     class) the unconditional one alone.
     """
 
-    def __init__(self, model: nn.Module, null_class: int, classifier: nn.Module | None = None):
+    def __init__(self, model: nn.Module, null_class: int, classifier: nn.Module | None = None,
+                 clip_x0: bool = False):
         self.model = model
         self.null_class = null_class
         self.classifier = classifier
+        # clip the implied x_0 to the data range [-1, 1] (ADM's clip_denoised); the driver applies it
+        self.clip_x0 = clip_x0
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> GuidedPrediction:

@@ -18,7 +18,8 @@ from torch import Tensor
 from diffusion.guidance import Conditioning, GuidedDenoiser
 from diffusion.names import GUIDANCE_KINDS, MAX_SEED, SAMPLERS
 from diffusion.noise import ImageNoise, stacked_randn
-from diffusion.samplers import ddim_step, ddpm_step, dpmpp_2m_step, euler_step, heun_corrector, heun_predictor
+from diffusion.samplers import (ddim_step, ddpm_step, dpmpp_2m_step, euler_step, heun_corrector, heun_predictor,
+                                predict_x0)
 from diffusion.schedules import CLEAN, NoiseSchedule, timestep_subsequence
 
 
@@ -139,6 +140,13 @@ def _col(v: Tensor) -> Tensor:
     return v.view(-1, 1, 1, 1)
 
 
+def clip_eps(x: Tensor, eps: Tensor, ab: Tensor) -> Tensor:
+    """eps re-derived from x_0 clipped to [-1, 1] (ADM's clip_denoised; diffusers' DDIM with
+    clip_sample and use_clipped_model_output), so that every sampler sees a consistent pair."""
+    x0 = predict_x0(x, eps, ab).clamp(-1, 1)
+    return (x - ab.sqrt() * x0) / (1 - ab).sqrt()
+
+
 def advance(state: SamplerState, denoiser: GuidedDenoiser, schedule: NoiseSchedule) -> None:
     """One model evaluation for every unfinished image of `state`, then each image's sampler update."""
     rows = [i for i, d in enumerate(state.done) if not d]
@@ -161,6 +169,8 @@ def advance(state: SamplerState, denoiser: GuidedDenoiser, schedule: NoiseSchedu
         not_ddpm = torch.tensor([state.specs[i].sampler != "ddpm" for i in rows], device=dev)
         shift = (1 - schedule.alpha_bar(t_eval_r)).sqrt()
         eps = eps - _col(not_ddpm * shift) * grad
+    if denoiser.clip_x0:
+        eps = clip_eps(state.x[r], eps, _col(schedule.alpha_bar(t_eval_r)))
 
     ab_s, ab_t, ab_prev = (_col(schedule.alpha_bar(tt(ts))) for ts in (t_cur, t_next, t_prev))
     x = state.x[r]
@@ -220,9 +230,11 @@ def sample(
     classifier: torch.nn.Module | None = None,
     device: torch.device | str = "cpu",
     callback: Callable[[SamplerState], None] | None = None,
+    clip_x0: bool = False,
 ) -> Tensor:
-    """Run a whole batch to clean images; returns x_0 as [B, C, H, W] (not clipped) in `specs` order."""
-    denoiser = GuidedDenoiser(model, null_class=num_classes, classifier=classifier)
+    """Run a whole batch to clean images; returns x_0 as [B, C, H, W] in `specs` order (within [-1, 1]
+    only when `clip_x0`: each step's x_0 estimate is clipped to the data range)."""
+    denoiser = GuidedDenoiser(model, null_class=num_classes, classifier=classifier, clip_x0=clip_x0)
     state = SamplerState.start(specs, shape, num_classes, schedule, device)
     while not all(state.done):
         advance(state, denoiser, schedule)

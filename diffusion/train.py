@@ -174,7 +174,7 @@ def train(cfg: TrainConfig, dataset: ImageDataset | None = None,
         specs = [SampleSpec(c, 3.0, sampler="ddim", steps=cfg.sample_steps, seed=1000 * c + i)
                  for c in range(num_classes) for i in range(per_class)]
         x = sample(ema.model, schedule, specs, (dataset.channels, dataset.image_size, dataset.image_size),
-                   num_classes, device=device)
+                   num_classes, device=device, clip_x0=True)
         save_grid(x.cpu(), run_dir / f"samples_{step:07d}.png", nrow=per_class)
 
     # --- loop --------------------------------------------------------------------------------------

@@ -105,7 +105,7 @@ def evaluate(store: ModelStore, model_ref: str, classifier_ref: str, args: argpa
 
     def sample_batch(specs):
         return sample(gen.model, gen.schedule, specs, gen.image_shape, gen.num_classes,
-                      classifier=gen.classifier, device=device)
+                      classifier=gen.classifier, device=device, clip_x0=gen.clip_x0)
 
     def measure(setting: Setting, label: str) -> dict:
         total = gen.num_classes * args.per_class

@@ -102,6 +102,9 @@ def export_result(
         "training": training_recipe(result, train_images),
         "links": dict(links or {}),
         "quality": dict(quality or {}),
+        # pixel-space data lives in [-1, 1]: clipping each step's x_0 estimate keeps an imperfect
+        # network (and strong guidance) from pushing samples out of range
+        "sampling": {"clip_x0": True} if generator else {},
         "notes": _NOTES[kind],
     }
     return store.save(name, tensors, card_fields)

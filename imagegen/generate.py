@@ -98,7 +98,7 @@ def generate_images(store: ModelStore, card: ModelCard, settings: GenerateSettin
     started = time.perf_counter()
     try:
         x = sample(gen.model, gen.schedule, specs, gen.image_shape, gen.num_classes,
-                   classifier=gen.classifier, device=device, callback=on_step)
+                   classifier=gen.classifier, device=device, callback=on_step, clip_x0=gen.clip_x0)
         if device == "cuda":
             torch.cuda.synchronize()
     finally:

@@ -43,6 +43,7 @@ class ModelCard:
     training: dict = field(default_factory=dict)  # recipe: data, steps, batch size, time, device, commit
     quality: dict = field(default_factory=dict)  # measured quality tables (FID, accuracy...)
     links: dict = field(default_factory=dict)  # related models by role, e.g. {"guidance_classifier": name}
+    sampling: dict = field(default_factory=dict)  # how predictions are used, e.g. {"clip_x0": true}
     created_at: str  # ISO 8601 UTC time of saving
     notes: str = ""  # free text for people
 

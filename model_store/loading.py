@@ -54,6 +54,11 @@ class Generator:
         return len(self.card.class_names)
 
     @property
+    def clip_x0(self) -> bool:
+        """Whether samplers clip this model's x_0 estimates to [-1, 1] (its card's `sampling`)."""
+        return bool(self.card.sampling.get("clip_x0", False))
+
+    @property
     def image_shape(self) -> tuple[int, int, int]:
         return (self.card.channels, self.card.image_size, self.card.image_size)
 

