@@ -200,9 +200,13 @@ class ModelStore:
         # the temporary directory sits next to the versions so that the final rename stays on one
         # filesystem (atomic); its leading "." keeps it out of listings
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=model_dir))
+        # mkdtemp makes the folder private (0700); a stored model is for every user (a service's own
+        # account, a container's non-root user), so give it the usual modes
+        tmp.chmod(0o755)
         try:
             weights = tmp / WEIGHTS_FILE
             safetensors.torch.save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(weights))
+            weights.chmod(0o644)
             fields["sha256"] = _sha256_file(weights)
             return self._publish(tmp, model_dir, fields)
         finally:

@@ -201,3 +201,20 @@ def test_cards_are_plain_data(store):
     assert isinstance(card, ModelCard)
     assert card.resolve_class("ankle-boot") == 2
     assert len(card.sha256) == 64 and card.created_at.endswith("Z")
+
+
+def test_saved_models_are_readable_by_every_user(tmp_path):
+    """A container's non-root user, or a service account, must be able to read a shipped model."""
+    import stat
+
+    import torch
+
+    from model_store import ModelStore
+
+    card = ModelStore(tmp_path).save("m", {"w": torch.zeros(2)}, {
+        "kind": "eval-classifier", "architecture": {"type": "eval-classifier", "config": {}},
+        "class_names": ["a"], "image_size": 4, "channels": 1})
+    folder = tmp_path / "m" / str(card.version)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o755
+    for f in folder.iterdir():
+        assert stat.S_IMODE(f.stat().st_mode) & 0o444 == 0o444, f
