@@ -15,7 +15,7 @@ from service import problems
 from service.deps import Backend
 from service.documents import SSE_PING_S
 from service.metrics import Metrics, RequestMetrics
-from service.routers import jobs, models, ops
+from service.routers import jobs, models, ops, page
 from service.schemas import GenerateRequest
 from service.settings import Settings
 
@@ -57,6 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestMetrics, metrics=metrics)
     for module in (jobs, models, ops):
         app.include_router(module.router)
+    page.install(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

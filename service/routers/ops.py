@@ -1,10 +1,9 @@
-"""Operations: liveness, readiness, Prometheus metrics, and the landing page."""
+"""Operations: liveness, readiness and Prometheus metrics (the page at `/` is in page.py)."""
 
 from __future__ import annotations
 
 import redis.exceptions
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import HTMLResponse
 
 from service.deps import BackendDep
 from service.problems import REDIS_RETRY_AFTER_S, Problem, problem_type, responses
@@ -49,19 +48,3 @@ def metrics(request: Request) -> Response:
     from prometheus_client import CONTENT_TYPE_LATEST
 
     return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
-
-
-_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>imagegen</title></head>
-<body><h1>imagegen</h1>
-<p>Class-conditional image generation. The playground is coming; meanwhile see the
-<a href="docs">API documentation</a>, or try
-<code>curl -X POST localhost:8000/generate -H 'content-type: application/json' -d '{"class_label": "sneaker"}'</code>.</p>
-</body></html>
-"""
-
-
-@router.get("/", response_class=HTMLResponse, summary="The landing page",
-            description="A placeholder until the playground ships: links to these docs.")
-async def index() -> str:
-    return _PAGE

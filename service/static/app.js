@@ -1,0 +1,448 @@
+// The imagegen playground: plain ES2020 modules, no framework, nothing from another host. This one
+// holds the form and a job's life from submit to images; api.js talks to the API (relative URLs, so
+// the page works wherever the API is mounted), results.js shows images, history.js keeps this
+// browser's jobs, quality.js draws the model card.
+//
+// Seeds go up to 2**63-1, past the range a JS number holds exactly: the page always sends a seed
+// (rolling one when the field is empty), keeps it as a digit string, and writes it into the JSON
+// text as it is; an image's seed (seed + i) is computed with BigInt.
+
+import { TERMINAL, call, jobPath, url } from "./api.js";
+import { remember, renderHistory, saveHistory } from "./history.js";
+import { renderQuality } from "./quality.js";
+import { showResults } from "./results.js";
+
+const $ = (id) => document.getElementById(id);
+
+const POLL_MS = 1000;
+
+const state = { models: [], samplers: [], job: null };
+
+// --- the form --------------------------------------------------------------------------------
+
+const generators = () => state.models.filter((m) => m.kind === "generator");
+const modelInfo = (ref) => state.models.find((m) => m.ref === ref);
+const currentModel = () => modelInfo($("model").value);
+
+function option(value, text, selected = false) {
+  const o = document.createElement("option");
+  o.value = value;
+  o.textContent = text;
+  o.selected = selected;
+  return o;
+}
+
+function linkedClassifier(info) {
+  const link = info.links && info.links.guidance_classifier;
+  if (!link) return null;
+  const found = state.models.find((m) => m.kind === "guidance-classifier" && (m.ref === link || (m.name === link && m.latest)));
+  return found ? found.ref : null;
+}
+
+function formatScale(v) { return Number(v).toFixed(1); }
+
+function showScale() { $("guidance_scale-value").textContent = formatScale($("guidance_scale").value); }
+function showEta() { $("eta-value").textContent = Number($("eta").value).toFixed(2); }
+
+function showSampler() {
+  const s = state.samplers.find((x) => x.name === $("sampler").value);
+  $("sampler-hint").textContent = s ? s.description : "";
+  // eta only means something to DDIM: the API refuses it elsewhere
+  $("eta-field").hidden = $("sampler").value !== "ddim";
+}
+
+/** Fill the form with the model's classes and its card's defaults. */
+function applyModel() {
+  const info = currentModel();
+  if (!info) return;
+  const d = info.defaults;
+  const previous = $("class_label").value;
+  $("class_label").replaceChildren(...info.class_names.map((name, i) => option(name, name, i === 0)),
+    option("", "none (unconditional)"));
+  if (info.class_names.includes(previous)) $("class_label").value = previous;
+
+  const classifier = linkedClassifier(info);
+  $("guidance").querySelector('option[value="classifier"]').disabled = !classifier;
+  if (!classifier) $("guidance").value = "cfg";
+  $("guidance-hint").textContent = classifier
+    ? `Classifier guidance uses ${classifier}.`
+    : "This model links no guidance classifier: classifier-free guidance only.";
+
+  const scale = $("guidance_scale");
+  scale.max = String(Math.max(10, Math.ceil(d.guidance_scale * 2)));
+  scale.value = String(d.guidance_scale);
+  $("scale-ticks").replaceChildren(option(String(d.guidance_scale), "default"));
+  const mark = $("guidance_scale-default");
+  mark.textContent = `▲ card default ${formatScale(d.guidance_scale)}`;
+  const frac = d.guidance_scale / Number(scale.max);
+  mark.style.left = `calc(8px + (100% - 16px) * ${frac})`;
+  mark.classList.toggle("flip", frac > 0.6);
+
+  $("sampler").value = d.sampler;
+  $("steps").value = String(d.steps);
+  $("num_images").value = String(d.num_images);
+  $("eta").value = String(d.eta);
+  $("model-hint").textContent = `${info.image_size}×${info.image_size} ${info.channels === 1 ? "grayscale" : "color"}, `
+    + `${info.class_names.length} classes.` + (info.notes ? ` ${info.notes}` : "");
+  showScale();
+  showEta();
+  showSampler();
+  $("quality-model").value = info.ref;
+  if (!$("panel-quality").hidden) loadQuality();
+}
+
+function randomSeed() {
+  // 32 bits, as A1111 rolls them: short enough to read and retype
+  return String(crypto.getRandomValues(new Uint32Array(1))[0]);
+}
+
+function numberField(fields, name) {
+  const raw = $(name).value.trim();
+  if (raw === "") return; // the card's default
+  const n = Number(raw);
+  fields[name] = Number.isFinite(n) ? n : raw; // not a number: let the API say what is wrong
+}
+
+/** The request body as JSON text, and the seed it carries. */
+function requestBody() {
+  const fields = { model: $("model").value || null };
+  const label = $("class_label").value;
+  fields.class_label = label === "" ? null : label;
+  fields.guidance = $("guidance").value;
+  fields.guidance_scale = Number($("guidance_scale").value);
+  fields.sampler = $("sampler").value;
+  numberField(fields, "steps");
+  numberField(fields, "num_images");
+  if (fields.sampler === "ddim") fields.eta = Number($("eta").value);
+  let seed = $("seed").value.trim();
+  if (seed === "" || seed === "-1") seed = randomSeed(); // -1: "random", as in A1111
+  const digits = /^\d+$/.test(seed);
+  if (digits) seed = BigInt(seed).toString(); // no leading zeros: they are not JSON
+  const json = JSON.stringify(fields);
+  return { json: `${json.slice(0, -1)},"seed":${digits ? seed : JSON.stringify(seed)}}`, seed };
+}
+
+function fields() { return [...document.querySelectorAll("#form .field[data-field]")]; }
+
+function clearErrors() {
+  for (const box of fields()) {
+    box.classList.remove("invalid");
+    box.querySelector(".error").textContent = "";
+    const control = box.querySelector("input, select");
+    if (control) control.removeAttribute("aria-invalid");
+  }
+  $("form-error").textContent = "";
+}
+
+/** A problem document next to the fields it names; the rest (or a plain detail) under the form. */
+function showProblem(error) {
+  const problem = error.problem || { detail: error.message };
+  const errors = Array.isArray(problem.errors) ? problem.errors : [];
+  const elsewhere = [];
+  let first = null;
+  for (const { field, message } of errors) {
+    const box = document.querySelector(`#form .field[data-field="${CSS.escape(field)}"]`);
+    if (!box || box.hidden) {
+      elsewhere.push(`${field}: ${message}`);
+      continue;
+    }
+    box.classList.add("invalid");
+    const out = box.querySelector(".error");
+    out.textContent = out.textContent ? `${out.textContent}; ${message}` : message;
+    const control = box.querySelector("input, select");
+    control.setAttribute("aria-invalid", "true");
+    first = first || control;
+  }
+  let text = errors.length ? elsewhere.join("; ") : (problem.detail || problem.title || "");
+  if (text && problem.retryAfter) text += ` (retry in ${problem.retryAfter} s)`;
+  $("form-error").textContent = text;
+  if (first) first.focus();
+}
+
+/** Put a job's settings back into the form: `seed` and `count` override the job's own. */
+function reuse(entry, seed = entry.request.seed, count = entry.request.num_images) {
+  if (!modelInfo(entry.model)) {
+    $("form-error").textContent = `model ${entry.model} is no longer in the model store`;
+    return;
+  }
+  clearErrors();
+  $("model").value = entry.model;
+  applyModel();
+  const r = entry.request;
+  $("class_label").value = r.class_label === null ? "" : currentModel().class_names[r.class_label];
+  if (r.guidance === "classifier" && !$("guidance").querySelector('option[value="classifier"]').disabled) $("guidance").value = "classifier";
+  $("guidance_scale").value = String(r.guidance_scale);
+  $("sampler").value = r.sampler;
+  $("steps").value = String(r.steps);
+  $("eta").value = String(r.eta);
+  $("seed").value = String(seed);
+  $("num_images").value = String(count);
+  showScale();
+  showEta();
+  showSampler();
+  selectTab($("tab-generate"));
+  $("form").scrollIntoView({ block: "start" });
+  $("generate").focus();
+  $("status").textContent = `Settings of job ${entry.id.slice(0, 8)} restored.`;
+}
+
+// --- a job, from submit to images ------------------------------------------------------------
+
+function setStatus(status, text) {
+  $("job").hidden = false;
+  $("job").dataset.status = status;
+  $("status").textContent = text;
+}
+
+function setBusy(busy) {
+  $("generate").disabled = busy;
+  $("cancel").hidden = !busy;
+  $("cancel").disabled = false;
+}
+
+function showQueued(doc) {
+  const p = doc.queue_position;
+  setStatus("queued", p === null || p === undefined ? "Queued."
+    : p === 0 ? "Queued: next in line." : `Queued: position ${p} (${p} ${p === 1 ? "job" : "jobs"} ahead).`);
+  $("progress").removeAttribute("value"); // indeterminate while waiting
+}
+
+function showProgress(progress) {
+  if (!progress || !progress.total) return;
+  setStatus("running", `Running: step ${progress.step} of ${progress.total}.`);
+  $("progress").max = progress.total;
+  $("progress").value = progress.step;
+}
+
+async function submit(event) {
+  event.preventDefault();
+  if (state.job && !state.job.done) return;
+  clearErrors();
+  const body = requestBody();
+  setBusy(true);
+  $("cancel").hidden = true;
+  setStatus("submitting", "Submitting…");
+  let doc;
+  try {
+    ({ data: doc } = await call("POST", "generate", body.json));
+  } catch (e) {
+    setBusy(false);
+    $("job").hidden = true;
+    showProblem(e);
+    return;
+  }
+  const job = { id: doc.id, seed: body.seed, done: false, streaming: false, events: null, timer: null, polling: false };
+  state.job = job;
+  $("job").dataset.job = job.id;
+  $("cancel").hidden = false;
+  if (TERMINAL.has(doc.status)) { finish(job, doc); return; }
+  if (doc.status === "queued") showQueued(doc); else showProgress(doc.progress);
+  follow(job);
+}
+
+function follow(job) {
+  const events = new EventSource(url(jobPath(job.id, "/events")));
+  job.events = events;
+  events.addEventListener("progress", (e) => {
+    if (job.done) return;
+    job.streaming = true;
+    showProgress(JSON.parse(e.data));
+  });
+  events.addEventListener("end", (e) => finish(job, JSON.parse(e.data)));
+  events.onerror = () => {
+    // EventSource reconnects by itself; CLOSED means it gave up: polling carries on alone
+    if (events.readyState === EventSource.CLOSED) job.streaming = false;
+  };
+  // the stream is silent while the job waits in the queue: poll for its position (and as a safety
+  // net for a stream that dropped)
+  job.timer = setInterval(() => poll(job), POLL_MS);
+}
+
+async function poll(job) {
+  if (job.done || job.polling) return;
+  job.polling = true;
+  try {
+    const { data } = await call("GET", jobPath(job.id));
+    if (job.done) return;
+    if (TERMINAL.has(data.status)) finish(job, data);
+    else if (data.status === "queued") showQueued(data);
+    else if (!job.streaming) {
+      if (data.progress) showProgress(data.progress); else setStatus("running", "Running…");
+    }
+  } catch (e) {
+    if (e.status === 404) finish(job, { id: job.id, status: "failed", error: { message: e.message } });
+  } finally {
+    job.polling = false;
+  }
+}
+
+async function cancel() {
+  const job = state.job;
+  if (!job || job.done) return;
+  $("cancel").disabled = true;
+  setStatus("canceling", "Canceling…");
+  try {
+    const { data } = await call("DELETE", jobPath(job.id));
+    // a running job stops at its next sampler step: the stream (or the poll) brings the end
+    if (TERMINAL.has(data.status)) finish(job, data);
+  } catch (e) {
+    $("cancel").disabled = false;
+    showProblem(e);
+  }
+}
+
+function seconds(doc) {
+  const start = Date.parse(doc.started_at || doc.created_at);
+  const end = Date.parse(doc.finished_at);
+  return Number.isFinite(start) && Number.isFinite(end) ? ((end - start) / 1000).toFixed(1) : null;
+}
+
+function finish(job, doc) {
+  if (job.done) return;
+  job.done = true;
+  if (job.events) job.events.close();
+  clearInterval(job.timer);
+  setBusy(false);
+  const entry = historyEntry(job, doc);
+  if (entry) { remember(entry); listHistory(); }
+  const took = seconds(doc);
+  if (doc.status === "succeeded") {
+    $("progress").max = 1;
+    $("progress").value = 1;
+    setStatus("succeeded", `Done: ${doc.images.length} ${doc.images.length === 1 ? "image" : "images"}`
+      + (took ? ` in ${took} s.` : "."));
+    show(entry);
+  } else if (doc.status === "canceled") {
+    const p = doc.progress;
+    setStatus("canceled", `Job canceled${p && p.total ? ` at step ${p.step} of ${p.total}` : ""}.`);
+  } else {
+    setStatus("failed", `Job failed: ${doc.error ? doc.error.message : "unknown error"}`);
+  }
+}
+
+function historyEntry(job, doc) {
+  if (!doc.request) return null;
+  const info = modelInfo(doc.model);
+  const r = doc.request;
+  return {
+    id: doc.id, model: doc.model, status: doc.status, finishedAt: doc.finished_at || new Date().toISOString(),
+    className: r.class_label === null ? "unconditional" : info ? info.class_names[r.class_label] : `class ${r.class_label}`,
+    request: { class_label: r.class_label, num_images: r.num_images, guidance: r.guidance, guidance_scale: r.guidance_scale,
+      sampler: r.sampler, steps: r.steps, eta: r.eta, seed: job.seed },
+    images: (doc.images || []).map((im) => im.index),
+  };
+}
+
+// --- history (this browser's jobs, in localStorage) -------------------------------------------
+
+async function showFromHistory(entry) {
+  if (entry.status !== "succeeded") {
+    setStatus(entry.status, `Job ${entry.id.slice(0, 8)} was ${entry.status}: no images.`);
+    return;
+  }
+  try {
+    await call("GET", jobPath(entry.id));
+  } catch (e) {
+    setStatus("expired", e.status === 404 ? `Job ${entry.id.slice(0, 8)}: ${e.message}` : e.message);
+    return;
+  }
+  $("job").dataset.job = entry.id;
+  setStatus("succeeded", `Job ${entry.id.slice(0, 8)} from the history.`);
+  show(entry);
+}
+
+function show(entry) {
+  $("empty").hidden = true;
+  showResults($("results"), entry, reuse);
+}
+
+function listHistory() {
+  const count = renderHistory($("history"), showFromHistory);
+  $("history-empty").hidden = count > 0;
+  $("clear-history").hidden = count === 0;
+}
+
+// --- tabs and the quality card ----------------------------------------------------------------
+
+const tabs = () => [...document.querySelectorAll('[role="tab"]')];
+
+function selectTab(tab) {
+  for (const t of tabs()) {
+    const selected = t === tab;
+    t.setAttribute("aria-selected", String(selected));
+    t.tabIndex = selected ? 0 : -1;
+    $(t.getAttribute("aria-controls")).hidden = !selected;
+  }
+  if (tab.id === "tab-quality") loadQuality();
+}
+
+function onTabKey(event) {
+  const all = tabs();
+  const i = all.indexOf(event.target);
+  const next = { ArrowRight: i + 1, ArrowLeft: i - 1, Home: 0, End: all.length - 1 }[event.key];
+  if (next === undefined || i < 0) return;
+  event.preventDefault();
+  const tab = all[(next + all.length) % all.length];
+  tab.focus();
+  selectTab(tab);
+}
+
+async function loadQuality() {
+  const ref = $("quality-model").value;
+  if (!ref) return;
+  const box = $("quality");
+  box.setAttribute("aria-busy", "true");
+  try {
+    const { data } = await call("GET", `models/${encodeURIComponent(ref)}`);
+    if ($("quality-model").value === ref) renderQuality(box, data);
+  } catch (e) {
+    box.textContent = `Could not load ${ref}: ${e.message}`;
+  } finally {
+    box.removeAttribute("aria-busy");
+  }
+}
+
+// --- start ------------------------------------------------------------------------------------
+
+async function start() {
+  $("form").addEventListener("submit", submit);
+  $("model").addEventListener("change", () => { clearErrors(); applyModel(); });
+  $("sampler").addEventListener("change", showSampler);
+  $("guidance_scale").addEventListener("input", showScale);
+  $("eta").addEventListener("input", showEta);
+  $("dice").addEventListener("click", () => { $("seed").value = randomSeed(); });
+  $("cancel").addEventListener("click", cancel);
+  $("clear-history").addEventListener("click", () => { saveHistory([]); listHistory(); });
+  $("quality-model").addEventListener("change", loadQuality);
+  for (const t of tabs()) {
+    t.addEventListener("click", () => selectTab(t));
+    t.addEventListener("keydown", onTabKey);
+  }
+  listHistory();
+  try {
+    const [models, samplers] = await Promise.all([call("GET", "models"), call("GET", "samplers")]);
+    state.models = models.data;
+    state.samplers = samplers.data;
+  } catch (e) {
+    $("load-error").textContent = `Could not load the models: ${e.message}`;
+    $("load-error").hidden = false;
+    $("generate").disabled = true;
+    return;
+  }
+  const gens = generators();
+  if (gens.length === 0) {
+    $("load-error").textContent = "The model store has no generator: install one, then reload.";
+    $("load-error").hidden = false;
+    $("generate").disabled = true;
+    return;
+  }
+  const chosen = gens.find((m) => m.default) || gens.find((m) => m.latest) || gens[0];
+  const label = (m) => `${m.ref}${m.default ? " (default)" : ""}`;
+  $("model").replaceChildren(...gens.map((m) => option(m.ref, label(m), m === chosen)));
+  $("quality-model").replaceChildren(...gens.map((m) => option(m.ref, label(m), m === chosen)));
+  $("sampler").replaceChildren(...state.samplers.map((s) => option(s.name, s.name)));
+  applyModel();
+  document.documentElement.dataset.ready = "true";
+}
+
+start();
