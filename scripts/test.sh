@@ -11,4 +11,6 @@ if command -v redis-server >/dev/null && ! redis-cli -p 6379 ping >/dev/null 2>&
 fi
 # fail, rather than skip, a test whose data set the set-up should have installed
 export REQUIRE_DATASETS=1
+# likewise for the browser tests of the page, whose Chromium and Playwright the set-up installs
+export REQUIRE_BROWSER=1
 exec .venv/bin/python -m pytest "$@"
