@@ -24,3 +24,6 @@ MIN_STEPS, MAX_STEPS = 1, NUM_TRAIN_STEPS
 
 MAX_SEED = 2**63 - 1
 """Largest seed: seeds are 0..2**63-1 (the API's range; torch generators take 64-bit seeds)."""
+
+MAX_RESAMPLE_STEPS = 10
+"""Most RePaint resampling repetitions per inpainting step (the API's `resample_steps` range is 1..this)."""

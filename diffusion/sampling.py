@@ -4,7 +4,8 @@ A `SamplerState` holds a batch of images in flight. Each image carries its own r
 guidance, sampler, steps, eta, seed) and its own place in its own timestep subsequence. One call
 of `advance` makes one model evaluation for every image, then lets each image's sampler update it.
 The worker batches requests by concatenating states and dropping finished images between calls;
-`sample` runs one batch to the end.
+`sample` runs one batch to the end. An image may also start from an input image (img2img) and keep
+part of it (inpainting): see `diffusion.conditioning`.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from diffusion.conditioning import (image_inputs, inpaint_noise, keep_known, noised_start,
+                                    renoise, strength_timesteps)
 from diffusion.guidance import Conditioning, GuidedDenoiser
-from diffusion.names import GUIDANCE_KINDS, MAX_SEED, SAMPLERS
+from diffusion.names import GUIDANCE_KINDS, MAX_RESAMPLE_STEPS, MAX_SEED, SAMPLERS
 from diffusion.noise import ImageNoise, stacked_randn
 from diffusion.samplers import (ddim_step, ddpm_step, dpmpp_2m_step, euler_step, heun_corrector, heun_predictor,
                                 predict_x0)
-from diffusion.schedules import CLEAN, NoiseSchedule, timestep_subsequence
+from diffusion.schedules import CLEAN, NoiseSchedule
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,8 @@ class SampleSpec:
     steps: int = 50  # 1..T
     eta: float = 0.0  # DDIM stochasticity, 0..1; only for "ddim"
     seed: int = 0  # this image's own seed
+    strength: float = 1.0  # img2img: share of the steps run from the noised input, 0..1; 1 ignores the input
+    resample_steps: int = 1  # inpainting: RePaint's U, times each step is taken (1 = no resampling), 1..10
 
     def check(self, num_classes: int, num_train_steps: int) -> None:
         """Raise ValueError naming the field if this spec cannot be sampled."""
@@ -55,6 +60,10 @@ class SampleSpec:
             raise ValueError(f"eta is only for sampler 'ddim', got eta={self.eta} with {self.sampler!r}")
         if not 0 <= self.seed <= MAX_SEED:
             raise ValueError(f"seed must be in 0..{MAX_SEED}, got {self.seed}")
+        if not 0 <= self.strength <= 1:
+            raise ValueError(f"strength must be in 0..1, got {self.strength}")
+        if not (isinstance(self.resample_steps, int) and 1 <= self.resample_steps <= MAX_RESAMPLE_STEPS):
+            raise ValueError(f"resample_steps must be an integer in 1..{MAX_RESAMPLE_STEPS}, got {self.resample_steps}")
 
 
 def specs_for_request(spec: SampleSpec, num_images: int) -> list[SampleSpec]:
@@ -79,20 +88,38 @@ class SamplerState:
     guidance_scale: Tensor  # [B] float
     classifier: Tensor  # [B] bool
     eta: Tensor  # [B] float
+    init: Tensor  # [B, C, H, W] the input image of img2img and inpainting; zeros where there is none
+    regenerate: Tensor  # [B, C, H, W] bool: inpainting's mask, True where regenerated; all True if none
+    inpaint: list[bool]  # the image has a mask: its kept region is put back after every step
+    repeat: list[int]  # inpainting: times the step under way has been resampled (0..resample_steps-1)
+    inpaint_noise: list[ImageNoise | None]  # inpainting: the kept region's and the jumps' own stream
 
     @classmethod
     def start(
         cls, specs: list[SampleSpec], shape: tuple[int, int, int], num_classes: int,
-        schedule: NoiseSchedule, device: torch.device | str = "cpu",
+        schedule: NoiseSchedule, device: torch.device | str = "cpu", *,
+        init_images: list[Tensor | None] | None = None, masks: list[Tensor | None] | None = None,
     ) -> "SamplerState":
-        """Fresh images at pure noise x_T ~ N(0, I), the first draw of each image's own generator."""
+        """Fresh images at pure noise x_T ~ N(0, I), the first draw z of each image's own generator.
+
+        `init_images` and `masks` hold per image an input [C, H, W] and a mask [1 or C, H, W] (1 =
+        regenerate, 0 = keep), or None. An image with an input and strength < 1 starts instead at that
+        input noised with the same z to the step its strength selects (SDEdit), so its noise depends
+        on its seed alone; with strength 1 it starts from x_T = z exactly, as plain generation does."""
         for s in specs:
             s.check(num_classes, schedule.num_train_steps)
+        init, regenerate, has_mask = image_inputs(specs, shape, init_images, masks, device)
         noise = [ImageNoise(s.seed) for s in specs]
-        x = stacked_randn(noise, shape, device)
+        z = stacked_randn(noise, shape, device)
+        timesteps = [strength_timesteps(s.steps, s.strength, schedule.num_train_steps) for s in specs]
+        # only images that skip steps are noised from their input; the rest keep x_T = z
+        noised = torch.tensor([len(ts) - 1 < s.steps for s, ts in zip(specs, timesteps)],
+                              dtype=torch.bool, device=device)
+        ab = _col(schedule.alpha_bar(torch.tensor([ts[0] for ts in timesteps], dtype=torch.long, device=device)))
+        x = noised_start(z, init, ab, noised)
         return cls(
             specs=list(specs),
-            timesteps=[timestep_subsequence(s.steps, schedule.num_train_steps) for s in specs],
+            timesteps=timesteps,
             index=[0] * len(specs),
             stage=[0] * len(specs),
             noise=noise,
@@ -104,6 +131,11 @@ class SamplerState:
             guidance_scale=torch.tensor([s.guidance_scale for s in specs], dtype=torch.float32, device=device),
             classifier=torch.tensor([s.guidance == "classifier" for s in specs], dtype=torch.bool, device=device),
             eta=torch.tensor([s.eta for s in specs], dtype=torch.float32, device=device),
+            init=init,
+            regenerate=regenerate,
+            inpaint=has_mask,
+            repeat=[0] * len(specs),
+            inpaint_noise=[inpaint_noise(s.seed) if m else None for s, m in zip(specs, has_mask)],
         )
 
     def __len__(self) -> int:
@@ -114,7 +146,8 @@ class SamplerState:
         return [i == len(ts) - 1 for i, ts in zip(self.index, self.timesteps)]
 
     def progress(self, row: int) -> tuple[int, int]:
-        """(steps finished, steps in all) for one image."""
+        """(steps finished, steps in all) for one image: the steps it runs (img2img skips some; a
+        resampled inpainting step counts once)."""
         return self.index[row], len(self.timesteps[row]) - 1
 
     def select(self, rows: list[int]) -> "SamplerState":
@@ -148,7 +181,8 @@ def clip_eps(x: Tensor, eps: Tensor, ab: Tensor) -> Tensor:
 
 
 def advance(state: SamplerState, denoiser: GuidedDenoiser, schedule: NoiseSchedule) -> None:
-    """One model evaluation for every unfinished image of `state`, then each image's sampler update."""
+    """One model evaluation for every unfinished image of `state`, then each image's sampler update;
+    an inpainted image then gets its kept region back, and may jump back to take the step again."""
     rows = [i for i, d in enumerate(state.done) if not d]
     if not rows:
         return
@@ -195,7 +229,10 @@ def advance(state: SamplerState, denoiser: GuidedDenoiser, schedule: NoiseSchedu
         elif name == "euler":
             new_x[gi] = euler_step(gx, geps, gs, gt)
         elif name == "dpmpp_2m":
-            first = torch.tensor([state.index[rows[k]] == 0 for k in g], device=dev)
+            # a resampled step starts from a re-noised x_t, off the path the history x0_prev lies on:
+            # its repeats are first order (DPM-Solver++(1), i.e. DDIM); the last repeat's x0 is then
+            # the history of the next step, which does start from that repeat's x_t
+            first = torch.tensor([state.index[rows[k]] == 0 or state.repeat[rows[k]] > 0 for k in g], device=dev)
             new_x[gi], new_memo[gi] = dpmpp_2m_step(gx, geps, gs, gt, ab_prev[gi], new_memo[gi], _col(first))
         elif name == "heun":
             # predictor rows: an Euler step; on the last step (to sigma = 0) that is the whole step
@@ -211,14 +248,44 @@ def advance(state: SamplerState, denoiser: GuidedDenoiser, schedule: NoiseSchedu
         else:  # pragma: no cover - SAMPLERS and this dispatch are kept in step by tests
             raise AssertionError(name)
 
+    # a step is complete unless heun's corrector is still to come; only then is it inpainted
+    complete = [not (state.specs[i].sampler == "heun" and state.stage[i] == 0 and t_next[i] != CLEAN) for i in rows]
+    jump = [c and state.inpaint[i] and t_next[i] != CLEAN and state.repeat[i] + 1 < state.specs[i].resample_steps
+            for c, i in zip(complete, rows)]
+    inpainted = [k for k, (c, i) in enumerate(zip(complete, rows)) if c and state.inpaint[i]]
+    if inpainted:
+        _inpaint_step(state, rows, inpainted, [k for k, j in enumerate(jump) if j], new_x, ab_s, ab_t, t_next)
+
     state.x[r], state.x_start[r], state.memo[r] = new_x, new_start, new_memo
-    for i in rows:
-        heun_needs_corrector = state.specs[i].sampler == "heun" and state.stage[i] == 0 and t_next[i] != CLEAN
-        if heun_needs_corrector:
+    for c, j, i in zip(complete, jump, rows):
+        if not c:
             state.stage[i] = 1
+        elif j:  # RePaint: back to this step's timestep, to take it again
+            state.stage[i], state.repeat[i] = 0, state.repeat[i] + 1
         else:
-            state.stage[i] = 0
+            state.stage[i], state.repeat[i] = 0, 0
             state.index[i] += 1
+
+
+def _inpaint_step(state: SamplerState, rows: list[int], inpainted: list[int], jumps: list[int], new_x: Tensor,
+                  ab_s: Tensor, ab_t: Tensor, t_next: list[int]) -> None:
+    """Put the kept region back into the complete steps `inpainted` (positions in `rows`) of `new_x`,
+    then re-noise the `jumps` among them back to the step's start (RePaint). Noise comes from each
+    image's inpainting stream: the kept region's eps', then the jump's z."""
+    dev, shape = new_x.device, tuple(new_x.shape[1:])
+    ki = torch.tensor(inpainted, dtype=torch.long, device=dev)
+    ri = torch.tensor([rows[k] for k in inpainted], dtype=torch.long, device=dev)
+    eps = torch.zeros((len(inpainted), *shape), device=dev)
+    # at t' = CLEAN the kept region is the input itself, with no noise to draw
+    noisy = [p for p, k in enumerate(inpainted) if t_next[rows[k]] != CLEAN]
+    if noisy:
+        eps[torch.tensor(noisy, dtype=torch.long, device=dev)] = stacked_randn(
+            [state.inpaint_noise[rows[inpainted[p]]] for p in noisy], shape, dev)
+    new_x[ki] = keep_known(new_x[ki], state.init[ri], state.regenerate[ri], ab_t[ki], eps)
+    if jumps:
+        ji = torch.tensor(jumps, dtype=torch.long, device=dev)
+        z = stacked_randn([state.inpaint_noise[rows[k]] for k in jumps], shape, dev)
+        new_x[ji] = renoise(new_x[ji], ab_s[ji], ab_t[ji], z)
 
 
 def sample(
@@ -231,11 +298,14 @@ def sample(
     device: torch.device | str = "cpu",
     callback: Callable[[SamplerState], None] | None = None,
     clip_x0: bool = False,
+    init_images: list[Tensor | None] | None = None,
+    masks: list[Tensor | None] | None = None,
 ) -> Tensor:
     """Run a whole batch to clean images; returns x_0 as [B, C, H, W] in `specs` order (within [-1, 1]
-    only when `clip_x0`: each step's x_0 estimate is clipped to the data range)."""
+    only when `clip_x0`: each step's x_0 estimate is clipped to the data range). `init_images` and
+    `masks` as in `SamplerState.start`: img2img and inpainting, per image."""
     denoiser = GuidedDenoiser(model, null_class=num_classes, classifier=classifier, clip_x0=clip_x0)
-    state = SamplerState.start(specs, shape, num_classes, schedule, device)
+    state = SamplerState.start(specs, shape, num_classes, schedule, device, init_images=init_images, masks=masks)
     while not all(state.done):
         advance(state, denoiser, schedule)
         if callback is not None:
