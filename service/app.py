@@ -9,11 +9,14 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 
 from service import problems
+from service.auth import KeyRing
 from service.deps import Backend
 from service.documents import SSE_PING_S
+from service.limits import BodyLimit
 from service.metrics import Metrics, RequestMetrics
 from service.routers import jobs, models, ops, page
 from service.schemas import GenerateRequest
@@ -35,13 +38,17 @@ def _redacted(url: str) -> str:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The API, configured by `settings` (default: from the environment)."""
     settings = settings or Settings()
+    keys = KeyRing.from_settings(settings)  # a bad API_KEYS_FILE stops the start, naming its line
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         backend = Backend.open(settings)
         app.state.backend = backend
-        log.info("imagegen API: Redis %s, queue %r, model store %s; no API keys configured: the API is open",
-                 _redacted(settings.redis_url), settings.queue_name, backend.store.root)
+        access = ("no API keys configured: the API is open" if keys.open else
+                  f"{len(keys.digests)} API key(s) configured: every endpoint but /healthz, /readyz, / and the "
+                  f"docs needs Authorization: Bearer <key>")
+        log.info("imagegen API: Redis %s, queue %r, model store %s; %s", _redacted(settings.redis_url),
+                 settings.queue_name, backend.store.root, access)
         try:
             yield
         finally:
@@ -50,11 +57,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="imagegen", version="1", description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
+    app.state.keys = keys
     app.state.sse_ping_s = SSE_PING_S
     app.state.metrics = metrics = Metrics(lambda: getattr(app.state, "backend", None))
     problems.install(app, list(GenerateRequest.model_fields))
-    # added last, so outermost: it sees the final status of every request, 500s included
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    # added after the others, so outside them: it sees the final status of every request, 500s included
     app.add_middleware(RequestMetrics, metrics=metrics)
+    if settings.cors_origin_list:
+        # outermost: a browser's preflight is answered here, before auth (it carries no key)
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list,
+                           allow_methods=["GET", "POST", "DELETE"],
+                           allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+                           expose_headers=["Location", "Retry-After"])
     for module in (jobs, models, ops):
         app.include_router(module.router)
     page.install(app)

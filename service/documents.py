@@ -47,10 +47,11 @@ def not_found(job_id: str, result_ttl: int) -> Problem:
     return Problem(404, f"unknown job {job_id!r}", type=problem_type("job-not-found"), title="Job not found")
 
 
-def load(backend: Backend, job_id: str) -> dict[str, Any]:
-    """The record of `job_id`, or a 404 problem."""
+def load(backend: Backend, job_id: str, owner: str | None = None) -> dict[str, Any]:
+    """The record of `job_id` if `owner` (an API key's digest, None when the API is open) made it,
+    else the 404 problem of a job that does not exist: another key's job is not even acknowledged."""
     record = backend.jobs.get(job_id)
-    if record is None:
+    if record is None or record.get("owner") != owner:
         raise not_found(job_id, backend.settings.result_ttl)
     return record
 

@@ -6,7 +6,9 @@ Keys (all under `imagegen:`):
 - `job:{id}`        hash: the record (nested values as JSON strings)
 - `events:{id}`     pub/sub channel: progress events and the terminal event
 - `result:{id}:{name}` PNG bytes (see results.py)
-- `idem:{key}`      Idempotency-Key -> job id
+- `idem:{owner}:{key}` Idempotency-Key -> job id (per API key: one key's retry never finds another's job)
+- `running`         set: ids of the jobs whose record is `running`, so that a surviving worker finds the
+                    jobs of a dead one without scanning every record (see worker/recovery.py)
 """
 
 from __future__ import annotations
@@ -52,6 +54,10 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+RUNNING_KEY = f"{PREFIX}running"
+"""The set of running job ids."""
+
+
 def job_key(job_id: str) -> str:
     return f"{PREFIX}job:{job_id}"
 
@@ -63,11 +69,15 @@ def events_channel(job_id: str) -> str:
 # JSON-encoded fields of the hash; the rest are plain strings
 _JSON_FIELDS = ("request", "progress", "error", "images", "owner", "notes")
 
+# Every script takes KEYS = [job record, RUNNING_KEY] and ARGV[1] = the job id where it needs the
+# index; the record and the index move together, so that no crash leaves them disagreeing.
+
 # queued -> running, only if still queued (a cancel may have won); returns 1 if it moved
 _START = """
 if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then return 0 end
-redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1], 'worker', ARGV[2],
+redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[2], 'worker', ARGV[3],
            'attempts', tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0') + 1)
+redis.call('SADD', KEYS[2], ARGV[1])
 return 1
 """
 
@@ -75,10 +85,50 @@ return 1
 _FINISH = """
 local s = redis.call('HGET', KEYS[1], 'status')
 if not s or s == 'succeeded' or s == 'failed' or s == 'canceled' then return 0 end
-for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-redis.call('HSET', KEYS[1], 'status', ARGV[1], 'finished_at', ARGV[2])
+for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('HSET', KEYS[1], 'status', ARGV[2], 'finished_at', ARGV[3])
 redis.call('EXPIRE', KEYS[1], tonumber(redis.call('HGET', KEYS[1], 'ttl')))
+redis.call('SREM', KEYS[2], ARGV[1])
 return 1
+"""
+
+# running -> queued, for a job handed back by a stopping worker; only while it still runs
+_REQUEUE = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'queued', 'worker', '', 'progress', 'null')
+redis.call('SREM', KEYS[2], ARGV[1])
+return 1
+"""
+
+# the job of a dead worker (ARGV[2]): back to queued and its id at the front of the RQ queue list
+# KEYS[3] (one step, so that no crash leaves a queued record that no worker will dequeue), or failed
+# once its workers died ARGV[3] times; a no-op ('skip') if the job has moved on since the caller read
+# it (ended, or another worker has it)
+_RECOVER = """
+local s = redis.call('HGET', KEYS[1], 'status')
+if not s then redis.call('SREM', KEYS[2], ARGV[1]) return 'skip' end
+if s ~= 'running' then redis.call('SREM', KEYS[2], ARGV[1]) return 'skip' end
+if redis.call('HGET', KEYS[1], 'worker') ~= ARGV[2] then return 'skip' end
+local deaths = tonumber(redis.call('HGET', KEYS[1], 'deaths') or '0') + 1
+redis.call('HSET', KEYS[1], 'deaths', deaths)
+redis.call('SREM', KEYS[2], ARGV[1])
+if redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then
+  -- its cancel was asked for while it ran: the worker's death completes it
+  redis.call('HSET', KEYS[1], 'status', 'canceled', 'finished_at', ARGV[4])
+  redis.call('EXPIRE', KEYS[1], tonumber(redis.call('HGET', KEYS[1], 'ttl')))
+  return 'canceled'
+end
+if deaths < tonumber(ARGV[3]) then
+  redis.call('HSET', KEYS[1], 'status', 'queued', 'worker', '', 'progress', 'null')
+  redis.call('LPUSH', KEYS[3], ARGV[1])
+  return 'requeued'
+end
+local times = deaths == 1 and ' time' or ' times'
+local error = cjson.encode({code = 'worker_died', message = 'worker died ' .. deaths .. times ..
+  ' while running this job (MAX_ATTEMPTS=' .. ARGV[3] .. '); it was not retried again'})
+redis.call('HSET', KEYS[1], 'status', 'failed', 'finished_at', ARGV[4], 'error', error, 'images', '[]')
+redis.call('EXPIRE', KEYS[1], tonumber(redis.call('HGET', KEYS[1], 'ttl')))
+return 'failed'
 """
 
 # cancel: a queued job ends now; a running one gets a flag its worker reads at the next step
@@ -103,6 +153,8 @@ class JobStore:
         self.result_ttl = result_ttl
         self._start = redis.register_script(_START)
         self._finish = redis.register_script(_FINISH)
+        self._requeue = redis.register_script(_REQUEUE)
+        self._recover = redis.register_script(_RECOVER)
         self._cancel = redis.register_script(_CANCEL)
 
     def create(self, job_id: str, model: str, request: dict[str, Any], webhook_url: str | None = None,
@@ -112,7 +164,7 @@ class JobStore:
             "id": job_id, "status": JobStatus.QUEUED.value, "model": model, "request": request,
             "created_at": now_iso(), "started_at": "", "finished_at": "", "progress": None,
             "images": [], "error": None, "webhook_url": webhook_url or "", "owner": owner,
-            "ttl": str(self.result_ttl), "attempts": "0", "cancel_requested": "0", "worker": "",
+            "ttl": str(self.result_ttl), "attempts": "0", "deaths": "0", "cancel_requested": "0", "worker": "",
         }
         self.redis.hset(job_key(job_id), mapping=_encode(record))
         return record
@@ -129,11 +181,37 @@ class JobStore:
 
     def start(self, job_id: str, worker: str) -> bool:
         """queued -> running; False if the job is no longer queued (canceled, or taken already)."""
-        return bool(self._start(keys=[job_key(job_id)], args=[now_iso(), worker]))
+        return bool(self._start(keys=[job_key(job_id), RUNNING_KEY], args=[job_id, now_iso(), worker]))
 
-    def requeue(self, job_id: str) -> None:
-        """running -> queued, for a job handed back by a stopping or dead worker."""
-        self.redis.hset(job_key(job_id), mapping={"status": JobStatus.QUEUED.value, "worker": "", "progress": "null"})
+    def requeue(self, job_id: str) -> bool:
+        """running -> queued, for a job handed back by a stopping worker; False if it was not running."""
+        return bool(self._requeue(keys=[job_key(job_id), RUNNING_KEY], args=[job_id]))
+
+    def running(self) -> list[str]:
+        """Ids of the running jobs (of every worker)."""
+        return sorted(m.decode() if isinstance(m, bytes) else m for m in self.redis.smembers(RUNNING_KEY))
+
+    def workers_of(self, job_ids: list[str]) -> dict[str, str | None]:
+        """The worker each job's record names (None for a job that is not running or has no record)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for j in job_ids:
+            pipe.hmget(job_key(j), "status", "worker")
+        out: dict[str, str | None] = {}
+        for j, (status, worker) in zip(job_ids, pipe.execute()):
+            running = status is not None and (status.decode() if isinstance(status, bytes) else status) == "running"
+            out[j] = (worker.decode() if isinstance(worker, bytes) else worker) if running and worker else None
+        return out
+
+    def recover(self, job_id: str, dead_worker: str, max_attempts: int, queue_key: str) -> str:
+        """The job of `dead_worker`: "requeued" (queued again, its id pushed to the front of the RQ
+        list `queue_key`), "failed" (its workers died `max_attempts` times), "canceled" (a cancel was
+        pending) or "skip" (it had moved on). Publishes the terminal event when the job ended here."""
+        outcome = self._recover(keys=[job_key(job_id), RUNNING_KEY, queue_key],
+                                args=[job_id, dead_worker, max_attempts, now_iso()])
+        outcome = outcome.decode() if isinstance(outcome, bytes) else outcome
+        if outcome in (JobStatus.FAILED.value, JobStatus.CANCELED.value):
+            self.redis.publish(events_channel(job_id), json.dumps({"event": "end", "status": outcome}))
+        return outcome
 
     def set_progress(self, job_id: str, step: int, total: int, preview: str | None = None) -> None:
         """Record progress and publish a `progress` event."""
@@ -152,10 +230,10 @@ class JobStore:
         the terminal event. False if the job had already ended."""
         assert status in TERMINAL
         fields = {"images": images or [], "error": error}
-        args = [status.value, now_iso()]
+        args = [job_id, status.value, now_iso()]
         for k, v in _encode(fields).items():
             args += [k, v]
-        moved = bool(self._finish(keys=[job_key(job_id)], args=args))
+        moved = bool(self._finish(keys=[job_key(job_id), RUNNING_KEY], args=args))
         if moved:
             self.redis.publish(events_channel(job_id), json.dumps({"event": "end", "status": status.value}))
         return moved
@@ -177,6 +255,20 @@ class JobStore:
         for j in job_ids:
             pipe.hget(job_key(j), "cancel_requested")
         return {j for j, v in zip(job_ids, pipe.execute()) if v is None or v in (b"1", "1")}
+
+    def check_running(self, job_ids: list[str], worker: str) -> tuple[set[str], set[str]]:
+        """For the jobs `worker` runs: (those whose cancel was asked for or whose record is gone,
+        those no longer its own: requeued or taken by another worker after it was thought dead)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for j in job_ids:
+            pipe.hmget(job_key(j), "cancel_requested", "status", "worker")
+        canceled, lost = set(), set()
+        for j, (flag, status, holder) in zip(job_ids, pipe.execute()):
+            if flag is None or flag in (b"1", "1"):
+                canceled.add(j)
+            elif status not in (b"running", "running") or holder not in (worker.encode(), worker):
+                lost.add(j)
+        return canceled, lost
 
 
 def _encode(record: dict[str, Any]) -> dict[str, str]:

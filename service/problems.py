@@ -67,9 +67,13 @@ def redis_unavailable(exc: Exception | None = None) -> Problem:
 
 
 _DESCRIPTIONS = {
+    401: "No API key, or a malformed Authorization header (where API keys are configured)",
+    403: "The API key is not valid",
     404: "Not found: unknown or expired job, unknown model or image index",
     409: "Conflict: a request with the same Idempotency-Key is still being processed; retry",
+    413: "The request body is larger than MAX_BODY_BYTES",
     422: "Invalid request: `errors` names each offending field and what is allowed",
+    429: "Too many requests: the key is over RATE_LIMIT_PER_MINUTE, or the queue over MAX_QUEUE_DEPTH; see Retry-After",
     500: "Unexpected error (logged on the server)",
     503: "Redis unreachable, or no worker alive; see Retry-After",
 }
@@ -107,7 +111,7 @@ def _validation_errors(exc: RequestValidationError, allowed_fields: list[str]) -
         elif kind == "value_error" and "error" in ctx:
             message = str(ctx["error"])  # our own validator's words, without pydantic's "Value error, "
         elif kind in ("int_type", "float_type"):
-            message = f"must be {'an integer' if kind == 'int_type' else 'a number'} (got {err.get('input')!r})"
+            message = f"must be {'an integer' if kind == 'int_type' else 'a number'} (got {_echo(err.get('input'))})"
         else:
             message = _MESSAGES.get(kind) or err.get("msg", "is invalid")
             if where == "header":
@@ -115,6 +119,22 @@ def _validation_errors(exc: RequestValidationError, allowed_fields: list[str]) -
         if message not in merged.setdefault(field, []):
             merged[field].append(message)
     return [{"field": f, "message": "; ".join(ms)} for f, ms in merged.items()]
+
+
+def _echo(value: Any, limit: int = 80) -> str:
+    # a client's value quoted back, cut short: a 1 MB string must not come back in the error
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _unparsable(cause: BaseException) -> str:
+    if isinstance(cause, RecursionError):
+        return "is not valid JSON: nested too deeply"
+    if isinstance(cause, UnicodeDecodeError):
+        return "is not valid JSON: not UTF-8 text"
+    if isinstance(cause, ValueError) and "digits" in str(cause):
+        return "is not valid JSON: a number has too many digits"
+    return "is not valid JSON"
 
 
 def install(app: FastAPI, allowed_fields: list[str]) -> None:
@@ -131,6 +151,10 @@ def install(app: FastAPI, allowed_fields: list[str]) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.__cause__ is not None:
+            # FastAPI's "error parsing the body": JSON too deep for the parser, an integer too long
+            # for int(), bytes that are not UTF-8; answered like any other unreadable body
+            return invalid([{"field": "body", "message": _unparsable(exc.__cause__)}]).response()
         detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
         if exc.status_code == 404 and detail == HTTPStatus(404).phrase:
             detail = f"no route {request.url.path}; see /docs"

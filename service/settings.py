@@ -26,6 +26,25 @@ class Settings(BaseSettings):
     job_timeout: int = Field(600, ge=1, description="seconds a job may run before it fails")
     worker_heartbeat_ttl: int = Field(30, ge=5, description="a worker silent for this long counts as dead")
     log_level: str = Field("info", description="log level of the API and the workers")
+    # --- who may call the API, and how much (the API alone reads these) ---
+    api_keys: str = Field("", description="comma-separated API keys; with these or API_KEYS_FILE set, every "
+                                          "endpoint but /healthz, /readyz, / and the docs needs "
+                                          "Authorization: Bearer <key>; none set: the API is open")
+    api_keys_file: str | None = Field(None, description="file of API keys stored as sha256 hex digests, one per "
+                                                        "line (# comments allowed), so that the keys themselves "
+                                                        "are kept nowhere on the server")
+    rate_limit_per_minute: int = Field(0, ge=0, description="requests per minute one API key (or one client "
+                                                            "address, when the API is open) may make; 0 = no limit")
+    max_queue_depth: int = Field(10_000, ge=0, description="jobs waiting in the queue beyond which POST /generate "
+                                                          "answers 429; 0 = no limit")
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="largest request body accepted (413 above)")
+    cors_origins: str = Field("", description="comma-separated origins allowed to call the API from a browser "
+                                              "(CORS), e.g. https://app.example.com; none by default")
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        """CORS_ORIGINS as a list (a plain string field: pydantic-settings would parse a list as JSON)."""
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
 
 
 @lru_cache

@@ -2,7 +2,7 @@
 
 Reads REDIS_URL (required) and the other settings from the environment (service.settings for the
 shared ones, worker.settings for WORKER_DEVICE, WORKER_MODELS, MAX_BATCH_IMAGES, WORKER_NAME,
-WORKER_SHUTDOWN_GRACE); flags override the worker's own.
+WORKER_SHUTDOWN_GRACE, MAX_ATTEMPTS); flags override the worker's own.
 """
 
 from __future__ import annotations
@@ -60,8 +60,10 @@ def run(args: argparse.Namespace) -> int:
     log.info("worker %s: loaded %s from %s onto %s; up to %d images per batch; queue %r", name,
              ", ".join(refs), store.root, device, max_images, settings.queue_name)
     worker = BatchWorker([settings.queue_name], engine, settings,
-                         shutdown_grace=worker_settings.worker_shutdown_grace, name=name,
-                         connection=Redis.from_url(settings.redis_url), default_result_ttl=settings.result_ttl)
+                         shutdown_grace=worker_settings.worker_shutdown_grace,
+                         max_attempts=worker_settings.max_attempts, name=name,
+                         connection=Redis.from_url(settings.redis_url, socket_connect_timeout=5),
+                         default_result_ttl=settings.result_ttl)
     worker.work(burst=args.burst, logging_level=settings.log_level.upper())
     log.info("worker %s: stopped", name)
     return 0

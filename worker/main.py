@@ -22,7 +22,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import redis.exceptions
 from rq.exceptions import DequeueTimeout, DeserializationError, StopRequested
 from rq.executions import Execution
 from rq.job import Job
@@ -36,6 +35,8 @@ from torch import Tensor
 from service.jobs import JobStatus, job_key
 from service.settings import Settings
 from worker.engine import BatchEngine, JobError, JobFailed, UnknownModel
+from worker.recovery import Recovery
+from worker.redis_wait import REDIS_BACKOFF_MAX, REDIS_DOWN, WaitsForRedis
 from worker.reporting import JobReporter, result_value
 from worker.webhooks import WebhookSender
 
@@ -51,6 +52,7 @@ WEBHOOK_DRAIN = 10.0
 """Seconds a stopping worker waits for webhook deliveries under way."""
 
 
+
 @dataclass
 class _Running:
     id: str  # the job record's id (the RQ job id, by the API's contract)
@@ -62,13 +64,14 @@ class _Running:
     timeout: float | None  # seconds; None: no limit
 
 
-class BatchWorker(SimpleWorker):
+class BatchWorker(WaitsForRedis, SimpleWorker):
     """An RQ worker that batches generation jobs step by step (see the module docstring)."""
 
     log_result_lifespan = False  # one line per job end is ours; rq adds its own two
 
     def __init__(self, queues: list[Queue] | list[str], engine: BatchEngine, settings: Settings, *,
-                 shutdown_grace: float = 30.0, webhooks: WebhookSender | None = None, **kwargs: Any) -> None:
+                 shutdown_grace: float = 30.0, webhooks: WebhookSender | None = None, max_attempts: int = 3,
+                 **kwargs: Any) -> None:
         kwargs.setdefault("serializer", JSONSerializer)
         kwargs.setdefault("worker_ttl", settings.worker_heartbeat_ttl)
         super().__init__(queues, **kwargs)
@@ -81,17 +84,21 @@ class BatchWorker(SimpleWorker):
         self._step_seconds: float | None = None  # moving average, to judge what can finish in the grace
         self._last_beat = 0.0
         self._beat_interval = max(1.0, min(10.0, self.worker_ttl / 3))
+        self.recovery = Recovery(self, settings, max_attempts)
+        # jobs that left the engine but whose end could not be written (Redis went down): retried
+        self._unended: dict[str, tuple[_Running, JobStatus, Tensor | None, JobError | None]] = {}
 
     # --- the loop --------------------------------------------------------------------------------
 
     def work(self, burst: bool = False, logging_level: str | None = None, **_: Any) -> bool:  # type: ignore[override]
         """Run until SIGTERM/SIGINT (or, with `burst`, until the queue is empty and nothing runs)."""
-        self.bootstrap(logging_level)
+        self._bootstrap(logging_level)
         self._install_signal_handlers()
         worked, backoff = False, 1.0
         try:
             while True:
                 try:
+                    self._retry_ends()
                     if not self.running:
                         self.check_for_suspension(burst)
                         if self.should_run_maintenance_tasks:
@@ -109,14 +116,17 @@ class BatchWorker(SimpleWorker):
                     elif self._stop_at is not None or (burst and not taken):
                         break
                     self._heartbeat()
+                    self.recovery.maybe_run()
                     backoff = 1.0
-                except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
+                except REDIS_DOWN as e:
                     if self._force_stop:
                         raise
                     # keep the batch: the jobs go on once Redis answers again
                     log.error("Redis unreachable (%s); retrying in %.0f s", e, backoff)
                     time.sleep(backoff)
-                    backoff = min(backoff * 2, 30.0)
+                    backoff = min(backoff * 2, REDIS_BACKOFF_MAX)
+                    self._last_beat = 0.0  # a heartbeat first thing once Redis is back
+                    self.recovery.pause(self.recovery.heartbeat_ttl)
         except StopRequested:
             pass
         except Exception:
@@ -126,7 +136,10 @@ class BatchWorker(SimpleWorker):
                 self._hand_back(list(self.running))
             raise
         finally:
-            self.teardown()
+            try:
+                self.teardown()
+            except REDIS_DOWN as e:  # stopping while Redis is down: its key expires on its own
+                log.warning("could not register this worker's death: Redis unreachable (%s)", e)
             if not self.reporter.webhooks.drain(WEBHOOK_DRAIN):
                 log.warning("%d webhook deliveries still under way at exit", self.reporter.webhooks.pending())
         return worked
@@ -268,21 +281,31 @@ class BatchWorker(SimpleWorker):
 
     def _step(self) -> None:
         report = self.engine.step()
+        # the ended jobs have left the engine: keep them until their ends are written, whatever fails
+        for job_id, images in report.finished.items():
+            self._unended[job_id] = (self.running.pop(job_id), JobStatus.SUCCEEDED, images, None)
+        for job_id, error in report.failed.items():
+            self._unended[job_id] = (self.running.pop(job_id), JobStatus.FAILED, None, error)
         s = report.seconds
         self._step_seconds = s if self._step_seconds is None else 0.8 * self._step_seconds + 0.2 * s
         self.reporter.step(report)
         self.reporter.progress(report.progress)
-        for job_id, images in report.finished.items():
-            self._end(self.running[job_id], JobStatus.SUCCEEDED, images=images)
-        for job_id, error in report.failed.items():
-            self._end(self.running[job_id], JobStatus.FAILED, error=error)
+        self._retry_ends()
 
     def _end_canceled_and_timed_out(self) -> None:
         if not self.running:
             return
-        for job_id in self.reporter.jobs.cancel_requested(list(self.running)):
+        canceled, lost = self.reporter.jobs.check_running(list(self.running), self.name)
+        for job_id in canceled:
             self.engine.cancel([job_id])
             self._end(self.running[job_id], JobStatus.CANCELED)
+        for job_id in lost:
+            # this worker was taken for dead (stalled past WORKER_HEARTBEAT_TTL) and the job was
+            # requeued: whoever holds it now ends it; leave it alone but for our own execution
+            run = self.running.pop(job_id)
+            self.engine.cancel([job_id])
+            self.cleanup_execution(run.job, pipeline=self.connection, execution=run.execution)
+            log.warning("job %s is no longer this worker's (requeued while it looked dead); dropped", job_id)
         for run in list(self.running.values()):
             if run.timeout is not None and time.monotonic() - run.started > run.timeout:
                 step, total = self.engine.progress(run.id)
@@ -295,6 +318,7 @@ class BatchWorker(SimpleWorker):
              error: JobError | None = None) -> None:
         """End a job that has left the engine: its record, PNGs, metrics, webhook, then RQ's view."""
         self.running.pop(run.id, None)
+        self._unended[run.id] = (run, status, images, error)  # until written: Redis may be down
         try:
             if status == JobStatus.SUCCEEDED:
                 self.reporter.succeeded(run.id, images, run.request)
@@ -302,7 +326,7 @@ class BatchWorker(SimpleWorker):
                 self.reporter.failed(run.id, error)
             else:
                 self.reporter.canceled(run.id)
-        except redis.exceptions.ConnectionError:
+        except REDIS_DOWN:
             raise
         except Exception as e:  # noqa: BLE001 - e.g. a PNG that cannot be encoded: this job fails alone
             log.exception("job %s: writing its end failed", run.id)
@@ -321,10 +345,16 @@ class BatchWorker(SimpleWorker):
                 pipe.execute()
             if job.get_status() != RQStatus.CANCELED:
                 job.cancel()
+        del self._unended[run.id]
         log.info("job %s %s after %.1f s%s", run.id, status.value, time.monotonic() - run.started,
                  f": {error.code}: {error.message}" if error else "")
         if not self.running:
             self.set_state(WorkerStatus.IDLE)
+
+    def _retry_ends(self) -> None:
+        """Write the ends a Redis outage interrupted (idempotent: the record moves once, PNGs are the same)."""
+        for run, status, images, error in list(self._unended.values()):
+            self._end(run, status, images=images, error=error)
 
     # --- shutting down ---------------------------------------------------------------------------
 

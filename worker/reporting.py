@@ -94,8 +94,12 @@ class JobReporter:
         if not self.jobs.finish(job_id, status, images=images, error=error):
             log.warning("job %s had already ended (or its record expired); %s not recorded", job_id, status.value)
             return False
+        self.ended(job_id, status, num_images)
+        return True
+
+    def ended(self, job_id: str, status: JobStatus, num_images: int = 0) -> None:
+        """What follows a job's terminal transition, by whoever made it: the metrics and the webhook."""
         record_job_end(self.redis, status.value, num_images)
         record = self.jobs.get(job_id)
         if record and record.get("webhook_url"):
             self.webhooks.send(record["webhook_url"], render(record))
-        return True

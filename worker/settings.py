@@ -22,6 +22,9 @@ class WorkerSettings(BaseSettings):
     worker_name: str | None = Field(None, description="RQ worker name (default: hostname.pid); unique per Redis")
     worker_shutdown_grace: float = Field(
         30.0, ge=0, description="seconds after SIGTERM to finish running jobs; the rest go back to the queue")
+    max_attempts: int = Field(
+        3, ge=1, description="times a job may be started by workers that then die (SIGKILL, out of memory) before "
+                             "it fails with code worker_died; 1 = never run again after a worker death")
 
     @property
     def models(self) -> list[str]:

@@ -7,7 +7,7 @@ import json
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from rq.exceptions import InvalidJobOperation
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from imagegen.settings import API, InvalidField, Limits, resolve_settings
 from model_store import ModelCard
 from model_store.errors import InvalidModelNameError, UnknownModelError
+from service.auth import Caller, CallerDep, authenticate
 from service.deps import Backend, BackendDep
 from service.documents import (TERMINAL_STATUSES, close, document, job_events, job_url, load, not_found, subscribe,
                                wait_for_end)
@@ -23,7 +24,9 @@ from service.problems import Problem, invalid, problem_type, responses
 from service.routers.models import find_generator
 from service.schemas import GenerateRequest, JobDocument
 
-router = APIRouter(tags=["jobs"])
+# every job route needs a key where keys are configured; the routes also take the caller (cached per
+# request) to scope jobs to their owner
+router = APIRouter(tags=["jobs"], dependencies=[Depends(authenticate)], responses=responses(401, 403, 429))
 
 TASK = "worker.tasks.generate"
 """Dotted path of the worker's task: the API never imports the worker (nor torch)."""
@@ -33,7 +36,13 @@ IDEMPOTENCY_TTL_S = 86_400
 
 MAX_WAIT_S = 60
 
+QUEUE_FULL_RETRY_AFTER_S = 10
+"""Retry-After of a 429 for a full queue: about how long a busy worker takes to drain a few batches."""
+
 PNG_CACHE = "public, max-age=86400, immutable"  # a job's PNGs never change once written
+
+PRIVATE_PNG_CACHE = "private, max-age=86400, immutable"
+"""A key's PNGs: "public" would let a shared cache serve them to requests without the key."""
 
 
 def _root(request: Request) -> str:
@@ -75,17 +84,18 @@ def _fingerprint(body: GenerateRequest) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
-def _idem_key(key: str) -> str:
-    return f"{PREFIX}idem:{key}"
+def _idem_key(owner: str | None, key: str) -> str:
+    # per owner: the same Idempotency-Key from two API keys names two jobs, and one never finds the other's
+    return f"{PREFIX}idem:{owner or 'open'}:{key}"
 
 
 def _claim(backend: Backend, key: str, fingerprint: str, job_id: str) -> str | None:
     """None if `key` is now ours for `job_id`, else the job id it already names (same body)."""
     value = json.dumps({"job": job_id, "fingerprint": fingerprint})
     for _ in range(3):  # the key may expire between SET NX and GET
-        if backend.redis.set(_idem_key(key), value, nx=True, ex=IDEMPOTENCY_TTL_S):
+        if backend.redis.set(key, value, nx=True, ex=IDEMPOTENCY_TTL_S):
             return None
-        raw = backend.redis.get(_idem_key(key))
+        raw = backend.redis.get(key)
         if raw is not None:
             held = json.loads(raw)
             if held["fingerprint"] != fingerprint:
@@ -108,35 +118,48 @@ def _replay(backend: Backend, job_id: str) -> dict[str, Any]:
 
 
 def create_and_enqueue(backend: Backend, job_id: str, card: ModelCard, request: dict[str, Any],
-                       webhook_url: str | None) -> dict[str, Any]:
+                       webhook_url: str | None, owner: str | None = None) -> dict[str, Any]:
     """Write the record and the RQ job in one MULTI/EXEC: both exist or neither does, so no crash
     can leave a queued record that no worker will ever see (or an RQ job with no record)."""
     settings = backend.settings
     pipe = backend.redis.pipeline(transaction=True)
     pipe.multi()
     record = JobStore(pipe, result_ttl=settings.result_ttl).create(job_id, model=card.ref, request=request,
-                                                                    webhook_url=webhook_url)
+                                                                    webhook_url=webhook_url, owner=owner)
     backend.queue.enqueue_call(func=TASK, kwargs={"job": job_id}, job_id=job_id, timeout=settings.job_timeout,
                                result_ttl=settings.result_ttl, failure_ttl=settings.result_ttl, pipeline=pipe)
     pipe.execute()
     return record
 
 
-def submit(backend: Backend, body: GenerateRequest, idempotency_key: str | None) -> dict[str, Any]:
+def check_queue_depth(backend: Backend) -> None:
+    """429 while the queue holds MAX_QUEUE_DEPTH jobs or more: a full queue answers at once rather than
+    taking work it would finish only long after the client gave up."""
+    limit = backend.settings.max_queue_depth
+    if limit > 0 and (depth := backend.queue.count) >= limit:
+        raise Problem(429, f"the queue is full ({depth} jobs waiting, MAX_QUEUE_DEPTH {limit}); retry later",
+                      type=problem_type("queue-full"), title="Too Many Requests",
+                      headers={"Retry-After": str(QUEUE_FULL_RETRY_AFTER_S)})
+
+
+def submit(backend: Backend, body: GenerateRequest, idempotency_key: str | None,
+           owner: str | None = None) -> dict[str, Any]:
     """Validate, then create and enqueue the job (or find the one this Idempotency-Key made)."""
     card, request = normalize(backend, body)
     job_id = new_job_id()
     if idempotency_key is not None:
-        existing = _claim(backend, idempotency_key, _fingerprint(body), job_id)
+        existing = _claim(backend, _idem_key(owner, idempotency_key), _fingerprint(body), job_id)
         if existing is not None:
             return _replay(backend, existing)
     try:
-        return create_and_enqueue(backend, job_id, card, request, None if body.webhook_url is None else str(body.webhook_url))
+        check_queue_depth(backend)
+        webhook_url = None if body.webhook_url is None else str(body.webhook_url)
+        return create_and_enqueue(backend, job_id, card, request, webhook_url, owner)
     except BaseException:
         if idempotency_key is not None:
             # the job was not made: a retry with this key must make it, not find nothing
             try:
-                backend.redis.delete(_idem_key(idempotency_key))
+                backend.redis.delete(_idem_key(owner, idempotency_key))
             except Exception:
                 pass
         raise
@@ -152,16 +175,16 @@ def submit(backend: Backend, body: GenerateRequest, idempotency_key: str | None)
                 "key with a different body is refused with 422.",
     responses={200: {"model": JobDocument, "description": "The job ended within `wait` seconds (or an "
                                                           "Idempotency-Key replay of an ended job)"},
-               **responses(409, 422)},
+               **responses(409, 413, 422)},
 )
 async def generate(
-    body: GenerateRequest, request: Request, response: Response, backend: BackendDep,
+    body: GenerateRequest, request: Request, response: Response, backend: BackendDep, caller: CallerDep,
     wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S, description="seconds to hold the response for the job "
                                                                    "to end, 0..60")] = 0,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$",
                                                   description="makes a retry return the same job (24 h)")] = None,
 ) -> dict[str, Any]:
-    record = await run_in_threadpool(submit, backend, body, idempotency_key)
+    record = await run_in_threadpool(submit, backend, body, idempotency_key, caller.owner)
     if wait > 0 and record["status"] not in TERMINAL_STATUSES:
         record = await wait_for_end(backend, record["id"], wait) or record
     doc = await run_in_threadpool(document, backend, record, _root(request))
@@ -174,12 +197,12 @@ async def generate(
 
 @router.get("/jobs/{job_id}", response_model=JobDocument, summary="A job's status, progress and results",
             responses=responses(404))
-def get_job(job_id: str, request: Request, backend: BackendDep) -> dict[str, Any]:
-    return document(backend, load(backend, job_id), _root(request))
+def get_job(job_id: str, request: Request, backend: BackendDep, caller: CallerDep) -> dict[str, Any]:
+    return document(backend, load(backend, job_id, caller.owner), _root(request))
 
 
-def _png(backend: Backend, job_id: str, name: str, what: str) -> Response:
-    record = load(backend, job_id)
+def _png(backend: Backend, caller: Caller, job_id: str, name: str, what: str) -> Response:
+    record = load(backend, job_id, caller.owner)
     if record["status"] != JobStatus.SUCCEEDED.value:
         raise Problem(404, f"job {job_id} has no images: it is {record['status']}",
                       type=problem_type("no-images"), title="No images")
@@ -191,7 +214,8 @@ def _png(backend: Backend, job_id: str, name: str, what: str) -> Response:
     if data is None:
         raise Problem(404, f"the images of job {job_id} have expired", type=problem_type("job-expired"),
                       title="Job expired")
-    return Response(data, media_type="image/png", headers={"Cache-Control": PNG_CACHE})
+    cache = PNG_CACHE if caller.owner is None else PRIVATE_PNG_CACHE
+    return Response(data, media_type="image/png", headers={"Cache-Control": cache})
 
 
 _PNG_RESPONSE = {200: {"content": {"image/png": {}}, "description": "The PNG"}}
@@ -199,14 +223,14 @@ _PNG_RESPONSE = {200: {"content": {"image/png": {}}, "description": "The PNG"}}
 
 @router.get("/jobs/{job_id}/images/{index:int}.png", response_class=Response, summary="One image of a job",
             responses={**_PNG_RESPONSE, **responses(404)})
-def get_image(job_id: str, index: int, backend: BackendDep) -> Response:
-    return _png(backend, job_id, f"{index}.png", str(index))
+def get_image(job_id: str, index: int, backend: BackendDep, caller: CallerDep) -> Response:
+    return _png(backend, caller, job_id, f"{index}.png", str(index))
 
 
 @router.get("/jobs/{job_id}/grid.png", response_class=Response, summary="All images of a job in one grid",
             responses={**_PNG_RESPONSE, **responses(404)})
-def get_grid(job_id: str, backend: BackendDep) -> Response:
-    return _png(backend, job_id, "grid.png", "grid")
+def get_grid(job_id: str, backend: BackendDep, caller: CallerDep) -> Response:
+    return _png(backend, caller, job_id, "grid.png", "grid")
 
 
 # --- progress and cancel -------------------------------------------------------------------------
@@ -218,10 +242,10 @@ def get_grid(job_id: str, backend: BackendDep) -> Response:
                 "closes after it. Keep-alive comments come every 15 s.",
     responses={200: {"content": {"text/event-stream": {}}, "description": "The event stream"}, **responses(404)},
 )
-async def job_events_stream(job_id: str, request: Request, backend: BackendDep) -> EventSourceResponse:
+async def job_events_stream(job_id: str, request: Request, backend: BackendDep, caller: CallerDep) -> EventSourceResponse:
     pubsub = await subscribe(backend, job_id)
     try:
-        record = await run_in_threadpool(load, backend, job_id)
+        record = await run_in_threadpool(load, backend, job_id, caller.owner)
     except BaseException:
         await close(pubsub)
         raise
@@ -229,7 +253,8 @@ async def job_events_stream(job_id: str, request: Request, backend: BackendDep) 
                                ping=request.app.state.sse_ping_s)
 
 
-def _cancel(backend: Backend, job_id: str) -> dict[str, Any]:
+def _cancel(backend: Backend, job_id: str, owner: str | None) -> dict[str, Any]:
+    load(backend, job_id, owner)  # another key's job is not found, and not canceled
     status = backend.jobs.cancel(job_id)
     if status is None:
         raise not_found(job_id, backend.settings.result_ttl)
@@ -243,7 +268,7 @@ def _cancel(backend: Backend, job_id: str) -> dict[str, Any]:
                 pass
         # the RQ job hash has no TTL while queued: give it one, or every canceled job leaks it
         backend.redis.expire(backend.queue.job_class.key_for(job_id), backend.settings.result_ttl)
-    return load(backend, job_id)
+    return load(backend, job_id, owner)
 
 
 @router.delete(
@@ -255,7 +280,8 @@ def _cancel(backend: Backend, job_id: str) -> dict[str, Any]:
     responses={202: {"model": JobDocument, "description": "Cancel requested; the job is still running"},
                **responses(404)},
 )
-def cancel_job(job_id: str, request: Request, response: Response, backend: BackendDep) -> dict[str, Any]:
-    record = _cancel(backend, job_id)
+def cancel_job(job_id: str, request: Request, response: Response, backend: BackendDep,
+               caller: CallerDep) -> dict[str, Any]:
+    record = _cancel(backend, job_id, caller.owner)
     response.status_code = 202 if record["status"] == JobStatus.RUNNING.value else 200
     return document(backend, record, _root(request))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from starlette.concurrency import run_in_threadpool
 
 from diffusion.names import SAMPLERS
@@ -12,12 +12,13 @@ from imagegen.model_choice import DEFAULT_MODEL
 from imagegen.settings import FALLBACK_DEFAULTS
 from model_store import ModelCard, ModelStore
 from model_store.errors import InvalidModelNameError, UnknownModelError
+from service.auth import authenticate
 from service.deps import BackendDep
 from service.problems import Problem, invalid, problem_type, responses
 from service.schemas import ModelInfo, SamplerInfo
 from service.settings import Settings
 
-router = APIRouter(tags=["models"])
+router = APIRouter(tags=["models"], dependencies=[Depends(authenticate)], responses=responses(401, 403, 429))
 
 DEFAULT_NUM_IMAGES = 4
 

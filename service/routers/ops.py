@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import redis.exceptions
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 
+from service.auth import authenticate
 from service.deps import BackendDep
 from service.problems import REDIS_RETRY_AFTER_S, Problem, problem_type, responses
 from service.schemas import Health, Readiness
@@ -43,7 +44,9 @@ def readyz(backend: BackendDep) -> dict[str, object]:
 @router.get("/metrics", response_class=Response, summary="Prometheus metrics",
             description="Requests, latency, queue depth, jobs by status, live workers, batch sizes, sampling "
                         "seconds and images generated, in the Prometheus text format.",
-            responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format 0.0.4"}})
+            responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format 0.0.4"},
+                       **responses(401, 403, 429)},
+            dependencies=[Depends(authenticate)])
 def metrics(request: Request) -> Response:
     from prometheus_client import CONTENT_TYPE_LATEST
 

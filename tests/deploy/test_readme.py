@@ -326,7 +326,8 @@ def test_configuration_lists_every_variable_with_its_default():
         default = info.default
         if isinstance(default, bool) or default in (None, ""):
             continue
-        shown = f"{default:g}" if isinstance(default, (int, float)) else str(default)
+        # ints as written (1048576, not 1.04858e+06); floats without trailing zeros (5.0 -> 5)
+        shown = str(default) if isinstance(default, int) else f"{default:g}" if isinstance(default, float) else str(default)
         assert f"`{shown}`" in rows[name].split("|")[2], f"{name}: README says {rows[name]!r}, the code {default!r}"
 
 
