@@ -8,27 +8,9 @@ from diffusion.names import SAMPLERS
 from diffusion.noise import ImageNoise
 from diffusion.sampling import SampleSpec, SamplerState, sample
 from diffusion.schedules import CLEAN, timestep_subsequence
-from models import IMAGE_SHAPE, NUM_CLASSES, perturbed_model
+from models import IMAGE_SHAPE, NUM_CLASSES, Counting, an_input, perturbed_model
 
 ALL = list(SAMPLERS)
-
-
-def an_input() -> torch.Tensor:
-    """A smooth image in [-1, 1], nothing like the model's samples (a ramp of means plus noise)."""
-    u = torch.linspace(-1, 1, IMAGE_SHAPE[1])
-    return (torch.cos(3 * u).view(-1, 1) * torch.sin(2 * u).view(1, -1)).view(IMAGE_SHAPE)
-
-
-class Counting(torch.nn.Module):
-    """The model, recording the timesteps of every evaluation."""
-
-    def __init__(self, inner):
-        super().__init__()
-        self.inner, self.t = inner, []
-
-    def forward(self, x, t, y):
-        self.t.append([int(v) for v in t])
-        return self.inner(x, t, y)
 
 
 @pytest.fixture(scope="module")

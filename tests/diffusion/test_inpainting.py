@@ -8,31 +8,13 @@ from diffusion.samplers import ddim_step
 from diffusion.names import SAMPLERS
 from diffusion.sampling import SampleSpec, SamplerState, advance, sample
 from diffusion.schedules import timestep_subsequence
-from models import IMAGE_SHAPE, NUM_CLASSES, perturbed_model
+from models import IMAGE_SHAPE, NUM_CLASSES, Counting, an_input, perturbed_model
 
 ALL = list(SAMPLERS)
 _, H, W = IMAGE_SHAPE
 LEFT = torch.zeros(1, H, W)
 LEFT[..., : W // 2] = 1  # regenerate the left half, keep the right one
 KEPT = LEFT.expand(IMAGE_SHAPE) == 0
-
-
-def an_input() -> torch.Tensor:
-    """A smooth image in [-1, 1], nothing like the model's samples."""
-    u = torch.linspace(-1, 1, H)
-    return (torch.cos(3 * u).view(-1, 1) * torch.sin(2 * u).view(1, -1)).view(IMAGE_SHAPE)
-
-
-class Counting(torch.nn.Module):
-    """The model, recording the timesteps of every evaluation."""
-
-    def __init__(self, inner):
-        super().__init__()
-        self.inner, self.t = inner, []
-
-    def forward(self, x, t, y):
-        self.t.append([int(v) for v in t])
-        return self.inner(x, t, y)
 
 
 @pytest.fixture(scope="module")
