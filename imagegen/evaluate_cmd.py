@@ -13,9 +13,8 @@ from typing import Any
 from diffusion.names import GUIDANCE_KINDS, MAX_STEPS, SAMPLERS
 from imagegen.device import DEVICES, check_device
 from imagegen.errors import UsageError
-from imagegen.model_choice import pick_generator
+from imagegen.model_choice import pick_generator, resolve_kind
 from model_store import ModelStore
-from model_store.errors import InvalidModelNameError, UnknownModelError
 
 GUIDANCE_SWEEP = (0.0, 1.0, 1.1, 1.3, 1.5, 2.0, 3.0, 4.0, 6.0)
 """Table 1 of evaluation.md: DDIM 50 steps, eta 0, these CFG scales (0 = unconditional)."""
@@ -70,12 +69,7 @@ def run(args: argparse.Namespace) -> int:
     _check(args)
     store = ModelStore(args.store)
     card = pick_generator(store, args.model)
-    try:
-        clf_card = store.resolve(args.eval_classifier)
-    except (UnknownModelError, InvalidModelNameError) as e:
-        raise UsageError(f"--eval-classifier: {e}") from None
-    if clf_card.kind != "eval-classifier":
-        raise UsageError(f"--eval-classifier {clf_card.ref} is a {clf_card.kind}, not an eval-classifier")
+    clf_card = resolve_kind(store, args.eval_classifier, "eval-classifier", "--eval-classifier")
     device = check_device(args.device)
     out = Path(args.out)
     results = evaluate(store, card.ref, clf_card.ref, args, device)

@@ -43,3 +43,14 @@ def pick_generator(store: ModelStore, ref: str | None, flag: str = "--model") ->
         raise UsageError(f"{flag} {ref!r} is a {card.kind}, not a generator; generators in the store at "
                          f"{store.root}: {_listing(generators(store))}")
     return card
+
+
+def resolve_kind(store: ModelStore, ref: str, kind: str, flag: str) -> ModelCard:
+    """The card `ref` names, which must be a model of `kind`; a one-line error naming `flag` otherwise."""
+    try:
+        card = store.resolve(ref)
+    except (UnknownModelError, InvalidModelNameError) as e:
+        raise UsageError(f"{flag}: {e}") from None
+    if card.kind != kind:
+        raise UsageError(f"{flag} {card.ref} is a {card.kind}, not a{'n' if kind[0] in 'aeiou' else ''} {kind}")
+    return card

@@ -15,9 +15,10 @@ from typing import Any, Callable
 
 from imagegen.device import check_device
 from imagegen.errors import UsageError
+from imagegen.model_choice import resolve_kind
 from imagegen.settings import check_defaults
 from model_store import ModelStore, check_name
-from model_store.errors import InvalidModelNameError, UnknownModelError
+from model_store.errors import InvalidModelNameError
 
 _TYPES: dict[str, type] = {"int": int, "float": float, "str": str, "bool": bool}
 
@@ -137,12 +138,7 @@ def _check_export(args: argparse.Namespace, task: str, store: ModelStore) -> tup
         defaults = check_defaults(parsed, "--defaults-json")
     links: dict[str, str] = {}
     if args.guidance_classifier is not None:
-        try:
-            linked = store.resolve(args.guidance_classifier)
-        except (UnknownModelError, InvalidModelNameError) as e:
-            raise UsageError(f"--guidance-classifier: {e}") from None
-        if linked.kind != "guidance-classifier":
-            raise UsageError(f"--guidance-classifier {linked.ref} is a {linked.kind}, not a guidance-classifier")
+        linked = resolve_kind(store, args.guidance_classifier, "guidance-classifier", "--guidance-classifier")
         # pinned: a later version of the classifier must not silently change this generator's guidance
         links["guidance_classifier"] = linked.ref
     return defaults, links
