@@ -26,7 +26,10 @@ def test_writes_pngs_grid_and_a_normalized_summary(capsys, store_root, tmp_path)
         "class_label": 3, "class_name": "Dress", "num_images": 3, "guidance": "cfg",
         "guidance_scale": CARD_DEFAULTS["guidance_scale"], "sampler": CARD_DEFAULTS["sampler"],
         "steps": CARD_DEFAULTS["steps"], "eta": 0.0, "seed": 11,
+        # plain generation: no image inputs (tests/imagegen/test_cli_img2img.py has them)
+        "strength": 1.0, "resample_steps": 1, "init_image": None, "mask": None,
     }
+    assert summary["notes"] == []
     assert summary["seeds"] == [11, 12, 13]
     assert summary["images"] == [str(out / f"{i}.png") for i in range(3)]
     assert summary["grid"] == str(out / "grid.png")
