@@ -3,7 +3,12 @@ and print the job document as JSON; with `--out`, also download its PNGs and gri
 
 The flags are `imagegen generate`'s, spelled the same, but nothing is checked here: the server
 validates against its model cards, and its problem document comes back as one error line (exit 2 for
-a 4xx answer, 1 for anything else).
+a 4xx answer, 1 for anything else). Only the files that `--init-image` and `--mask` name are read
+here (a file that cannot be read exits 2 naming its flag); they are sent as base64 PNGs.
+
+`--previews` asks for previews of the images forming and follows the job's event stream: each
+progress event that carries one prints a line on stderr and, with `--out`, is saved as
+`preview-<step>.png` beside the images.
 """
 
 from __future__ import annotations
@@ -42,6 +47,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, metavar="K", help="sampler steps, 1..1000 (default: the card's)")
     p.add_argument("--eta", type=float, metavar="E", help="DDIM stochasticity 0..1, ddim only (default: 0)")
     p.add_argument("--seed", type=int, metavar="S", help="seed; image i uses seed + i (default: random)")
+    p.add_argument("--init-image", metavar="PATH",
+                   help="img2img / inpainting: a PNG to start from, of the model's size and channels (else see --resize)")
+    p.add_argument("--strength", type=float, metavar="S",
+                   help="img2img: 0..1, how far --init-image is noised; 0 returns it, 1 ignores it (default: 1)")
+    p.add_argument("--mask", metavar="PATH",
+                   help="inpainting: a PNG of --init-image's size, white = regenerate, black = keep; needs --init-image")
+    p.add_argument("--resample-steps", type=int, metavar="N",
+                   help="inpainting: RePaint resampling per step, 1..10; needs --mask (default: 1)")
+    p.add_argument("--resize", action="store_true",
+                   help="let the service convert, center-crop and resize an --init-image (and --mask) of another "
+                        "size or channel count (the job's notes say what it did)")
+    p.add_argument("--previews", action="store_true",
+                   help="follow the job's events with previews of the images forming: print each step that has one "
+                        "and, with --out, save it as preview-<step>.png")
     p.add_argument("--webhook-url", metavar="URL", help="POSTed the final job document when the job ends")
     p.add_argument("--idempotency-key", metavar="KEY",
                    help="a retry with the same key returns the same job instead of a new one")
@@ -80,27 +99,57 @@ def _save(job: Any, out: Path) -> list[str]:
     return paths + [str(out / "grid.png")]
 
 
+class PreviewSaver:
+    """The `on_progress` of `--previews`: a line on stderr per preview, the preview saved into `out`."""
+
+    def __init__(self, out: Path | None) -> None:
+        self.out = out
+        self.saved: list[str] = []
+
+    def __call__(self, progress: Any) -> None:
+        if progress.preview is None:
+            return
+        where = ""
+        if self.out is not None:
+            self.out.mkdir(parents=True, exist_ok=True)
+            path = self.out / f"preview-{progress.step}.png"
+            progress.preview.save(path)
+            self.saved.append(str(path))
+            where = f": {path}"
+        print(f"imagegen submit: step {progress.step}/{progress.total}, preview{where}", file=sys.stderr, flush=True)
+
+
 def run(args: argparse.Namespace) -> int:
     """Submit, wait unless --no-wait, print the job JSON, write the PNGs with --out."""
     import httpx
 
     from imagegen.client import ApiError, Client
+    from imagegen.generate import read_input
 
     if args.no_wait and args.out:
         raise UsageError("--out needs the job to end: leave out --no-wait")
+    if args.no_wait and args.previews:
+        raise UsageError("--previews follows the job to its end: leave out --no-wait")
     if args.timeout <= 0:
         raise UsageError(f"--timeout must be > 0 (got {args.timeout:g})")
     out = Path(args.out) if args.out else None
     if out is not None and out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a directory")
+    init_image, mask = read_input(args.init_image, "--init-image"), read_input(args.mask, "--mask")
+    # the store_true flags are sent only when given, so that the server's defaults stay in one place
+    resize, previews = (True if args.resize else None), (True if args.previews else None)
 
     try:
         with Client(args.url, api_key=args.api_key) as api:
             job = api.generate(class_label(args.class_label), model=args.model, num_images=args.num_images,
                                guidance=args.guidance, guidance_scale=args.guidance_scale, sampler=args.sampler,
                                steps=args.steps, eta=args.eta, seed=args.seed, webhook_url=args.webhook_url,
+                               init_image=init_image, strength=args.strength, mask=mask,
+                               resample_steps=args.resample_steps, resize=resize, previews=previews,
                                idempotency_key=args.idempotency_key)
-            if not args.no_wait:
+            if args.previews:
+                job = job.wait(timeout=args.timeout, stream=True, on_progress=PreviewSaver(out))
+            elif not args.no_wait:
                 job = job.wait(timeout=args.timeout)
             print(json.dumps(job.document))
             if job.done and job.status != "succeeded":

@@ -7,6 +7,11 @@
         for i, image in enumerate(job.images()):
             image.save(f"{i}.png")
 
+img2img and inpainting: `api.generate("sneaker", init_image="shoe.png", strength=0.6)`, plus
+`mask=` (white = regenerate) for inpainting; live previews: `api.generate(..., previews=True)` then
+`job.wait(stream=True, on_progress=callback)`, which hands `callback` a `Progress` whose `preview` is
+a PIL image of the images forming.
+
 `AsyncClient` has the same methods as coroutines (and `events` as an async iterator). Arguments left
 out of `generate` are not sent, so the server fills them from the model card. Every error response
 raises `ApiError` with the problem document's fields; network failures raise httpx's own errors
@@ -17,7 +22,7 @@ from imagegen.client.aio import AsyncClient
 from imagegen.client.errors import ApiError, JobError
 from imagegen.client.jobs import TERMINAL_STATUSES, AsyncJob, ImageList, Job, JobDocument
 from imagegen.client.sync import DEFAULT_TIMEOUT, Client
-from imagegen.client.wire import ImageInput
+from imagegen.client.wire import ImageInput, Progress
 
 __all__ = ["ApiError", "AsyncClient", "AsyncJob", "Client", "DEFAULT_TIMEOUT", "ImageInput", "ImageList", "Job", "JobDocument",
-           "JobError", "TERMINAL_STATUSES"]
+           "JobError", "Progress", "TERMINAL_STATUSES"]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator
+import inspect
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import httpx
 from PIL import Image
@@ -11,8 +12,8 @@ from PIL import Image
 from imagegen.client.errors import error_from, retry_delay
 from imagegen.client.jobs import AsyncJob, JobDocument, terminal_event, timed_out
 from imagegen.client.sync import DEFAULT_TIMEOUT
-from imagegen.client.wire import (ImageInput, SSEDecoder, auth_headers, decode_png, generate_body, generate_call,
-                                  unwrap)
+from imagegen.client.wire import (ImageInput, Progress, ProgressReport, SSEDecoder, auth_headers, decode_png,
+                                  generate_body, generate_call, polled_progress, progress_event, unwrap)
 
 
 class AsyncClient:
@@ -54,13 +55,13 @@ class AsyncClient:
                        eta: float | None = None, seed: int | None = None, webhook_url: str | None = None,
                        init_image: ImageInput | None = None, strength: float | None = None,
                        mask: ImageInput | None = None, resample_steps: int | None = None,
-                       previews: bool | None = None, idempotency_key: str | None = None,
+                       resize: bool | None = None, previews: bool | None = None, idempotency_key: str | None = None,
                        wait: float | None = None) -> AsyncJob:
-        """Submit a request; see `Client.generate`."""
+        """Submit a request; see `Client.generate` (images, resize and previews included)."""
         options = dict(model=model, num_images=num_images, guidance=guidance, guidance_scale=guidance_scale,
                        sampler=sampler, steps=steps, eta=eta, seed=seed, webhook_url=webhook_url,
                        init_image=init_image, strength=strength, mask=mask, resample_steps=resample_steps,
-                       previews=previews)
+                       resize=resize, previews=previews)
         response = await self._request("POST", "/generate", json=generate_body(class_label, options),
                                        **generate_call(wait, idempotency_key, self.timeout))
         return AsyncJob.parse(response.json(), client=self)
@@ -104,15 +105,25 @@ class AsyncClient:
                     yield event
 
     async def wait(self, job: AsyncJob | str, timeout: float | None = None, poll: float = 0.5,
-                   stream: bool = False) -> AsyncJob:
-        """`job` (or the job with that id) once it ended; see `Job.wait`."""
+                   stream: bool = False,
+                   on_progress: Callable[[Progress], Awaitable[Any] | Any] | None = None) -> AsyncJob:
+        """`job` (or the job with that id) once it ended; see `Job.wait`. `on_progress` may be a
+        plain function or a coroutine function (awaited before the wait goes on)."""
         job = await self.job(job) if isinstance(job, str) else job
+        report = ProgressReport(on_progress)
+
+        async def reported(progress: Progress | None) -> None:
+            result = report(progress)
+            if inspect.isawaitable(result):
+                await result
+
         try:
             async with asyncio.timeout(timeout):
                 if stream and not job.done:
                     events = self.events(job.id)
                     try:
                         async for event in events:
+                            await reported(progress_event(event))
                             ended, doc = terminal_event(event)
                             if ended:
                                 return AsyncJob.parse(doc, client=self) if doc else await self.job(job.id)
@@ -122,6 +133,8 @@ class AsyncClient:
                 while not job.done:
                     await asyncio.sleep(poll)
                     job = await self.job(job.id)
+                    if not job.done:
+                        await reported(polled_progress(job))
                 return job
         except TimeoutError:
             raise timed_out(job, timeout) from None

@@ -4,7 +4,7 @@ client that fetched it, so that `job.wait()` and `job.images()` need nothing els
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
 
 from PIL import Image
 
@@ -13,6 +13,7 @@ from imagegen.client.errors import JobError
 if TYPE_CHECKING:
     from imagegen.client.aio import AsyncClient
     from imagegen.client.sync import Client
+    from imagegen.client.wire import Progress
 
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled"})
 """Job statuses that never change again."""
@@ -46,6 +47,7 @@ class JobDocument:
     images: list[dict[str, Any]] = field(default_factory=list)
     grid_url: str | None = None
     error: dict[str, str] | None = None
+    notes: list[str] = field(default_factory=list)  # what the service did to the request (e.g. resized init_image)
     created_at: str | None = None
     started_at: str | None = None
     finished_at: str | None = None
@@ -93,10 +95,21 @@ class Job(JobDocument):
     def __post_init__(self) -> None:
         self.images = ImageList(self.images, lambda: self._client().images(self))
 
-    def wait(self, timeout: float | None = None, poll: float = 0.5, stream: bool = False) -> Job:
+    def wait(self, timeout: float | None = None, poll: float = 0.5, stream: bool = False,
+             on_progress: Callable[[Progress], Any] | None = None) -> Job:
         """The job once it ended: polled every `poll` s, or by following its event stream
-        (`stream=True`). TimeoutError after `timeout` s (None: no limit)."""
-        return self._client().wait(self, timeout=timeout, poll=poll, stream=stream)
+        (`stream=True`). TimeoutError after `timeout` s (None: no limit).
+
+        `on_progress` is called with a `Progress` (`step`, `total`, `preview`) for each progress
+        event of the stream, or, when polling, each time the polled step changes. `preview` is a PIL
+        image of the images forming (the model's current clean-image estimate, in grid.png's layout)
+        in the events that carry one: only with `stream=True`, for a job submitted with
+        `previews=True`; else None.
+
+            job = api.generate("sneaker", steps=50, previews=True)
+            job.wait(stream=True, on_progress=lambda p: p.preview and p.preview.save(f"step-{p.step}.png"))
+        """
+        return self._client().wait(self, timeout=timeout, poll=poll, stream=stream, on_progress=on_progress)
 
     def grid(self) -> Image.Image:
         """All the job's images in one grid image."""
@@ -125,9 +138,10 @@ class AsyncJob(JobDocument):
     def __post_init__(self) -> None:
         self.images = ImageList(self.images, lambda: self._client().images(self))
 
-    async def wait(self, timeout: float | None = None, poll: float = 0.5, stream: bool = False) -> AsyncJob:
-        """The job once it ended (see `Job.wait`)."""
-        return await self._client().wait(self, timeout=timeout, poll=poll, stream=stream)
+    async def wait(self, timeout: float | None = None, poll: float = 0.5, stream: bool = False,
+                   on_progress: Callable[[Progress], Awaitable[Any] | Any] | None = None) -> AsyncJob:
+        """The job once it ended (see `Job.wait`); `on_progress` may also be a coroutine function."""
+        return await self._client().wait(self, timeout=timeout, poll=poll, stream=stream, on_progress=on_progress)
 
     async def grid(self) -> Image.Image:
         """All the job's images in one grid image."""

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import httpx
 from PIL import Image
 
 from imagegen.client.errors import error_from, retry_delay
 from imagegen.client.jobs import Job, JobDocument, terminal_event, timed_out
-from imagegen.client.wire import (ImageInput, SSEDecoder, auth_headers, decode_png, generate_body, generate_call,
-                                  unwrap)
+from imagegen.client.wire import (ImageInput, Progress, SSEDecoder, auth_headers, decode_png, generate_body,
+                                  generate_call, ProgressReport, polled_progress, progress_event, unwrap)
 
 DEFAULT_TIMEOUT = 30.0
 """Seconds one HTTP request may take (a `?wait=` request gets its wait on top)."""
@@ -59,15 +59,24 @@ class Client:
                  steps: int | None = None, eta: float | None = None, seed: int | None = None,
                  webhook_url: str | None = None, init_image: ImageInput | None = None,
                  strength: float | None = None, mask: ImageInput | None = None, resample_steps: int | None = None,
-                 previews: bool | None = None, idempotency_key: str | None = None,
+                 resize: bool | None = None, previews: bool | None = None, idempotency_key: str | None = None,
                  wait: float | None = None) -> Job:
         """Submit a request (`POST /generate`) and return its job: queued, or ended if it ended
         within `wait` seconds (0..60, the server holds the answer). The fields are the contract's;
-        `class_label` is an index, a class name, or None for unconditional."""
+        `class_label` is an index, a class name, or None for unconditional.
+
+        Image conditioning: `init_image` starts from an image (img2img; `strength` 0..1, 0 returns
+        it, 1 ignores it), and with `mask` (white = regenerate, black = keep; the init image's size)
+        fills in part of it (inpainting; `resample_steps` 1..10). Each image may be PNG bytes, a PIL
+        image, a path to a PNG file, or base64 PNG text (see `ImageInput`). An image of another size
+        or channel count than the model's is refused (ApiError 422 naming `init_image`) unless
+        `resize=True`, which lets the service convert, center-crop and resize it; the job's `notes`
+        say what it did. `previews=True` puts a preview of the images forming into the progress
+        events (see `Job.wait`'s `on_progress`)."""
         options = dict(model=model, num_images=num_images, guidance=guidance, guidance_scale=guidance_scale,
                        sampler=sampler, steps=steps, eta=eta, seed=seed, webhook_url=webhook_url,
                        init_image=init_image, strength=strength, mask=mask, resample_steps=resample_steps,
-                       previews=previews)
+                       resize=resize, previews=previews)
         response = self._request("POST", "/generate", json=generate_body(class_label, options),
                                  **generate_call(wait, idempotency_key, self.timeout))
         return Job.parse(response.json(), client=self)
@@ -116,16 +125,20 @@ class Client:
             for line in response.iter_lines():
                 yield decoder.feed(line)
 
-    def wait(self, job: Job | str, timeout: float | None = None, poll: float = 0.5, stream: bool = False) -> Job:
+    def wait(self, job: Job | str, timeout: float | None = None, poll: float = 0.5, stream: bool = False,
+             on_progress: Callable[[Progress], Any] | None = None) -> Job:
         """`job` (or the job with that id) once it ended; see `Job.wait`."""
         job = self.job(job) if isinstance(job, str) else job
         deadline = None if timeout is None else time.monotonic() + timeout
+        report = ProgressReport(on_progress)
         if stream and not job.done:
             lines = self._lines(job.id, timeout)
             try:
                 for event in lines:
                     if deadline is not None and time.monotonic() > deadline:
                         raise timed_out(job, timeout)
+                    if event:
+                        report(progress_event(event))
                     ended, doc = terminal_event(event) if event else (False, None)
                     if ended:
                         return Job.parse(doc, client=self) if doc else self.job(job.id)
@@ -140,6 +153,8 @@ class Client:
                 raise timed_out(job, timeout)
             time.sleep(poll if left is None else min(poll, left))
             job = self.job(job.id)
+            if not job.done:
+                report(polled_progress(job))
         return job
 
     def image(self, url: str) -> Image.Image:

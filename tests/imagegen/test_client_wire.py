@@ -163,3 +163,50 @@ def test_images_is_the_documents_list_and_downloads_when_called():
     assert asdict(job)["images"] == entries  # still a plain dataclass to the standard library
     with pytest.raises(RuntimeError, match="no client"):
         job.images()
+
+
+def png_bytes(value: int = 200, size: tuple[int, int] = (28, 28)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("L", size, value).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_an_image_may_be_a_path_a_str_path_or_base64_text(tmp_path):
+    path = tmp_path / "init.png"
+    path.write_bytes(png_bytes(90))
+    encoded = base64.b64encode(png_bytes(90)).decode()
+    for value in (path, str(path), encoded, f"data:image/png;base64,{encoded}"):
+        body = generate_body(1, {"init_image": value})
+        assert body["init_image"].endswith(encoded), value
+    with pytest.raises(FileNotFoundError):
+        generate_body(1, {"mask": str(tmp_path / "missing.png")})
+
+
+def test_progress_events_decode_their_preview():
+    from imagegen.client.wire import Progress, progress_event
+
+    grid = png_bytes(77, (62, 32))
+    event = {"event": "progress", "data": {"step": 5, "total": 50, "preview": base64.b64encode(grid).decode()}}
+    p = progress_event(event)
+    assert (p.step, p.total) == (5, 50) and p.preview.size == (62, 32) and p.preview.getpixel((0, 0)) == 77
+    assert progress_event({"event": "progress", "data": {"step": 6, "total": 50}}) == Progress(6, 50)
+    assert progress_event({"event": "end", "data": {"id": "j", "status": "succeeded"}}) is None
+
+
+def test_a_progress_report_skips_a_polled_step_already_seen():
+    from imagegen.client.wire import Progress, ProgressReport
+
+    seen = []
+    report = ProgressReport(seen.append)
+    preview = Image.new("L", (2, 2))
+    for p in (Progress(1, 4), Progress(1, 4), Progress(2, 4, preview), Progress(2, 4), Progress(3, 4), None):
+        report(p)
+    assert [(p.step, p.preview is not None) for p in seen] == [(1, False), (2, True), (3, False)]
+    ProgressReport(None)(Progress(1, 4))  # no callback: nothing to call
+
+
+def test_job_documents_carry_their_notes():
+    job = Job.parse({"id": "j", "status": "queued", "notes": ["init_image was resized from 56x56 to 28x28"]},
+                    client=None)
+    assert job.notes == ["init_image was resized from 56x56 to 28x28"]
+    assert Job.parse({"id": "j", "status": "queued"}, client=None).notes == []
