@@ -93,6 +93,7 @@ class SamplerState:
     inpaint: list[bool]  # the image has a mask: its kept region is put back after every step
     repeat: list[int]  # inpainting: times the step under way has been resampled (0..resample_steps-1)
     inpaint_noise: list[ImageNoise | None]  # inpainting: the kept region's and the jumps' own stream
+    x0: Tensor  # [B, C, H, W] the latest estimate of the clean image (previews); the input until the first step
 
     @classmethod
     def start(
@@ -136,6 +137,7 @@ class SamplerState:
             inpaint=has_mask,
             repeat=[0] * len(specs),
             inpaint_noise=[inpaint_noise(s.seed) if m else None for s, m in zip(specs, has_mask)],
+            x0=init.clone(),
         )
 
     def __len__(self) -> int:
@@ -203,8 +205,12 @@ def advance(state: SamplerState, denoiser: GuidedDenoiser, schedule: NoiseSchedu
         not_ddpm = torch.tensor([state.specs[i].sampler != "ddpm" for i in rows], device=dev)
         shift = (1 - schedule.alpha_bar(t_eval_r)).sqrt()
         eps = eps - _col(not_ddpm * shift) * grad
+    ab_eval = _col(schedule.alpha_bar(t_eval_r))
     if denoiser.clip_x0:
-        eps = clip_eps(state.x[r], eps, _col(schedule.alpha_bar(t_eval_r)))
+        eps = clip_eps(state.x[r], eps, ab_eval)
+    # the clean image this evaluation predicts (previews); an inpainted image keeps its known region
+    x0 = predict_x0(state.x[r], eps, ab_eval)
+    state.x0[r] = torch.where(state.regenerate[r], x0, state.init[r])
 
     ab_s, ab_t, ab_prev = (_col(schedule.alpha_bar(tt(ts))) for ts in (t_cur, t_next, t_prev))
     x = state.x[r]

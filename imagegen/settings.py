@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from diffusion.names import GUIDANCE_KINDS, MAX_SEED, MAX_STEPS, MIN_STEPS, SAMPLERS
+from diffusion.names import GUIDANCE_KINDS, MAX_RESAMPLE_STEPS, MAX_SEED, MAX_STEPS, MIN_STEPS, SAMPLERS
 from imagegen.errors import UsageError
 from model_store.cards import ModelCard
 
@@ -28,7 +28,8 @@ DEFAULT_KEYS = ("sampler", "steps", "guidance_scale", "guidance", "eta")
 
 FLAGS = {"class_label": "--class-label", "num_images": "--num-images", "guidance": "--guidance",
          "guidance_scale": "--guidance-scale", "sampler": "--sampler", "steps": "--steps",
-         "eta": "--eta", "seed": "--seed"}
+         "eta": "--eta", "seed": "--seed", "init_image": "--init-image", "strength": "--strength",
+         "mask": "--mask", "resample_steps": "--resample-steps", "resize": "--resize", "previews": "--previews"}
 """The flag of each request field: the API's field name with dashes."""
 
 
@@ -82,6 +83,8 @@ class GenerateSettings:
     steps: int
     eta: float
     seed: int
+    strength: float = 1.0  # img2img: share of the steps run from the noised init image (1 = plain generation)
+    resample_steps: int = 1  # inpainting: RePaint resampling per step
 
     @property
     def seeds(self) -> list[int]:
@@ -106,11 +109,14 @@ def problem(key: str, value: Any, limits: Limits = DEFAULT_LIMITS) -> str | None
         return f"must be one of {', '.join(SAMPLERS)} (got {value!r})"
     if key == "guidance" and value not in GUIDANCE_KINDS:
         return f"must be one of {', '.join(GUIDANCE_KINDS)} (got {value!r})"
-    if key in ("steps", "num_images", "seed"):
+    if key == "strength" and not (_is_number(value) and 0 <= value <= 1):
+        return f"must be between 0 and 1 (got {value!r})"
+    if key in ("steps", "num_images", "seed", "resample_steps"):
         max_steps = min(limits.max_steps, MAX_STEPS)
         lo, hi, hi_text = {"steps": (MIN_STEPS, max_steps, str(max_steps)),
                            "num_images": (1, limits.max_images, str(limits.max_images)),
-                           "seed": (0, MAX_SEED, "2**63-1")}[key]
+                           "seed": (0, MAX_SEED, "2**63-1"),
+                           "resample_steps": (1, MAX_RESAMPLE_STEPS, str(MAX_RESAMPLE_STEPS))}[key]
         if not _is_int(value):
             return f"must be an integer (got {value!r})"
         if not lo <= value <= hi:
@@ -180,6 +186,8 @@ def resolve_settings(
     steps: int | None = None,
     eta: float | None = None,
     seed: int | None = None,
+    strength: float | None = None,
+    resample_steps: int | None = None,
     vocab: Vocabulary = CLI,
     limits: Limits = DEFAULT_LIMITS,
 ) -> GenerateSettings:
@@ -216,6 +224,12 @@ def resolve_settings(
             raise _invalid(vocab, "seed", f"must be at most 2**63-1 - {n - 1} with {n_['num_images']} {n}, "
                                           f"since image i uses seed + i (got {seed})")
         s = seed
+    st = 1.0 if strength is None else strength
+    if why := problem("strength", st, limits):
+        raise _invalid(vocab, "strength", why)
+    rs = 1 if resample_steps is None else resample_steps
+    if why := problem("resample_steps", rs, limits):
+        raise _invalid(vocab, "resample_steps", why)
     if kind == "classifier":
         if label is None:
             raise _invalid(vocab, "guidance", f"classifier needs a class: {n_['class_label']} {vocab.null_class} "
@@ -226,4 +240,5 @@ def resolve_settings(
     return GenerateSettings(
         class_label=label, class_name=None if label is None else card.class_names[label], num_images=n,
         guidance=kind, guidance_scale=scale, sampler=sampler_name, steps=k, eta=e, seed=s,
+        strength=float(st), resample_steps=rs,
     )

@@ -77,6 +77,7 @@ def document(backend: Backend, record: dict[str, Any], root: str = "") -> dict[s
         "images": images,
         "grid_url": f"{url}/grid.png" if succeeded else None,
         "error": record.get("error") if status == JobStatus.FAILED.value else None,
+        "notes": record.get("notes") or [],
     }
 
 
@@ -152,8 +153,10 @@ async def job_events(backend: Backend, pubsub: PubSub, record: dict[str, Any], r
         while True:
             event = _event(await pubsub.get_message(ignore_subscribe_messages=True, timeout=RECHECK_S))
             if event is not None and event.get("event") == "progress":
-                yield ServerSentEvent(json.dumps({"step": event.get("step"), "total": event.get("total")}),
-                                      event="progress")
+                data = {"step": event.get("step"), "total": event.get("total")}
+                if event.get("preview") is not None:
+                    data["preview"] = event["preview"]
+                yield ServerSentEvent(json.dumps(data), event="progress")
                 continue
             if event is None or event.get("event") == END_EVENT:
                 # an end event, or a quiet spell: the record says whether the job is over

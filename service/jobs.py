@@ -13,6 +13,7 @@ Keys (all under `imagegen:`):
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import time
@@ -67,7 +68,7 @@ def events_channel(job_id: str) -> str:
 
 
 # JSON-encoded fields of the hash; the rest are plain strings
-_JSON_FIELDS = ("request", "progress", "error", "images", "owner", "notes")
+_JSON_FIELDS = ("request", "progress", "error", "images", "owner", "notes", "inputs")
 
 # Every script takes KEYS = [job record, RUNNING_KEY] and ARGV[1] = the job id where it needs the
 # index; the record and the index move together, so that no crash leaves them disagreeing.
@@ -158,10 +159,14 @@ class JobStore:
         self._cancel = redis.register_script(_CANCEL)
 
     def create(self, job_id: str, model: str, request: dict[str, Any], webhook_url: str | None = None,
-               owner: str | None = None) -> dict[str, Any]:
-        """A new queued record. `request` is the normalized request the API echoes back."""
+               owner: str | None = None, inputs: dict[str, str] | None = None,
+               notes: list[str] | None = None) -> dict[str, Any]:
+        """A new queued record. `request` is the normalized request the API echoes back; `inputs` the
+        normalized input PNGs (base64) by request field, which the request names by sha256 only;
+        `notes` what the service did to the request (e.g. resized an input)."""
         record = {
             "id": job_id, "status": JobStatus.QUEUED.value, "model": model, "request": request,
+            "inputs": inputs or {}, "notes": notes or [],
             "created_at": now_iso(), "started_at": "", "finished_at": "", "progress": None,
             "images": [], "error": None, "webhook_url": webhook_url or "", "owner": owner,
             "ttl": str(self.result_ttl), "attempts": "0", "deaths": "0", "cancel_requested": "0", "worker": "",
@@ -269,6 +274,11 @@ class JobStore:
             elif status not in (b"running", "running") or holder not in (worker.encode(), worker):
                 lost.add(j)
         return canceled, lost
+
+
+def record_inputs(record: dict[str, Any]) -> dict[str, bytes]:
+    """A record's input PNGs (img2img's `init_image`, inpainting's `mask`) by request field."""
+    return {k: base64.b64decode(v) for k, v in (record.get("inputs") or {}).items()}
 
 
 def _encode(record: dict[str, Any]) -> dict[str, str]:

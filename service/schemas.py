@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, PlainValidator, StrictFloat, StrictInt, WithJsonSchema
+from pydantic import (AnyHttpUrl, BaseModel, ConfigDict, Field, PlainValidator, StrictBool, StrictFloat, StrictInt,
+                      WithJsonSchema)
 
 from diffusion.names import GUIDANCE_KINDS, MAX_SEED, SAMPLERS
 from imagegen.settings import FALLBACK_DEFAULTS
@@ -38,8 +39,6 @@ ClassLabel = Annotated[
 class GenerateRequest(BaseModel):
     """`POST /generate`: every field but `class_label` may be left out (or null) for its default."""
 
-    # img2img, inpainting and previews (init_image, strength, mask, resample_steps, previews) join
-    # here as optional fields; until then they are unknown fields, refused like any other
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"class_label": "sneaker", "num_images": 4}]})
 
     model: str | None = Field(None, description="`name` or `name@version` as listed by GET /models; "
@@ -68,6 +67,26 @@ class GenerateRequest(BaseModel):
                                    json_schema_extra={"minimum": 0, "maximum": MAX_SEED})
     webhook_url: AnyHttpUrl | None = Field(None, description="POSTed the final job document once the job ends, "
                                                              "signed with X-Signature: sha256=<hex HMAC>")
+    init_image: str | None = Field(
+        None, description="img2img and inpainting: a base64 PNG (a data:image/png;base64, URL is accepted) of the "
+                          "model's size and channels (GET /models); with `resize` true any size and channel count "
+                          "is converted, center-cropped and resized, and the job's notes say so")
+    strength: StrictFloat | None = Field(
+        None, description="img2img, 0..1: the share of the steps run from the init image noised to where they "
+                          "start (SDEdit); 0 returns the init image, 1 ignores it (plain generation); default 1",
+        json_schema_extra={"minimum": 0, "maximum": 1})
+    mask: str | None = Field(
+        None, description="inpainting: a base64 PNG of init_image's size, white (gray >= 128) = regenerate, black = "
+                          "keep; needs init_image")
+    resample_steps: StrictInt | None = Field(
+        None, description="inpainting: RePaint resampling, times each step is taken so the seam blends, 1..10; "
+                          "needs mask; default 1", json_schema_extra={"minimum": 1, "maximum": 10})
+    resize: StrictBool | None = Field(
+        None, description="convert and resize init_image and mask to the model's size and channels instead of "
+                          "refusing them (422); default false")
+    previews: StrictBool | None = Field(
+        None, description="put a small PNG (base64, as `preview`) of the current clean-image estimate of the job's "
+                          "images into the progress events every few steps; default false")
 
 
 class NormalizedRequest(BaseModel):
@@ -81,11 +100,23 @@ class NormalizedRequest(BaseModel):
     steps: int
     eta: float
     seed: int
+    strength: float = 1.0
+    resample_steps: int = 1
+    previews: bool = False
+    init_image: str | None = Field(None, description="the normalized init image, as sha256:<hex of its PNG>")
+    mask: str | None = Field(None, description="the normalized mask, as sha256:<hex of its PNG>")
 
 
 class Progress(BaseModel):
     step: int
     total: int
+
+
+class ProgressEvent(Progress):
+    """The data of a `progress` server-sent event."""
+
+    preview: str | None = Field(None, description="with previews: a base64 PNG grid (like grid.png) of the current "
+                                                  "clean-image estimate of the job's images; only in some events")
 
 
 class ImageRef(BaseModel):
@@ -114,6 +145,8 @@ class JobDocument(BaseModel):
     images: list[ImageRef] = Field(description="filled once the job succeeded")
     grid_url: str | None = Field(description="all images in one PNG, once the job succeeded")
     error: JobError | None = Field(description="set once the job failed")
+    notes: list[str] = Field(default_factory=list, description="what the service did to the request, e.g. "
+                                                                "resized init_image")
 
 
 class FieldError(BaseModel):

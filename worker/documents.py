@@ -30,4 +30,5 @@ def render(record: dict[str, Any]) -> dict[str, Any]:
                    for im in (record.get("images") or [])] if succeeded else [],
         "grid_url": f"/jobs/{job_id}/grid.png" if succeeded else None,
         "error": record.get("error") if status == "failed" else None,
+        "notes": record.get("notes") or [],
     }

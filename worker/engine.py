@@ -17,14 +17,14 @@ import torch
 from torch import Tensor
 
 from diffusion.guidance import GuidedDenoiser
+from diffusion.images import from_png
 from diffusion.sampling import SampleSpec, SamplerState, advance, specs_for_request
 from model_store.loading import Generator
 
 log = logging.getLogger(__name__)
 
-# request fields of the API contract that this worker cannot honour yet; a job that sets one fails
-# with a clear error instead of silently ignoring it
-_UNSUPPORTED = ("init_image", "mask")
+PREVIEWS_PER_JOB = 10
+"""About how many previews a job with `previews` gets: one every max(1, total // this) steps."""
 
 
 class UnknownModel(ValueError):
@@ -56,6 +56,9 @@ class StepReport:
     # clipped (like `sample`), so that tests can compare values a clip would hide; PNG encoding clips
     finished: dict[str, Tensor] = field(default_factory=dict)
     failed: dict[str, JobError] = field(default_factory=dict)  # job -> why; it has left the engine
+    # job -> the current clean-image estimate x_0 of its images [n, C, H, W] on the CPU, for the jobs
+    # that asked for previews and reached their next preview step (never on the step they finish)
+    previews: dict[str, Tensor] = field(default_factory=dict)
     batch_images: list[int] = field(default_factory=list)  # images in each model evaluation made
     seconds: float = 0.0  # wall time of the step, device work included
 
@@ -79,14 +82,12 @@ class _Job:
     num_images: int
     total: int  # sampler steps
     evaluations_per_step: int  # heun: 2
+    preview_every: int = 0  # steps between two previews; 0 = no previews
     step: int = 0
 
 
 def spec_from_request(request: dict[str, Any]) -> tuple[SampleSpec, int]:
     """The first image's spec and the image count of a normalized API request."""
-    for name in _UNSUPPORTED:
-        if request.get(name) is not None:
-            raise ValueError(f"{name} is not supported by this worker yet")
     try:
         label = request["class_label"]
         spec = SampleSpec(
@@ -97,6 +98,8 @@ def spec_from_request(request: dict[str, Any]) -> tuple[SampleSpec, int]:
             steps=int(request["steps"]),
             eta=float(request.get("eta") or 0.0),
             seed=int(request["seed"]),
+            strength=float(request.get("strength", 1.0)),
+            resample_steps=int(request.get("resample_steps", 1)),
         )
         num_images = int(request.get("num_images", 1))
     except KeyError as e:
@@ -106,6 +109,14 @@ def spec_from_request(request: dict[str, Any]) -> tuple[SampleSpec, int]:
     if num_images < 1:
         raise ValueError(f"num_images must be at least 1, got {num_images}")
     return spec, num_images
+
+
+def decode_inputs(inputs: dict[str, bytes], channels: int) -> tuple[Tensor | None, Tensor | None]:
+    """The init image [C, H, W] in [-1, 1] and the mask [1, H, W] (1 = regenerate) of a job's
+    normalized input PNGs (see imagegen.image_inputs), each None when absent."""
+    init = from_png(inputs["init_image"], channels) if inputs.get("init_image") is not None else None
+    mask = (from_png(inputs["mask"], 1) > 0).float() if inputs.get("mask") is not None else None
+    return init, mask
 
 
 def _device_of(module: torch.nn.Module) -> torch.device:
@@ -158,8 +169,12 @@ class BatchEngine:
                                f"{', '.join(self.models()) or 'nothing'}")
         return lane
 
-    def add(self, job_id: str, model_ref: str, request: dict[str, Any]) -> None:
-        """Queue a job to join the batch at the next step; ValueError if this engine cannot run it."""
+    def add(self, job_id: str, model_ref: str, request: dict[str, Any],
+            inputs: dict[str, bytes] | None = None) -> None:
+        """Queue a job to join the batch at the next step; ValueError if this engine cannot run it.
+
+        `inputs` holds the normalized PNGs of img2img and inpainting by request field (`init_image`,
+        `mask`), the same for every image of the job."""
         if job_id in self._jobs:
             raise ValueError(f"job {job_id} is already running")
         lane = self._lane_for(model_ref)
@@ -168,11 +183,15 @@ class BatchEngine:
         if spec.guidance == "classifier" and gen.classifier is None:
             raise ValueError(f"guidance 'classifier' needs a guidance classifier, and {lane.ref} has none "
                              "(its card links no guidance_classifier); use guidance 'cfg'")
-        # checks every field (class range, steps, eta, seed + i) and draws each image's x_T
+        init, mask = decode_inputs(inputs or {}, gen.image_shape[0])
+        # checks every field (class range, steps, eta, seed + i, the inputs' shapes) and draws each x_T
         state = SamplerState.start(specs_for_request(spec, num_images), gen.image_shape, gen.num_classes,
-                                   gen.schedule, lane.device)
+                                   gen.schedule, lane.device, init_images=[init] * num_images,
+                                   masks=[mask] * num_images)
         lane.pending.append((job_id, state))
-        self._jobs[job_id] = _Job(lane, num_images, state.progress(0)[1], 2 if spec.sampler == "heun" else 1)
+        total = state.progress(0)[1]
+        every = max(1, total // PREVIEWS_PER_JOB) if request.get("previews") else 0
+        self._jobs[job_id] = _Job(lane, num_images, total, 2 if spec.sampler == "heun" else 1, every)
 
     def capacity(self) -> int:
         """Images that can still join without passing max_batch_images (negative if an oversized job runs)."""
@@ -244,9 +263,12 @@ class BatchEngine:
 
     def _advance(self, lane: _Lane, report: StepReport) -> None:
         state, schedule = lane.state, lane.generator.schedule
+        # images that join already finished (img2img with strength 0) take no model evaluation
+        evaluated = state.done.count(False)
         try:
             advance(state, lane.denoiser, schedule)
-            report.batch_images.append(len(state))
+            if evaluated:
+                report.batch_images.append(evaluated)
             return
         except Exception as e:  # noqa: BLE001 - any model error: find the job that causes it
             # `advance` calls the model before it draws any noise or changes the state, so each job
@@ -257,6 +279,7 @@ class BatchEngine:
         parts: list[tuple[str, SamplerState]] = []
         for job_id, rows in self._rows_by_job(lane).items():
             sub = state.select(rows)
+            evaluated = sub.done.count(False)
             try:
                 advance(sub, lane.denoiser, schedule)
             except Exception as e:  # noqa: BLE001
@@ -265,7 +288,8 @@ class BatchEngine:
                     "model_error", f"sampling failed at step {job.step + 1} of {job.total} on {lane.ref}: "
                                    f"{type(e).__name__}: {e}")
                 continue
-            report.batch_images.append(len(sub))
+            if evaluated:
+                report.batch_images.append(evaluated)
             parts.append((job_id, sub))
         lane.state = SamplerState.concat([s for _, s in parts]) if parts else None
         lane.owners = [j for j, s in parts for _ in range(len(s))]
@@ -276,13 +300,16 @@ class BatchEngine:
         state, done, keep = lane.state, lane.state.done, []
         for job_id, rows in self._rows_by_job(lane).items():
             job = self._jobs[job_id]
-            job.step = min(state.progress(r)[0] for r in rows)
+            step = min(state.progress(r)[0] for r in rows)
+            moved, job.step = step != job.step, step
             report.progress[job_id] = (job.step, job.total)
+            idx = torch.tensor(rows, dtype=torch.long, device=state.x.device)
             if all(done[r] for r in rows):
-                idx = torch.tensor(rows, dtype=torch.long, device=state.x.device)
                 report.finished[job_id] = state.x[idx].cpu()
                 del self._jobs[job_id]
             else:
                 keep.extend(rows)
+                if job.preview_every and moved and job.step % job.preview_every == 0:
+                    report.previews[job_id] = state.x0[idx].cpu()
         if len(keep) < len(state):
             self._keep(lane, keep)

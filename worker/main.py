@@ -32,7 +32,7 @@ from rq.utils import as_text, now
 from rq.worker import SimpleWorker, WorkerStatus
 from torch import Tensor
 
-from service.jobs import JobStatus, job_key
+from service.jobs import JobStatus, job_key, record_inputs
 from service.settings import Settings
 from worker.engine import BatchEngine, JobError, JobFailed, UnknownModel
 from worker.recovery import Recovery
@@ -251,7 +251,7 @@ class BatchWorker(WaitsForRedis, SimpleWorker):
         self.running[job_id] = run
         model = record.get("model") or record["request"].get("model")
         try:
-            self.engine.add(job_id, model, record["request"])
+            self.engine.add(job_id, model, record["request"], record_inputs(record))
         except ValueError as e:
             self._end(run, JobStatus.FAILED, error=JobError(
                 "unknown_model" if isinstance(e, UnknownModel) else "invalid_request", str(e)))
@@ -289,7 +289,7 @@ class BatchWorker(WaitsForRedis, SimpleWorker):
         s = report.seconds
         self._step_seconds = s if self._step_seconds is None else 0.8 * self._step_seconds + 0.2 * s
         self.reporter.step(report)
-        self.reporter.progress(report.progress)
+        self.reporter.progress(report.progress, report.previews)
         self._retry_ends()
 
     def _end_canceled_and_timed_out(self) -> None:

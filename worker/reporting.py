@@ -3,6 +3,7 @@ webhook. Shared by the batching worker (worker.main) and the one-job task (worke
 
 from __future__ import annotations
 
+import base64
 import logging
 import math
 import time
@@ -35,6 +36,11 @@ def result_value(status: JobStatus, images: int = 0) -> dict[str, Any]:
     return {"status": status.value, "images": images}
 
 
+def grid_png(images: Tensor) -> bytes:
+    """The images [n, C, H, W] of one job as the PNG of grid.png (up to GRID_COLUMNS per row)."""
+    return png_bytes(make_grid(images.clamp(-1, 1), nrow=min(images.shape[0], GRID_COLUMNS)))
+
+
 class JobReporter:
     """Writes a job's progress and end into Redis; every `finish` moves the record once, and only the
     mover writes metrics and sends the webhook."""
@@ -52,12 +58,18 @@ class JobReporter:
         self.jobs.set_progress(job_id, 0, total)
         self._sent[job_id] = (time.monotonic(), 0)
 
-    def progress(self, progress: dict[str, tuple[int, int]]) -> None:
-        """Write the progress of each job that moved, at most once per PROGRESS_INTERVAL each."""
+    def progress(self, progress: dict[str, tuple[int, int]], previews: dict[str, Tensor] | None = None) -> None:
+        """Write the progress of each job that moved, at most once per PROGRESS_INTERVAL each; a job
+        with a preview (its images' current x_0 estimate) is written now, the preview in its event."""
         now = time.monotonic()
+        previews = previews or {}
         for job_id, (step, total) in progress.items():
             when, last = self._sent.get(job_id, (-math.inf, -1))
-            if step != last and (step == total or now - when >= PROGRESS_INTERVAL):
+            preview = previews.get(job_id)
+            if preview is not None:
+                self.jobs.set_progress(job_id, step, total, preview=base64.b64encode(grid_png(preview)).decode())
+                self._sent[job_id] = (now, step)
+            elif step != last and (step == total or now - when >= PROGRESS_INTERVAL):
                 self.jobs.set_progress(job_id, step, total)
                 self._sent[job_id] = (now, step)
 
@@ -72,7 +84,7 @@ class JobReporter:
         `succeeded` can fetch them at once)."""
         n = images.shape[0]
         files = {f"{i}.png": png_bytes(images[i]) for i in range(n)}
-        files["grid.png"] = png_bytes(make_grid(images.clamp(-1, 1), nrow=min(n, GRID_COLUMNS)))
+        files["grid.png"] = grid_png(images)
         self.results.put_many(job_id, files)
         seed = int(request["seed"])
         return self._end(job_id, JobStatus.SUCCEEDED, n, images=[{"index": i, "seed": seed + i} for i in range(n)])

@@ -18,7 +18,7 @@ from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 
 from model_store import ModelStore, ModelStoreError
-from service.jobs import JobStatus
+from service.jobs import JobStatus, record_inputs
 from service.settings import Settings
 from worker.engine import BatchEngine, JobError, JobFailed
 from worker.models import cached_generator, resolve_device
@@ -79,7 +79,7 @@ def _run(job: str, record: dict[str, Any], reporter: JobReporter, settings: Sett
         raise _fail(reporter, job, JobError("unknown_model", str(e))) from None
     engine = BatchEngine({generator.card.ref: generator}, worker_settings.max_batch_images)
     try:
-        engine.add(job, model, request)
+        engine.add(job, model, request, record_inputs(record))
     except ValueError as e:
         raise _fail(reporter, job, JobError("invalid_request", str(e))) from None
     reporter.started(job, engine.progress(job)[1])
@@ -90,7 +90,7 @@ def _run(job: str, record: dict[str, Any], reporter: JobReporter, settings: Sett
             return result_value(JobStatus.CANCELED)
         report = engine.step()
         reporter.step(report)
-        reporter.progress(report.progress)
+        reporter.progress(report.progress, report.previews)
         if job in report.failed:
             raise _fail(reporter, job, report.failed[job])
         if job in report.finished:

@@ -12,6 +12,7 @@ from rq.exceptions import InvalidJobOperation
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
+from imagegen.image_inputs import ImageInputs, decode_base64_png, resolve_image_inputs
 from imagegen.settings import API, InvalidField, Limits, resolve_settings
 from model_store import ModelCard
 from model_store.errors import InvalidModelNameError, UnknownModelError
@@ -51,14 +52,20 @@ def _root(request: Request) -> str:
 
 # --- submit --------------------------------------------------------------------------------------
 
-def normalize(backend: Backend, body: GenerateRequest) -> tuple[ModelCard, dict[str, Any]]:
-    """The generator and the request as the worker runs it (the record's `request`), or a 422."""
+def normalize(backend: Backend, body: GenerateRequest) -> tuple[ModelCard, dict[str, Any], ImageInputs]:
+    """The generator, the request as the worker runs it (the record's `request`) and its normalized
+    image inputs, or a 422."""
     card = find_generator(backend.store, backend.settings, body.model)
     limits = Limits(max_images=backend.settings.max_images_per_job, max_steps=backend.settings.max_steps)
     try:
         s = resolve_settings(card, class_label=body.class_label, num_images=body.num_images, guidance=body.guidance,
                              guidance_scale=body.guidance_scale, sampler=body.sampler, steps=body.steps, eta=body.eta,
-                             seed=body.seed, vocab=API, limits=limits)
+                             seed=body.seed, strength=body.strength, resample_steps=body.resample_steps, vocab=API,
+                             limits=limits)
+        init_image = None if body.init_image is None else decode_base64_png(body.init_image, "init_image")
+        mask = None if body.mask is None else decode_base64_png(body.mask, "mask")
+        inputs = resolve_image_inputs(card, init_image, mask, strength=s.strength, resample_steps=s.resample_steps,
+                                      resize=bool(body.resize))
     except InvalidField as e:
         raise invalid([{"field": e.field, "message": e.reason}]) from None
     if s.guidance == "classifier":
@@ -72,8 +79,9 @@ def normalize(backend: Backend, body: GenerateRequest) -> tuple[ModelCard, dict[
                                                             f"{card.ref} is not installed; use guidance cfg"}])
     request = {"model": card.ref, "class_label": s.class_label, "num_images": s.num_images, "guidance": s.guidance,
                "guidance_scale": s.guidance_scale, "sampler": s.sampler, "steps": s.steps, "eta": s.eta,
-               "seed": s.seed}
-    return card, request
+               "seed": s.seed, "strength": s.strength, "resample_steps": s.resample_steps,
+               "previews": bool(body.previews), **inputs.refs()}
+    return card, request, inputs
 
 
 def _fingerprint(body: GenerateRequest) -> str:
@@ -118,14 +126,17 @@ def _replay(backend: Backend, job_id: str) -> dict[str, Any]:
 
 
 def create_and_enqueue(backend: Backend, job_id: str, card: ModelCard, request: dict[str, Any],
-                       webhook_url: str | None, owner: str | None = None) -> dict[str, Any]:
+                       webhook_url: str | None, owner: str | None = None,
+                       inputs: ImageInputs | None = None) -> dict[str, Any]:
     """Write the record and the RQ job in one MULTI/EXEC: both exist or neither does, so no crash
     can leave a queued record that no worker will ever see (or an RQ job with no record)."""
     settings = backend.settings
+    inputs = inputs or ImageInputs()
     pipe = backend.redis.pipeline(transaction=True)
     pipe.multi()
-    record = JobStore(pipe, result_ttl=settings.result_ttl).create(job_id, model=card.ref, request=request,
-                                                                    webhook_url=webhook_url, owner=owner)
+    record = JobStore(pipe, result_ttl=settings.result_ttl).create(
+        job_id, model=card.ref, request=request, webhook_url=webhook_url, owner=owner, inputs=inputs.encoded(),
+        notes=inputs.notes)
     backend.queue.enqueue_call(func=TASK, kwargs={"job": job_id}, job_id=job_id, timeout=settings.job_timeout,
                                result_ttl=settings.result_ttl, failure_ttl=settings.result_ttl, pipeline=pipe)
     pipe.execute()
@@ -145,7 +156,7 @@ def check_queue_depth(backend: Backend) -> None:
 def submit(backend: Backend, body: GenerateRequest, idempotency_key: str | None,
            owner: str | None = None) -> dict[str, Any]:
     """Validate, then create and enqueue the job (or find the one this Idempotency-Key made)."""
-    card, request = normalize(backend, body)
+    card, request, inputs = normalize(backend, body)
     job_id = new_job_id()
     if idempotency_key is not None:
         existing = _claim(backend, _idem_key(owner, idempotency_key), _fingerprint(body), job_id)
@@ -154,7 +165,7 @@ def submit(backend: Backend, body: GenerateRequest, idempotency_key: str | None,
     try:
         check_queue_depth(backend)
         webhook_url = None if body.webhook_url is None else str(body.webhook_url)
-        return create_and_enqueue(backend, job_id, card, request, webhook_url, owner)
+        return create_and_enqueue(backend, job_id, card, request, webhook_url, owner, inputs)
     except BaseException:
         if idempotency_key is not None:
             # the job was not made: a retry with this key must make it, not find nothing

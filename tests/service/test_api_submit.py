@@ -24,7 +24,8 @@ def test_submit_answers_202_with_location_and_a_queued_document(client, redis, q
     assert doc["model"] == "fashion-mnist@1"
     # the card's defaults (tests/stores.py CARD_DEFAULTS), the class name resolved
     assert doc["request"] == {"class_label": 7, "num_images": 2, "guidance": "cfg", "guidance_scale": 2.0,
-                              "sampler": "ddim", "steps": 4, "eta": 0.0, "seed": 42}
+                              "sampler": "ddim", "steps": 4, "eta": 0.0, "seed": 42, "strength": 1.0,
+                              "resample_steps": 1, "previews": False, "init_image": None, "mask": None}
     assert doc["progress"] is None and doc["images"] == [] and doc["grid_url"] is None and doc["error"] is None
     assert doc["created_at"].endswith("Z") and doc["started_at"] is None and doc["finished_at"] is None
 
@@ -85,7 +86,7 @@ INVALID = [
     ({"class_label": None, "guidance": "classifier"}, "guidance", ["needs a class"]),
     ({"class_label": 1, "webhook_url": "ftp://x"}, "webhook_url", ["URL"]),
     ({"class_label": 1, "stepz": 5}, "stepz", ["unknown field", "steps"]),
-    ({"class_label": 1, "init_image": "aGk="}, "init_image", ["unknown field"]),
+    ({"class_label": 1, "init_image": "aGk="}, "init_image", ["must be a PNG image"]),
 ]
 
 

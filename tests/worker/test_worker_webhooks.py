@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from service.schemas import JobDocument
 from service.webhooks import verify
 from worker.documents import render
 from worker.webhooks import WebhookSender
@@ -40,8 +41,9 @@ def test_delivery_gives_up_after_max_attempts():
 
 def test_the_document_has_the_shape_of_get_jobs_id():
     doc = render(RECORD)
-    assert set(doc) == {"id", "status", "model", "request", "queue_position", "progress", "created_at",
-                        "started_at", "finished_at", "images", "grid_url", "error"}
+    # every field of the API's schema, and nothing else
+    assert set(doc) == set(JobDocument.model_fields)
+    assert doc["notes"] == []
     assert doc["request"] == {"class_label": 7, "num_images": 2, "seed": 5} and doc["queue_position"] is None
     assert doc["images"][1] == {"index": 1, "seed": 6, "url": "/jobs/j1/images/1.png"}
     assert doc["grid_url"] == "/jobs/j1/grid.png"
