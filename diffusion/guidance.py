@@ -20,6 +20,39 @@ class Conditioning:
 
 
 @dataclass
+class GuidancePlan:
+    """Which rows the forward pass needs, worked out on the host from what each row asked for, so
+    that the denoiser never waits on the device to learn it (`nonzero` and `any` would sync)."""
+
+    rows_c: torch.Tensor  # long: rows that need the conditional prediction
+    rows_u: torch.Tensor  # long: rows that need the unconditional prediction
+    both: torch.Tensor  # long: rows that need both (CFG-combined)
+    classifier_rows: torch.Tensor  # long: rows guided by the classifier's gradient
+
+    @staticmethod
+    def lists(class_label: list[int | None], guidance_scale: list[float],
+              classifier: list[bool]) -> dict[str, list[int]]:
+        """The plan's rows as host lists, from each row's class (None = unconditional), scale and method."""
+        # the rule of `from_conditioning`, row by row
+        is_null = [y is None or (not c and s == 0) for y, s, c in zip(class_label, guidance_scale, classifier)]
+        need_u = [n or (not c and s != 1) for n, s, c in zip(is_null, guidance_scale, classifier)]
+        return {"rows_c": [i for i, n in enumerate(is_null) if not n],
+                "rows_u": [i for i, u in enumerate(need_u) if u],
+                "both": [i for i, (n, u) in enumerate(zip(is_null, need_u)) if u and not n],
+                "classifier_rows": [i for i, c in enumerate(classifier) if c]}
+
+    @classmethod
+    def from_conditioning(cls, cond: Conditioning, null_class: int) -> "GuidancePlan":
+        """The plan read off the device tensors (this syncs; the driver loop passes its own)."""
+        y, s = cond.class_label, cond.guidance_scale
+        is_null = (y == null_class) | (~cond.classifier & (s == 0))
+        need_c = ~is_null
+        need_u = is_null | (~cond.classifier & (s != 1))
+        rows = lambda m: m.nonzero().squeeze(1)  # noqa: E731
+        return cls(rows(need_c), rows(need_u), rows(need_c & need_u), rows(cond.classifier))
+
+
+@dataclass
 class GuidedPrediction:
     eps: torch.Tensor  # [B, C, H, W]: the (CFG-combined) noise prediction
     # [B, C, H, W]: s * grad_x log p(y | x_t) for classifier-guided rows (zero elsewhere);
@@ -50,35 +83,35 @@ class GuidedDenoiser:
         self.clip_x0 = clip_x0
 
     @torch.no_grad()
-    def __call__(self, x: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> GuidedPrediction:
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, cond: Conditioning,
+                 plan: GuidancePlan | None = None) -> GuidedPrediction:
+        if plan is None:
+            plan = GuidancePlan.from_conditioning(cond, self.null_class)
         y, s = cond.class_label, cond.guidance_scale
-        null = torch.full_like(y, self.null_class)
-        is_null = (y == self.null_class) | (~cond.classifier & (s == 0))
-        # which rows need the conditional and which the unconditional prediction
-        need_c = ~is_null
-        need_u = is_null | (~cond.classifier & (s != 1))
-        rows_c, rows_u = need_c.nonzero().squeeze(1), need_u.nonzero().squeeze(1)
+        rows_c, rows_u = plan.rows_c, plan.rows_u
         n_c = rows_c.numel()
         out = self.model(
             torch.cat([x[rows_c], x[rows_u]]),
             torch.cat([t[rows_c], t[rows_u]]),
-            torch.cat([y[rows_c], null[rows_u]]),
+            torch.cat([y[rows_c], torch.full_like(rows_u, self.null_class)]),
         ).float()
-        eps_c = torch.zeros_like(x, dtype=out.dtype)
-        eps_u = torch.zeros_like(x, dtype=out.dtype)
-        eps_c[rows_c], eps_u[rows_u] = out[:n_c], out[n_c:]
-        both = need_c & need_u
-        eps = torch.where(need_c.view(-1, 1, 1, 1), eps_c, eps_u)
-        if both.any():
-            eps[both] = cfg_combine(eps_u[both], eps_c[both], s[both].float())
-        grad = self._classifier_grad(x, t, y, s, cond.classifier) if cond.classifier.any() else None
+        # a row takes its conditional prediction if it has one, else its unconditional one; rows that
+        # have both are then CFG-combined
+        eps = torch.empty_like(x, dtype=out.dtype)
+        eps[rows_u] = out[n_c:]
+        eps[rows_c] = out[:n_c]
+        if plan.both.numel():
+            both = plan.both
+            pos_c = torch.searchsorted(rows_c, both)
+            pos_u = torch.searchsorted(rows_u, both)
+            eps[both] = cfg_combine(out[n_c:][pos_u], out[:n_c][pos_c], s[both].float())
+        grad = self._classifier_grad(x, t, y, s, plan.classifier_rows) if plan.classifier_rows.numel() else None
         return GuidedPrediction(eps=eps, grad=grad)
 
-    def _classifier_grad(self, x, t, y, s, rows_mask) -> torch.Tensor:
-        """Dhariwal & Nichol 2021, Alg. 1 and 2: s * grad_x log p_phi(y | x_t, t) per row."""
+    def _classifier_grad(self, x, t, y, s, rows) -> torch.Tensor:
+        """Dhariwal & Nichol 2021, Alg. 1 and 2: s * grad_x log p_phi(y | x_t, t) per row (zero elsewhere)."""
         if self.classifier is None:
             raise ValueError("classifier guidance asked for, but this model has no guidance classifier")
-        rows = rows_mask.nonzero().squeeze(1)
         grad = torch.zeros_like(x, dtype=torch.float32)
         with torch.enable_grad():
             xr = x[rows].detach().float().requires_grad_(True)

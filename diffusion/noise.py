@@ -27,4 +27,8 @@ def stacked_randn(streams: list[ImageNoise], shape: tuple[int, ...], device: tor
     """One draw of `shape` from each stream, stacked along a new first dimension."""
     if not streams:
         return torch.empty((0, *shape), device=device)
-    return torch.stack([s.randn(shape) for s in streams]).to(device)
+    draws = torch.stack([s.randn(shape) for s in streams])
+    if torch.device(device).type == "cuda":
+        # pinned and asynchronous: a pageable copy would wait for the device's queued work
+        return draws.pin_memory().to(device, non_blocking=True)
+    return draws.to(device)

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from diffusion.conditioning import (image_inputs, inpaint_noise, keep_known, noised_start,
                                     renoise, strength_timesteps)
-from diffusion.guidance import Conditioning, GuidedDenoiser
+from diffusion.guidance import Conditioning, GuidancePlan, GuidedDenoiser
 from diffusion.names import GUIDANCE_KINDS, MAX_RESAMPLE_STEPS, MAX_SEED, SAMPLERS
 from diffusion.noise import ImageNoise, stacked_randn
 from diffusion.samplers import (ddim_step, ddpm_step, dpmpp_2m_step, euler_step, heun_corrector, heun_predictor,
@@ -182,87 +182,116 @@ def clip_eps(x: Tensor, eps: Tensor, ab: Tensor) -> Tensor:
     return (x - ab.sqrt() * x0) / (1 - ab).sqrt()
 
 
+def device_ints(device: torch.device, lists: dict[str, list[int]]) -> dict[str, Tensor]:
+    """Host lists of ints as long tensors on `device`, in ONE transfer that does not wait on the
+    device: packed into one pinned buffer and copied asynchronously (a plain torch.tensor(...,
+    device=cuda) from pageable memory synchronizes with every kernel queued before it)."""
+    flat = torch.tensor([v for values in lists.values() for v in values], dtype=torch.long)
+    if device.type == "cuda":
+        flat = flat.pin_memory().to(device, non_blocking=True)
+    else:
+        flat = flat.to(device)
+    return dict(zip(lists, flat.split([len(v) for v in lists.values()])))
+
+
 def advance(state: SamplerState, denoiser: GuidedDenoiser, schedule: NoiseSchedule) -> None:
     """One model evaluation for every unfinished image of `state`, then each image's sampler update;
-    an inpainted image then gets its kept region back, and may jump back to take the step again."""
+    an inpainted image then gets its kept region back, and may jump back to take the step again.
+
+    Every decision is made on the host from the state's lists, and every index the device needs
+    goes over in one transfer: the loop never waits on the device (until a caller reads a result)."""
     rows = [i for i, d in enumerate(state.done) if not d]
     if not rows:
         return
     dev = state.x.device
-    t_cur = [state.timesteps[i][state.index[i]] for i in range(len(state))]
-    t_next = [state.timesteps[i][state.index[i] + 1] if not d else CLEAN for i, d in enumerate(state.done)]
-    t_prev = [state.timesteps[i][max(state.index[i] - 1, 0)] for i in range(len(state))]
-    t_eval = [tn if st == 1 else tc for tc, tn, st in zip(t_cur, t_next, state.stage)]
+    specs = [state.specs[i] for i in rows]
+    # per position k in `rows`: the image's timestep now, next and before, and where the model evaluates
+    t_cur = [state.timesteps[i][state.index[i]] for i in rows]
+    t_next = [state.timesteps[i][state.index[i] + 1] for i in rows]
+    t_prev = [state.timesteps[i][max(state.index[i] - 1, 0)] for i in rows]
+    t_eval = [tn if state.stage[i] == 1 else tc for i, tc, tn in zip(rows, t_cur, t_next)]
+    groups = {name: [k for k, sp in enumerate(specs) if sp.sampler == name] for name in SAMPLERS}
+    heun_pred = [k for k in groups["heun"] if state.stage[rows[k]] == 0]
+    heun_corr = [k for k in groups["heun"] if state.stage[rows[k]] == 1]
+    ddim_noisy = [k for k in groups["ddim"] if specs[k].eta > 0]
+    plan = GuidancePlan.lists([sp.class_label for sp in specs], [sp.guidance_scale for sp in specs],
+                              [sp.guidance == "classifier" for sp in specs])
+    ix = device_ints(dev, {
+        "rows": rows, "t_cur": t_cur, "t_next": t_next, "t_prev": t_prev, "t_eval": t_eval, **plan,
+        **{f"group_{name}": g for name, g in groups.items()}, "heun_pred": heun_pred, "heun_corr": heun_corr,
+        # positions within the ddim group of its stochastic rows
+        "ddim_noisy": [groups["ddim"].index(k) for k in ddim_noisy],
+        "not_ddpm": [int(sp.sampler != "ddpm") for sp in specs],
+        # dpmpp_2m: a first-order step on the first step, and on every repeat of a resampled one (a
+        # resampled step starts from a re-noised x_t, off the path the history x0_prev lies on; the
+        # last repeat's x0 is then the history of the next step, which does start from its x_t)
+        "dpmpp_first": [int(state.index[rows[k]] == 0 or state.repeat[rows[k]] > 0) for k in groups["dpmpp_2m"]],
+    })
+    r = ix["rows"]
+    all_rows = len(rows) == len(state)
+    pick = (lambda v: v) if all_rows else (lambda v: v[r])  # noqa: E731 - no gather when every row moves
 
-    r = torch.tensor(rows, dtype=torch.long, device=dev)
-    tt = lambda ts: torch.tensor([ts[i] for i in rows], dtype=torch.long, device=dev)  # noqa: E731
-    t_eval_r = tt(t_eval)
-    cond = Conditioning(state.class_label[r], state.guidance_scale[r], state.classifier[r])
-    pred = denoiser(state.x[r], t_eval_r, cond)
+    cond = Conditioning(pick(state.class_label), pick(state.guidance_scale), pick(state.classifier))
+    x = pick(state.x)
+    pred = denoiser(x, ix["t_eval"], cond, GuidancePlan(ix["rows_c"], ix["rows_u"], ix["both"], ix["classifier_rows"]))
     eps, grad = pred.eps, pred.grad
+    ab_eval = _col(schedule.alpha_bar(ix["t_eval"]))
     if grad is not None:
         # the score shift of ADM Alg. 2 for every sampler but DDPM, which shifts its mean instead
-        not_ddpm = torch.tensor([state.specs[i].sampler != "ddpm" for i in rows], device=dev)
-        shift = (1 - schedule.alpha_bar(t_eval_r)).sqrt()
-        eps = eps - _col(not_ddpm * shift) * grad
-    ab_eval = _col(schedule.alpha_bar(t_eval_r))
+        eps = eps - _col(ix["not_ddpm"] * (1 - ab_eval.view(-1)).sqrt()) * grad
     if denoiser.clip_x0:
-        eps = clip_eps(state.x[r], eps, ab_eval)
+        eps = clip_eps(x, eps, ab_eval)
     # the clean image this evaluation predicts (previews); an inpainted image keeps its known region
-    x0 = predict_x0(state.x[r], eps, ab_eval)
-    state.x0[r] = torch.where(state.regenerate[r], x0, state.init[r])
+    x0 = torch.where(pick(state.regenerate), predict_x0(x, eps, ab_eval), pick(state.init))
 
-    ab_s, ab_t, ab_prev = (_col(schedule.alpha_bar(tt(ts))) for ts in (t_cur, t_next, t_prev))
-    x = state.x[r]
-    new_x, new_start, new_memo = x.clone(), state.x_start[r].clone(), state.memo[r].clone()
+    ab_s, ab_t, ab_prev = (_col(schedule.alpha_bar(ix[name])) for name in ("t_cur", "t_next", "t_prev"))
+    new_x, new_start, new_memo = x.clone(), pick(state.x_start).clone(), pick(state.memo).clone()
+    shape = tuple(x.shape[1:])
 
     for name in SAMPLERS:
-        g = [k for k, i in enumerate(rows) if state.specs[i].sampler == name]
+        g = groups[name]
         if not g:
             continue
-        gi = torch.tensor(g, dtype=torch.long, device=dev)
+        gi = ix[f"group_{name}"]
         gx, geps, gs, gt = x[gi], eps[gi], ab_s[gi], ab_t[gi]
         if name == "ddpm":
-            z = stacked_randn([state.noise[rows[k]] for k in g], tuple(x.shape[1:]), dev)
+            z = stacked_randn([state.noise[rows[k]] for k in g], shape, dev)
             new_x[gi] = ddpm_step(gx, geps, gs, gt, z, None if grad is None else grad[gi])
         elif name == "ddim":
-            stochastic = [k for k in g if state.specs[rows[k]].eta > 0]
             z = torch.zeros_like(gx)
-            if stochastic:
-                pos = torch.tensor([g.index(k) for k in stochastic], dtype=torch.long, device=dev)
-                z[pos] = stacked_randn([state.noise[rows[k]] for k in stochastic], tuple(x.shape[1:]), dev)
-            new_x[gi] = ddim_step(gx, geps, gs, gt, _col(state.eta[r][gi]), z)
+            if ddim_noisy:
+                z[ix["ddim_noisy"]] = stacked_randn([state.noise[rows[k]] for k in ddim_noisy], shape, dev)
+            new_x[gi] = ddim_step(gx, geps, gs, gt, _col(pick(state.eta)[gi]), z)
         elif name == "euler":
             new_x[gi] = euler_step(gx, geps, gs, gt)
         elif name == "dpmpp_2m":
-            # a resampled step starts from a re-noised x_t, off the path the history x0_prev lies on:
-            # its repeats are first order (DPM-Solver++(1), i.e. DDIM); the last repeat's x0 is then
-            # the history of the next step, which does start from that repeat's x_t
-            first = torch.tensor([state.index[rows[k]] == 0 or state.repeat[rows[k]] > 0 for k in g], device=dev)
-            new_x[gi], new_memo[gi] = dpmpp_2m_step(gx, geps, gs, gt, ab_prev[gi], new_memo[gi], _col(first))
+            new_x[gi], new_memo[gi] = dpmpp_2m_step(gx, geps, gs, gt, ab_prev[gi], new_memo[gi],
+                                                    _col(ix["dpmpp_first"].bool()))
         elif name == "heun":
             # predictor rows: an Euler step; on the last step (to sigma = 0) that is the whole step
-            pred_rows = [k for k in g if state.stage[rows[k]] == 0]
-            corr_rows = [k for k in g if state.stage[rows[k]] == 1]
-            if pred_rows:
-                pi = torch.tensor(pred_rows, dtype=torch.long, device=dev)
+            if heun_pred:
+                pi = ix["heun_pred"]
                 x_t, d = heun_predictor(x[pi], eps[pi], ab_s[pi], ab_t[pi])
                 new_start[pi], new_memo[pi], new_x[pi] = x[pi], d, x_t
-            if corr_rows:
-                ci = torch.tensor(corr_rows, dtype=torch.long, device=dev)
-                new_x[ci] = heun_corrector(state.x_start[r][ci], state.memo[r][ci], eps[ci], ab_s[ci], ab_t[ci])
+            if heun_corr:
+                ci = ix["heun_corr"]
+                new_x[ci] = heun_corrector(pick(state.x_start)[ci], pick(state.memo)[ci], eps[ci], ab_s[ci], ab_t[ci])
         else:  # pragma: no cover - SAMPLERS and this dispatch are kept in step by tests
             raise AssertionError(name)
 
     # a step is complete unless heun's corrector is still to come; only then is it inpainted
-    complete = [not (state.specs[i].sampler == "heun" and state.stage[i] == 0 and t_next[i] != CLEAN) for i in rows]
-    jump = [c and state.inpaint[i] and t_next[i] != CLEAN and state.repeat[i] + 1 < state.specs[i].resample_steps
-            for c, i in zip(complete, rows)]
+    complete = [not (sp.sampler == "heun" and state.stage[i] == 0 and tn != CLEAN)
+                for sp, i, tn in zip(specs, rows, t_next)]
+    jump = [c and state.inpaint[i] and tn != CLEAN and state.repeat[i] + 1 < sp.resample_steps
+            for c, i, tn, sp in zip(complete, rows, t_next, specs)]
     inpainted = [k for k, (c, i) in enumerate(zip(complete, rows)) if c and state.inpaint[i]]
     if inpainted:
         _inpaint_step(state, rows, inpainted, [k for k, j in enumerate(jump) if j], new_x, ab_s, ab_t, t_next)
 
-    state.x[r], state.x_start[r], state.memo[r] = new_x, new_start, new_memo
+    if all_rows:
+        state.x, state.x_start, state.memo, state.x0 = new_x, new_start, new_memo, x0
+    else:
+        state.x[r], state.x_start[r], state.memo[r], state.x0[r] = new_x, new_start, new_memo, x0
     for c, j, i in zip(complete, jump, rows):
         if not c:
             state.stage[i] = 1
@@ -275,21 +304,20 @@ def advance(state: SamplerState, denoiser: GuidedDenoiser, schedule: NoiseSchedu
 
 def _inpaint_step(state: SamplerState, rows: list[int], inpainted: list[int], jumps: list[int], new_x: Tensor,
                   ab_s: Tensor, ab_t: Tensor, t_next: list[int]) -> None:
-    """Put the kept region back into the complete steps `inpainted` (positions in `rows`) of `new_x`,
-    then re-noise the `jumps` among them back to the step's start (RePaint). Noise comes from each
-    image's inpainting stream: the kept region's eps', then the jump's z."""
+    """Put the kept region back into the complete steps `inpainted` (positions in `rows`, like
+    `t_next`) of `new_x`, then re-noise the `jumps` among them back to the step's start (RePaint).
+    Noise comes from each image's inpainting stream: the kept region's eps', then the jump's z."""
     dev, shape = new_x.device, tuple(new_x.shape[1:])
-    ki = torch.tensor(inpainted, dtype=torch.long, device=dev)
-    ri = torch.tensor([rows[k] for k in inpainted], dtype=torch.long, device=dev)
-    eps = torch.zeros((len(inpainted), *shape), device=dev)
     # at t' = CLEAN the kept region is the input itself, with no noise to draw
-    noisy = [p for p, k in enumerate(inpainted) if t_next[rows[k]] != CLEAN]
+    noisy = [p for p, k in enumerate(inpainted) if t_next[k] != CLEAN]
+    ix = device_ints(dev, {"k": inpainted, "r": [rows[k] for k in inpainted], "noisy": noisy, "jumps": jumps})
+    ki, ri = ix["k"], ix["r"]
+    eps = torch.zeros((len(inpainted), *shape), device=dev)
     if noisy:
-        eps[torch.tensor(noisy, dtype=torch.long, device=dev)] = stacked_randn(
-            [state.inpaint_noise[rows[inpainted[p]]] for p in noisy], shape, dev)
+        eps[ix["noisy"]] = stacked_randn([state.inpaint_noise[rows[inpainted[p]]] for p in noisy], shape, dev)
     new_x[ki] = keep_known(new_x[ki], state.init[ri], state.regenerate[ri], ab_t[ki], eps)
     if jumps:
-        ji = torch.tensor(jumps, dtype=torch.long, device=dev)
+        ji = ix["jumps"]
         z = stacked_randn([state.inpaint_noise[rows[k]] for k in jumps], shape, dev)
         new_x[ji] = renoise(new_x[ji], ab_s[ji], ab_t[ji], z)
 

@@ -60,6 +60,13 @@ class NoiseSchedule:
         alpha_bar = np.cumprod(1.0 - betas)
         # index T holds the clean image, so that t = CLEAN (-1) wraps onto it
         self._alpha_bar = torch.from_numpy(np.append(alpha_bar, 1.0))
+        self._tables: dict[torch.device, torch.Tensor] = {}  # _alpha_bar per device, copied once
+
+    def _table(self, device: torch.device) -> torch.Tensor:
+        # a lookup must not copy the table to the device each time: that copy would wait on the device
+        if device not in self._tables:
+            self._tables[device] = self._alpha_bar.to(device)
+        return self._tables[device]
 
     @property
     def alphas_cumprod(self) -> torch.Tensor:
@@ -68,8 +75,7 @@ class NoiseSchedule:
 
     def alpha_bar(self, t: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """alpha_bar_t per element of `t` (long, CLEAN allowed), on `t`'s device."""
-        table = self._alpha_bar.to(t.device)
-        return table[t.long()].to(dtype)
+        return self._table(t.device)[t.long()].to(dtype)
 
     def sigma(self, t: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """sigma_t = sqrt((1 - alpha_bar) / alpha_bar), the noise level of x_t / sqrt(alpha_bar)."""
