@@ -1,7 +1,11 @@
 // The imagegen playground: plain ES2020 modules, no framework, nothing from another host. This one
 // holds the form and a job's life from submit to images; api.js talks to the API (relative URLs, so
 // the page works wherever the API is mounted), results.js shows images, history.js keeps this
-// browser's jobs, quality.js draws the model card.
+// browser's jobs, quality.js draws the model card, image.js is the form's Image section (a picture to
+// start from and a mask painted over it; png.js encodes them).
+//
+// Previews: the page asks for them (the checkbox, on by default) and shows each one the event stream
+// brings under the progress bar while the job runs; the final images replace it.
 //
 // Seeds go up to 2**63-1, past the range a JS number holds exactly: the page always sends a seed
 // (rolling one when the field is empty), keeps it as a digit string, and writes it into the JSON
@@ -9,6 +13,7 @@
 
 import { TERMINAL, call, jobPath, url } from "./api.js";
 import { remember, renderHistory, saveHistory } from "./history.js";
+import { imageFields, setImageModel, setupImage } from "./image.js";
 import { renderQuality } from "./quality.js";
 import { showResults } from "./results.js";
 
@@ -87,6 +92,7 @@ function applyModel() {
   showScale();
   showEta();
   showSampler();
+  setImageModel(info);
   $("quality-model").value = info.ref;
   if (!$("panel-quality").hidden) loadQuality();
 }
@@ -114,6 +120,8 @@ function requestBody() {
   numberField(fields, "steps");
   numberField(fields, "num_images");
   if (fields.sampler === "ddim") fields.eta = Number($("eta").value);
+  Object.assign(fields, imageFields());
+  fields.previews = $("previews").checked;
   let seed = $("seed").value.trim();
   if (seed === "" || seed === "-1") seed = randomSeed(); // -1: "random", as in A1111
   const digits = /^\d+$/.test(seed);
@@ -124,11 +132,14 @@ function requestBody() {
 
 function fields() { return [...document.querySelectorAll("#form .field[data-field]")]; }
 
+// the control an error is about: the mask's is its canvas, which comes before its brush slider
+const CONTROL = "input, select, canvas[tabindex]";
+
 function clearErrors() {
   for (const box of fields()) {
     box.classList.remove("invalid");
     box.querySelector(".error").textContent = "";
-    const control = box.querySelector("input, select");
+    const control = box.querySelector(CONTROL);
     if (control) control.removeAttribute("aria-invalid");
   }
   $("form-error").textContent = "";
@@ -142,14 +153,14 @@ function showProblem(error) {
   let first = null;
   for (const { field, message } of errors) {
     const box = document.querySelector(`#form .field[data-field="${CSS.escape(field)}"]`);
-    if (!box || box.hidden) {
+    if (!box || box.closest("[hidden]")) {
       elsewhere.push(`${field}: ${message}`);
       continue;
     }
     box.classList.add("invalid");
     const out = box.querySelector(".error");
     out.textContent = out.textContent ? `${out.textContent}; ${message}` : message;
-    const control = box.querySelector("input, select");
+    const control = box.querySelector(CONTROL);
     control.setAttribute("aria-invalid", "true");
     first = first || control;
   }
@@ -207,6 +218,22 @@ function showQueued(doc) {
   $("progress").removeAttribute("value"); // indeterminate while waiting
 }
 
+/** A preview (a base64 PNG grid of the images forming) under the progress bar. */
+function showPreview(job, progress) {
+  job.previews += 1;
+  $("preview-img").src = `data:image/png;base64,${progress.preview}`;
+  $("preview-img").alt = `Preview of the images at step ${progress.step} of ${progress.total}`;
+  $("preview-caption").textContent = `Preview, step ${progress.step} of ${progress.total}`;
+  $("preview").dataset.step = String(progress.step);
+  $("preview").hidden = false;
+}
+
+function hidePreview() {
+  $("preview").hidden = true;
+  $("preview-img").removeAttribute("src");
+  delete $("preview").dataset.step;
+}
+
 function showProgress(progress) {
   if (!progress || !progress.total) return;
   setStatus("running", `Running: step ${progress.step} of ${progress.total}.`);
@@ -221,6 +248,8 @@ async function submit(event) {
   const body = requestBody();
   setBusy(true);
   $("cancel").hidden = true;
+  hidePreview();
+  $("notes").hidden = true;
   setStatus("submitting", "Submitting…");
   let doc;
   try {
@@ -231,7 +260,8 @@ async function submit(event) {
     showProblem(e);
     return;
   }
-  const job = { id: doc.id, seed: body.seed, done: false, streaming: false, events: null, timer: null, polling: false };
+  const job = { id: doc.id, seed: body.seed, done: false, streaming: false, events: null, timer: null, polling: false,
+    previews: 0 };
   state.job = job;
   $("job").dataset.job = job.id;
   $("cancel").hidden = false;
@@ -246,7 +276,9 @@ function follow(job) {
   events.addEventListener("progress", (e) => {
     if (job.done) return;
     job.streaming = true;
-    showProgress(JSON.parse(e.data));
+    const progress = JSON.parse(e.data);
+    showProgress(progress);
+    if (progress.preview) showPreview(job, progress);
   });
   events.addEventListener("end", (e) => finish(job, JSON.parse(e.data)));
   events.onerror = () => {
@@ -306,7 +338,11 @@ function finish(job, doc) {
   const entry = historyEntry(job, doc);
   if (entry) { remember(entry); listHistory(); }
   const took = seconds(doc);
+  const notes = Array.isArray(doc.notes) ? doc.notes : [];
+  $("notes").textContent = notes.length ? `Note: ${notes.join("; ")}.` : "";
+  $("notes").hidden = notes.length === 0;
   if (doc.status === "succeeded") {
+    hidePreview(); // the final images replace it
     $("progress").max = 1;
     $("progress").value = 1;
     setStatus("succeeded", `Done: ${doc.images.length} ${doc.images.length === 1 ? "image" : "images"}`
@@ -315,6 +351,7 @@ function finish(job, doc) {
   } else if (doc.status === "canceled") {
     const p = doc.progress;
     setStatus("canceled", `Job canceled${p && p.total ? ` at step ${p.step} of ${p.total}` : ""}.`);
+    if (!$("preview").hidden) $("preview-caption").textContent += " (the last one before the job ended)";
   } else {
     setStatus("failed", `Job failed: ${doc.error ? doc.error.message : "unknown error"}`);
   }
@@ -328,7 +365,8 @@ function historyEntry(job, doc) {
     id: doc.id, model: doc.model, status: doc.status, finishedAt: doc.finished_at || new Date().toISOString(),
     className: r.class_label === null ? "unconditional" : info ? info.class_names[r.class_label] : `class ${r.class_label}`,
     request: { class_label: r.class_label, num_images: r.num_images, guidance: r.guidance, guidance_scale: r.guidance_scale,
-      sampler: r.sampler, steps: r.steps, eta: r.eta, seed: job.seed },
+      sampler: r.sampler, steps: r.steps, eta: r.eta, seed: job.seed,
+      strength: r.init_image ? r.strength : null, inpainting: Boolean(r.mask) },
     images: (doc.images || []).map((im) => im.index),
   };
 }
@@ -406,6 +444,7 @@ async function loadQuality() {
 
 async function start() {
   $("form").addEventListener("submit", submit);
+  setupImage();
   $("model").addEventListener("change", () => { clearErrors(); applyModel(); });
   $("sampler").addEventListener("change", showSampler);
   $("guidance_scale").addEventListener("input", showScale);

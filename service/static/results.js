@@ -14,7 +14,9 @@ export function button(text, onClick, attrs = {}) {
 
 export function describe(entry) {
   const r = entry.request;
-  return `${entry.className} · ${entry.model} · ${r.sampler} ${r.steps} steps · ${r.guidance} ${Number(r.guidance_scale).toFixed(1)}`;
+  const image = r.inpainting ? ` · inpainting, strength ${Number(r.strength).toFixed(2)}`
+    : r.strength !== null && r.strength !== undefined ? ` · img2img, strength ${Number(r.strength).toFixed(2)}` : "";
+  return `${entry.className} · ${entry.model} · ${r.sampler} ${r.steps} steps · ${r.guidance} ${Number(r.guidance_scale).toFixed(1)}${image}`;
 }
 
 export function imageSeed(entry, index) { return (BigInt(entry.request.seed) + BigInt(index)).toString(); }
