@@ -63,7 +63,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_image_arguments(p: argparse.ArgumentParser) -> None:
-    """The img2img and inpainting flags, shared with `imagegen submit`."""
+    """The img2img and inpainting flags (`imagegen submit` has the same ones, checked by the server)."""
     p.add_argument("--init-image", metavar="PATH", default=None,
                    help="img2img / inpainting: a PNG to start from, of the model's size and channels "
                         "(else see --resize)")
