@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import sys
+import time
 
 from model_store import ModelStore, ModelStoreError
 from service.settings import Settings
@@ -41,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from redis import Redis
 
+    from worker.accel import AccelConfig
     from worker.engine import BatchEngine
     from worker.main import BatchWorker
     from worker.models import generator_refs, load_generators, resolve_device
@@ -54,8 +56,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
     generators = load_generators(store, refs, device)
     max_images = args.max_batch_images or worker_settings.max_batch_images
-    engine = BatchEngine(generators, max_images)
+    engine = BatchEngine(generators, max_images, accel=AccelConfig() if worker_settings.worker_accel else None)
+    started = time.perf_counter()
     engine.warm_up()
+    log.info("warm-up (graph capture and a first step per model) took %.1f s", time.perf_counter() - started)
     name = args.name or worker_settings.worker_name or f"{socket.gethostname()}.{os.getpid()}"
     log.info("worker %s: loaded %s from %s onto %s; up to %d images per batch; queue %r", name,
              ", ".join(refs), store.root, device, max_images, settings.queue_name)

@@ -19,6 +19,9 @@ class WorkerSettings(BaseSettings):
         "", description="comma-separated model refs (name or name@version) to load; empty: every generator in the store")
     max_batch_images: int = Field(
         64, ge=1, description="most images in flight at once; a larger job runs alone when the worker is idle")
+    worker_accel: bool = Field(
+        True, description="on CUDA: bf16 autocast, channels_last and CUDA graphs per batch-size bucket, captured at "
+                          "start (false: the models as they are, fp32); no effect on the CPU")
     worker_name: str | None = Field(None, description="RQ worker name (default: hostname.pid); unique per Redis")
     worker_shutdown_grace: float = Field(
         30.0, ge=0, description="seconds after SIGTERM to finish running jobs; the rest go back to the queue")
