@@ -1,0 +1,295 @@
+"""Benchmark 1, the sampling engine: images/s of the engine as the worker runs it (project), of a
+diffusers-style loop (peer) and of the seed notebook's loop (seed) around the same weights, for each
+batch size; their ratios; the fraction of the bf16 matmul ceiling each reaches; and, in the same run,
+the check that project and peer samples agree (same x_T, DDIM eta 0, fp32).
+
+    python -m bench.engine                              # on the device: batch 1, 16, 64, 256, 1024
+    python -m bench.engine --batch-sizes 1,2 --steps 5  # a quick look on the CPU
+
+Exits 1 (after writing its JSON) if the correctness check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+import time
+from typing import Any
+
+import torch
+
+from bench import render
+from bench.common import (add_common_arguments, engine_request, environment, resolve_device, run_jobs, store_root,
+                          sync, timed_runs, worker_engine, worker_generators, write_result)
+from bench.loops import diffusers_ddim, peer_loop, seed_loop
+
+LOOPS = ("project", "peer", "seed")
+TOLERANCE = 1e-3
+"""Most max abs difference allowed between project and peer samples (benchmarks.md)."""
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.engine", description=__doc__.splitlines()[0])
+    add_common_arguments(p)
+    p.add_argument("--batch-sizes", default="1,16,64,256,1024", help="comma-separated (default: 1,16,64,256,1024)")
+    p.add_argument("--loops", default=",".join(LOOPS), help="which of project,peer,seed to time (default: all)")
+    p.add_argument("--steps", type=int, default=50, help="DDIM steps (default: 50)")
+    p.add_argument("--guidance-scale", type=float, default=3.0, help="CFG scale (default: 3)")
+    p.add_argument("--class-label", type=int, default=7, help="class of every image (default: 7)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs per loop and batch size (default: 1)")
+    p.add_argument("--min-seconds", type=float, default=2.0,
+                   help="time each loop and batch size for at least this long (default: 2)")
+    p.add_argument("--max-runs", type=int, default=50, help="most timed runs per loop and batch size (default: 50)")
+    p.add_argument("--ceiling-size", type=int, default=None,
+                   help="side n of the n x n x n matmul timed as the ceiling (default: 8192 bf16 on CUDA, 1024 "
+                        "fp32 on the CPU)")
+    p.add_argument("--check-batch", type=int, default=16, help="images in the correctness check (default: 16)")
+    p.add_argument("--check-steps", type=int, default=50,
+                   help="DDIM steps of the correctness check; must divide the model's training steps, since "
+                        "diffusers' DDIM steps to t - T // steps (default: 50)")
+    p.add_argument("--profile-batch", type=int, default=0,
+                   help="profile one project run at this batch size with torch.profiler (default: 0, none)")
+    return p.parse_args(argv)
+
+
+# --- ceilings and FLOPs --------------------------------------------------------------------------
+
+def matmul_ceiling(device: str, n: int | None) -> dict[str, Any]:
+    """FLOP/s of an n x n x n matmul: bf16 on CUDA (the benchmark's ceiling), fp32 on the CPU (bf16
+    matmuls on a CPU say nothing about it)."""
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    n = n or (8192 if device == "cuda" else 1024)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    reps = 10 if device == "cuda" else 3
+    for _ in range(3 if device == "cuda" else 1):
+        a @ b
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    sync(device)
+    seconds = time.perf_counter() - t0
+    note = ("the ceiling of benchmarks.md" if device == "cuda" and n == 8192 else
+            f"on the {device}: a stand-in, not the ceiling of benchmarks.md")
+    return {"matmul_n": n, "dtype": str(dtype).removeprefix("torch."), "reps": reps, "seconds": seconds,
+            "flops_per_s": 2 * n ** 3 * reps / seconds, "note": note}
+
+
+def flops_per_row(model: torch.nn.Module, shape: tuple[int, ...], null_class: int, device: str) -> float:
+    """Model FLOPs of one forward pass per batch row (torch.utils.flop_counter: matmuls, convolutions,
+    attention), counted on a batch of two rows (one conditional, one unconditional)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.randn(2, *shape, device=device)
+    t = torch.full((2,), 500, device=device, dtype=torch.long)
+    y = torch.tensor([0, null_class], device=device)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x, t, y)
+    return counter.get_total_flops() / 2
+
+
+# --- the three loops -----------------------------------------------------------------------------
+
+class Bench:
+    """The loaded models and the three loops over them, for one device."""
+
+    def __init__(self, args: argparse.Namespace, device: str, max_batch: int):
+        from diffusion.schedules import timestep_subsequence
+        from model_store import ModelStore
+        from model_store.loading import load_generator
+
+        self.args, self.device = args, device
+        root = store_root(args.model_store)
+        generators = worker_generators(root, args.model, device)
+        self.ref = next(iter(generators))
+        self.gen = generators[self.ref]
+        self.engine = worker_engine(generators, max_batch_images=max(max_batch, args.check_batch, 64))
+        # the reference loops get their own fp32 eager copy of the weights, whatever the engine does to its own
+        self.ref_gen = load_generator(ModelStore(root), self.ref, device=device, dtype=torch.float32,
+                                      with_classifier=False)
+        self.null = self.gen.num_classes
+        self.shape = self.gen.image_shape
+        self.scheduler = diffusers_ddim(self.gen.card.schedule, self.gen.clip_x0)
+        self.timesteps = timestep_subsequence(args.steps, self.gen.schedule.num_train_steps)[:-1]
+        self._jobs = itertools.count()
+
+    def request(self, batch: int, seed: int = 1000, steps: int | None = None) -> dict[str, Any]:
+        return engine_request(self.args.class_label, batch, seed, steps=steps or self.args.steps,
+                              guidance_scale=self.args.guidance_scale)
+
+    def labels(self, batch: int) -> torch.Tensor:
+        return torch.full((batch,), self.args.class_label, device=self.device, dtype=torch.long)
+
+    def project(self, batch: int, seed: int = 1000, steps: int | None = None) -> tuple[torch.Tensor, int]:
+        """One job of `batch` images through the engine; (x_0 on the CPU, model evaluations made)."""
+        job = f"bench-{next(self._jobs)}"
+        finished, reports = run_jobs(self.engine, self.ref, {job: self.request(batch, seed, steps)})
+        return finished[job], sum(len(r.batch_images) for r in reports)
+
+    def peer(self, batch: int, x_T: torch.Tensor | None = None, steps: int | None = None) -> torch.Tensor:
+        if x_T is None:
+            x_T = torch.randn((batch, *self.shape), device=self.device)
+        return peer_loop(self.ref_gen.model, self.scheduler, x_T, self.labels(batch), self.null,
+                         self.args.guidance_scale, steps or self.args.steps)
+
+    def seed(self, batch: int) -> torch.Tensor:
+        return seed_loop(self.ref_gen.model, self.gen.schedule.alphas_cumprod, self.timesteps, (batch, *self.shape),
+                         self.labels(batch), self.null, self.args.guidance_scale)
+
+    def x_T(self, request: dict[str, Any]) -> torch.Tensor:
+        """The x_T the engine draws for `request`: the state `BatchEngine.add` starts, built by the same
+        public calls (per-image seeded generators, diffusion.noise.stacked_randn)."""
+        from diffusion.sampling import SamplerState, specs_for_request
+        from worker.engine import spec_from_request
+
+        spec, n = spec_from_request(request)
+        state = SamplerState.start(specs_for_request(spec, n), self.shape, self.null, self.gen.schedule, self.device)
+        return state.x.clone()
+
+
+def check_correctness(bench: Bench, batch: int, steps: int) -> dict[str, Any]:
+    """Project against peer from the same x_T (DDIM eta 0, fp32, TF32 off): max abs difference of x_0."""
+    if bench.gen.schedule.num_train_steps % steps:
+        raise ValueError(f"--check-steps {steps} does not divide the {bench.gen.schedule.num_train_steps} training "
+                         "steps: diffusers' DDIM would take other timesteps than ours")
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        request = bench.request(batch, seed=4242, steps=steps)
+        ours, _ = bench.project(batch, seed=4242, steps=steps)
+        theirs = bench.peer(batch, x_T=bench.x_T(request), steps=steps)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+    diff = (ours.float() - theirs.float()).abs().max().item()
+    return {"batch": batch, "seed": 4242, "steps": steps, "eta": 0.0, "dtype": "float32", "tf32": False,
+            "max_abs_diff": diff, "tolerance": TOLERANCE, "passed": bool(diff < TOLERANCE)}
+
+
+def time_loop(bench: Bench, loop: str, batch: int, flops_image: float, ceiling: float) -> dict[str, Any]:
+    """Images/s of one loop at one batch size, with the FLOP/s it reaches and its share of the ceiling."""
+    args = bench.args
+    made: list[int] = []  # model evaluations of each project run, from the engine's step reports
+    if loop == "project":
+        def fn() -> None:
+            made.append(bench.project(batch)[1])
+    else:
+        fn = (lambda: bench.peer(batch)) if loop == "peer" else (lambda: bench.seed(batch))
+    try:
+        runs = timed_runs(fn, bench.device, args.warmup, args.min_seconds, max_runs=args.max_runs)
+    except torch.cuda.OutOfMemoryError as e:
+        torch.cuda.empty_cache()
+        return {"error": f"out of memory: {e}".splitlines()[0]}
+    median = sorted(runs)[len(runs) // 2]
+    images_per_s = batch / median
+    achieved = images_per_s * flops_image
+    return {"images_per_s": images_per_s, "median_s": median, "runs_s": runs,
+            "model_evaluations": made[-1] if made else args.steps,
+            "achieved_flops_per_s": achieved, "fraction_of_ceiling": achieved / ceiling}
+
+
+def profile_project(bench: Bench, batch: int) -> dict[str, Any]:
+    """One project run at `batch` under torch.profiler: the top operators by self device time (CUDA)
+    or self CPU time, and how busy the device was over the run."""
+    from torch.profiler import ProfilerActivity, profile
+
+    bench.project(batch)  # warm
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if bench.device == "cuda" else [])
+    sync(bench.device)
+    t0 = time.perf_counter()
+    with profile(activities=activities) as prof:
+        bench.project(batch)
+        sync(bench.device)
+    wall = time.perf_counter() - t0
+    averages = prof.key_averages()
+
+    def device_us(e: Any) -> float:
+        return float(getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0.0)) or 0.0)
+
+    key = device_us if bench.device == "cuda" else (lambda e: float(e.self_cpu_time_total))
+    top = sorted(averages, key=key, reverse=True)[:25]
+    busy = sum(device_us(e) for e in averages) / 1e6
+    table = ""
+    for sort_by in (["self_cuda_time_total", "self_device_time_total"] if bench.device == "cuda" else []) \
+            + ["self_cpu_time_total"]:
+        try:
+            table = averages.table(sort_by=sort_by, row_limit=25)
+            break
+        except (AttributeError, KeyError, ValueError):  # the key's name changed across torch versions
+            continue
+    return {
+        "batch": batch, "wall_s": wall, "device_busy_s": busy if bench.device == "cuda" else None,
+        "top": [{"name": e.key, "calls": e.count, "self_cpu_ms": e.self_cpu_time_total / 1e3,
+                 "self_device_ms": device_us(e) / 1e3} for e in top],
+        "table": table,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    device = resolve_device(args.device)
+    batches = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
+    loops = [name for name in args.loops.split(",") if name]
+    unknown = set(loops) - set(LOOPS)
+    if unknown or not batches or min(batches) < 1:
+        print(f"bench.engine: error: bad --loops {sorted(unknown)} or --batch-sizes {args.batch_sizes!r}", file=sys.stderr)
+        return 2
+    bench = Bench(args, device, max(batches))
+    ceiling = matmul_ceiling(device, args.ceiling_size)
+    per_row = flops_per_row(bench.ref_gen.model, bench.shape, bench.null, device)
+    # CFG at scale != 0, 1 evaluates two rows per image per step in every loop
+    flops_image = per_row * 2 * args.steps
+    print(f"bench.engine: {bench.ref} on {device}; {per_row / 1e9:.3f} GFLOP per row; ceiling "
+          f"{ceiling['flops_per_s'] / 1e12:.2f} TFLOP/s ({ceiling['note']})", flush=True)
+
+    correctness = check_correctness(bench, args.check_batch, args.check_steps)
+    print(f"bench.engine: correctness, project vs peer: max abs diff {correctness['max_abs_diff']:.2e} "
+          f"({'pass' if correctness['passed'] else 'FAIL'}, tolerance {TOLERANCE:g})", flush=True)
+
+    rows = []
+    for batch in batches:
+        row: dict[str, Any] = {"batch": batch}
+        for loop in loops:
+            row[loop] = time_loop(bench, loop, batch, flops_image, ceiling["flops_per_s"])
+            figure = row[loop].get("images_per_s")
+            print(f"bench.engine: batch {batch:5d} {loop:8s} "
+                  + (f"{figure:10.2f} images/s" if figure else row[loop].get("error", "")), flush=True)
+        for other in ("peer", "seed"):
+            a, b = row.get("project", {}).get("images_per_s"), row.get(other, {}).get("images_per_s")
+            row[f"project_over_{other}"] = a / b if a and b else None
+        rows.append(row)
+
+    profile = profile_project(bench, args.profile_batch) if args.profile_batch else None
+    params = sum(p.numel() for p in bench.ref_gen.model.parameters())
+    result = {
+        "benchmark": "engine",
+        "environment": environment(device),
+        "settings": {
+            "model": bench.ref, "parameters": params, "image_shape": list(bench.shape), "sampler": "ddim", "eta": 0.0,
+            "steps": args.steps, "guidance": "cfg", "guidance_scale": args.guidance_scale,
+            "class_label": args.class_label, "batch_sizes": batches, "loops": loops, "warmup": args.warmup,
+            "min_seconds": args.min_seconds, "max_runs": args.max_runs,
+            "max_batch_images": bench.engine.max_batch_images, "clip_x0": bench.gen.clip_x0,
+            "tf32": {"matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32},
+            "project": "worker.engine.BatchEngine built and warmed up as worker/__main__.py does; one job of B "
+                       "images added, step() until it finishes; timed from add to the images on the host",
+            "peer": "diffusers DDIMScheduler (trailing, set_alpha_to_one, clip_sample = the card's clip_x0), one "
+                    "forward on cat([x, x]) with labels cat([y, null]) per step, eager fp32, x_0 copied to the host",
+            "seed": "the seed notebook's p_sample_loop (extract on the CPU per lookup, every step kept) respaced to "
+                    "the same trailing timesteps, CFG, eager fp32; DDPM, so not compared for correctness",
+        },
+        "flops": {"per_row": per_row, "per_image": flops_image,
+                  "note": "torch.utils.flop_counter.FlopCounterMode on one forward; per image = per row x 2 (CFG) x "
+                          "steps; useful FLOPs, the same for every loop"},
+        "ceiling": ceiling,
+        "correctness": correctness,
+        "results": rows,
+        "profile": profile,
+    }
+    write_result("engine", result, args.out, args.md, render.engine)
+    return 0 if correctness["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

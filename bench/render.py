@@ -1,0 +1,152 @@
+"""The markdown table of each benchmark's JSON result (no torch here: bench.report uses these too)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _f(x: Any, digits: int = 2) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.{digits}f}"
+    return str(x)
+
+
+def _ms(seconds: Any) -> str:
+    return "-" if seconds is None else f"{seconds * 1e3:.1f}"
+
+
+def _pct(x: Any) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def header(result: dict[str, Any], title: str) -> list[str]:
+    env = result.get("environment", {})
+    dirty = " (dirty tree)" if env.get("git_dirty") else ""
+    lines = [f"# {title}", "",
+             f"Measured on {env.get('device_name', '?')} ({env.get('device', '?')}), torch {env.get('torch', '?')}, "
+             f"commit `{str(env.get('git_commit', '?'))[:12]}`{dirty}, {env.get('date', '?')}."]
+    if env.get("device") != "cuda":
+        lines.append(f"CPU run ({env.get('cpu_count')} cores, load average {env.get('loadavg_1m')} at the start, "
+                     f"{env.get('torch_threads')} torch threads).")
+    return lines + [""]
+
+
+def engine(result: dict[str, Any]) -> str:
+    s, c, ceil = result["settings"], result["correctness"], result["ceiling"]
+    lines = header(result, "Benchmark 1: sampling engine")
+    lines += [f"{s['model']} ({s['parameters']:,} parameters, {'x'.join(map(str, s['image_shape']))}), DDIM "
+              f"{s['steps']} steps, eta 0, CFG scale {_f(s['guidance_scale'], 1)}, class {s['class_label']}. "
+              f"{result['flops']['per_row'] / 1e9:.3f} GFLOP per forward row, "
+              f"{result['flops']['per_image'] / 1e9:.1f} GFLOP per image. Ceiling: "
+              f"{ceil['flops_per_s'] / 1e12:.2f} TFLOP/s, a {ceil['dtype']} {ceil['matmul_n']}^3 matmul ({ceil['note']}).",
+              "",
+              "| batch | project img/s | peer img/s | seed img/s | project/peer | project/seed | project % of ceiling "
+              "| peer % of ceiling | seed % of ceiling |",
+              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in result["results"]:
+        def ips(loop: str) -> str:
+            r = row.get(loop) or {}
+            return _f(r.get("images_per_s")) if "error" not in r else r["error"][:40]
+        lines.append(f"| {row['batch']} | {ips('project')} | {ips('peer')} | {ips('seed')} "
+                     f"| {_f(row.get('project_over_peer'))} | {_f(row.get('project_over_seed'))} | "
+                     + " | ".join(_pct((row.get(loop) or {}).get("fraction_of_ceiling"))
+                                  for loop in ("project", "peer", "seed")) + " |")
+    lines += ["", f"Correctness (same x_T, DDIM {c['steps']} steps, eta 0, fp32, {c['batch']} images): max abs "
+                  "difference project vs "
+                  f"peer {c['max_abs_diff']:.2e} (tolerance {c['tolerance']:g}): "
+                  f"**{'pass' if c['passed'] else 'FAIL'}**.", ""]
+    prof = result.get("profile")
+    if prof:
+        busy = prof.get("device_busy_s")
+        lines += [f"Profile of one project run at batch {prof['batch']}: wall {prof['wall_s']:.3f} s"
+                  + (f", device busy {busy:.3f} s ({100 * busy / prof['wall_s']:.0f}%)" if busy else "") + ".", "",
+                  "| operator | calls | self device ms | self CPU ms |", "|---|---:|---:|---:|"]
+        for e in prof["top"][:15]:
+            lines.append(f"| `{e['name'][:60]}` | {e['calls']} | {e['self_device_ms']:.2f} | {e['self_cpu_ms']:.2f} |")
+        lines.append("")
+    lines += [f"- project: {s['project']}", f"- peer: {s['peer']}", f"- seed: {s['seed']}", ""]
+    return "\n".join(lines)
+
+
+def latency(result: dict[str, Any]) -> str:
+    s, f, o = result["settings"], result["figures"], result["overhead"]
+    req = s["request"]
+    lines = header(result, "Benchmark 2: single-request latency")
+    lines += [f"One image of {s['model']}, {req['sampler']} {req['steps']} steps, CFG scale {req['guidance_scale']}; "
+              f"{s['requests']} sequential requests after {s['warmup_requests']} untimed ones, one worker, "
+              f"LOG_LEVEL={s['log_level']}. Times in ms.", "",
+              "| what | n | p50 | p95 | mean | min | max |", "|---|---:|---:|---:|---:|---:|---:|"]
+    names = {"service": "submit to PNG, through the service", "engine_in_worker": "engine time in the worker",
+             "engine_direct": "engine run directly"}
+    for key, label in names.items():
+        v = f[key]
+        lines.append(f"| {label} | {v.get('n', 0)} | {_ms(v.get('p50'))} | {_ms(v.get('p95'))} | {_ms(v.get('mean'))} "
+                     f"| {_ms(v.get('min'))} | {_ms(v.get('max'))} |")
+    if result.get("errors"):
+        lines += ["", f"**{result['errors']} requests failed**, e.g. {result['error_examples'][0]}"]
+    lines += ["", f"Service overhead at p50: {_ms(o['p50_over_worker_engine_s'])} ms over the engine time in the "
+                  f"worker, {_ms(o['p50_over_direct_engine_s'])} ms over the direct engine run.", "",
+              f"- service: {s['service']}", f"- engine in the worker: {s['engine_in_worker']}",
+              f"- engine run directly: {s['engine_direct']}", ""]
+    return "\n".join(lines)
+
+
+def load(result: dict[str, Any]) -> str:
+    s = result["settings"]
+    req = s["request"]
+    lines = header(result, "Benchmark 3: the service under load")
+    lines += [f"One-image requests of {s['model']}, {req['sampler']} {req['steps']} steps, CFG scale "
+              f"{req['guidance_scale']}; one worker with MAX_BATCH_IMAGES={s['max_batch_images']}, "
+              f"LOG_LEVEL={s['log_level']}; {s['rounds']} requests per client (at least {s['min_requests']} per "
+              f"level, none started after {s['level_seconds']:g} s). Latency in ms, from POST to the PNG read.", "",
+              "| clients | done | errors | images/s | engine images/s (batch) | % of engine | p50 | p95 | p99 "
+              "| mean batch |",
+              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in result["results"]:
+        lat = r["latency_s"]
+        lines.append(f"| {r['clients']} | {r['completed']} | {r['errors']} | {_f(r['images_per_s'])} "
+                     f"| {_f(r['engine_images_per_s'])} ({r['engine_batch']}) | {_pct(r['fraction_of_engine'])} "
+                     f"| {_ms(lat.get('p50'))} | {_ms(lat.get('p95'))} | {_ms(lat.get('p99'))} "
+                     f"| {_f(r['mean_batch_images'], 1)} |")
+    lines += ["", f"- client: {s['client']}", f"- engine: {s['engine']}", ""]
+    return "\n".join(lines)
+
+
+def mixed(result: dict[str, Any]) -> str:
+    s, ratio = result["settings"], result["static_over_continuous_short"]
+    lines = header(result, "Benchmark 4: mixed load, continuous against static batching")
+    lines += [f"{s['requests']} one-image requests of {s['model']}, Poisson arrivals at {s['rate_per_s']:.2f}/s "
+              f"(trace seed {s['trace_seed']}, {s['trace_span_s']:.1f} s), {100 * s['short_fraction']:.0f}% short "
+              f"({s['short']}), the rest long ({s['long']}), CFG scale {s['guidance_scale']}; engine step "
+              f"{s['step_s_at_calibration_batch'] * 1e3:.1f} ms at batch {s['calibration_batch']}. Latency in ms, "
+              "from arrival to the end of the request.", "",
+              "| batching | short p50 | short p95 | long p50 | long p95 | mean batch | steps | wall s | unfinished |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for mode, r in result["runs"].items():
+        sh, lo = r["short_latency_s"], r["long_latency_s"]
+        lines.append(f"| {mode} | {_ms(sh.get('p50'))} | {_ms(sh.get('p95'))} | {_ms(lo.get('p50'))} "
+                     f"| {_ms(lo.get('p95'))} | {_f(r['mean_batch_images'], 1)} | {r['steps']} | {_f(r['wall_s'], 1)} "
+                     f"| {r['unfinished']} |")
+    lines += ["", f"Short requests, static over continuous: p50 x{_f(ratio.get('p50'))}, p95 x{_f(ratio.get('p95'))}.",
+              "", f"Method: {s['method']}", ""]
+    return "\n".join(lines)
+
+
+def quickstart(result: dict[str, Any]) -> str:
+    s, f = result["settings"], result["figures"]
+    lines = header(result, "Benchmark 5: CPU quick start")
+    lines += [f"`{s['command']}` from a cold start ({s['cold_start']}), then `POST /generate` with "
+              f"`{s['request']}` (every other setting its default). {s['runs']} run(s). Seconds.", "",
+              "| what | median | max |", "|---|---:|---:|"]
+    names = {"up_s": "start to the 'imagegen is up' line", "first_png_s": "start to the first PNG of the request",
+             "request_s": "the request alone (POST to the first PNG)"}
+    for key, label in names.items():
+        lines.append(f"| {label} | {_f(f[key].get('p50'))} | {_f(f[key].get('max'))} |")
+    req = result["runs"][0]["request"] if result.get("runs") else {}
+    if req:
+        lines += ["", f"The request as the service normalized it: {req.get('sampler')} {req.get('steps')} steps, "
+                      f"{req.get('guidance')} scale {req.get('guidance_scale')}, {req.get('num_images')} images."]
+    lines.append("")
+    return "\n".join(lines)
