@@ -1,0 +1,276 @@
+"""Renders docs/benchmarks/: each benchmark's markdown table from its JSON, the plots (with matplotlib,
+when installed), and README.md, the summary against the targets of issue #7, which names the results
+still owed and the command that produces them.
+
+    python -m bench.report                          # from the JSON files in docs/benchmarks/
+    python -m bench.report --import /work/.device/… # first copy the JSON files a device run brought back
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from bench import render
+from bench.common import DOCS
+
+BENCHMARKS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
+    "engine": ("1. Sampling engine (GPU)", render.engine),
+    "latency": ("2. Single-request latency (GPU)", render.latency),
+    "load": ("3. Service under load (GPU)", render.load),
+    "mixed": ("4. Mixed load: continuous against static batching (GPU)", render.mixed),
+    "quickstart": ("5. CPU quick start (the 2-core development machine)", render.quickstart),
+}
+
+GPU_RUN = """\
+A session whose task has a GPU machine (the device tool's `status` says `can_start_another: true`):
+
+1. Here, on the development machine: `bash bench/prepare_gpu.sh` (downloads into `.whl/` the wheels
+   the device image lacks, listed in `bench/gpu-wheels.txt`, and stamps the commit into `.whl/stamp.json`).
+2. The device: `run(command="bash bench/run_all_gpu.sh", carry=[".whl"], timeout_s=600)`. It runs
+   benchmarks 1-4 (about 5 minutes on an H100/H200, 8 at most) and brings back `engine.json`,
+   `latency.json`, `load.json`, `mixed.json` and `run_all_gpu.log`; then `give_back`. Every call
+   must carry `.whl` (a later call that does not loses it there).
+3. Here: `.venv/bin/python -m bench.report --import <files_at of that run>`, which copies the JSON
+   files into `docs/benchmarks/` and renders the tables, the plots and this page; commit
+   `docs/benchmarks/`.
+
+One benchmark alone, on the device: `run(command="bash -c 'pip install -q --no-index --no-deps --target
+/tmp/site .whl/*.whl && PYTHONPATH=/tmp/site:. python3 -m bench.engine --device cuda --out $OUT/engine.json'",
+carry=[".whl"])`. Each benchmark's flags: `python -m bench.<name> --help`.
+"""
+
+QUICKSTART_RUN = "`.venv/bin/python -m bench.quickstart` here, on the 2-core machine, with nothing else running."
+
+
+def load_results(folder: Path) -> dict[str, dict[str, Any]]:
+    out = {}
+    for name in BENCHMARKS:
+        path = folder / f"{name}.json"
+        if path.exists():
+            out[name] = json.loads(path.read_text())
+    return out
+
+
+def import_results(source: Path, folder: Path, allow_cpu: bool = False) -> list[str]:
+    """Copy the benchmark JSON files of a device run into `folder`; their names. A GPU benchmark
+    measured on the CPU is refused unless `allow_cpu`: CPU figures are no results."""
+    copied = []
+    for path in sorted(source.glob("*.json")):
+        doc = json.loads(path.read_text())
+        name = doc.get("benchmark")
+        if name not in BENCHMARKS:
+            continue
+        if name != "quickstart" and doc.get("environment", {}).get("device") != "cuda" and not allow_cpu:
+            print(f"bench.report: {path} was measured on the CPU: not imported (--allow-cpu to force)",
+                  file=sys.stderr)
+            continue
+        shutil.copyfile(path, folder / f"{name}.json")
+        copied.append(name)
+    return copied
+
+
+# --- the headline figures against the targets of issue #7 -----------------------------------------
+
+def _row(target: str, figure: str, met: bool | None) -> str:
+    return f"| {target} | {figure} | {'-' if met is None else ('yes' if met else '**no**')} |"
+
+
+def targets(results: dict[str, dict[str, Any]]) -> list[str]:
+    rows = ["| target (issue #7) | measured | met |", "|---|---|---|"]
+    eng = results.get("engine")
+    if eng:
+        big = [r for r in eng["results"] if r["batch"] >= 256 and (r.get("project") or {}).get("images_per_s")]
+        if big:
+            best = max(big, key=lambda r: r["project"]["images_per_s"])
+            ratio = best.get("project_over_peer")
+            frac = best["project"]["fraction_of_ceiling"]
+            rows.append(_row("throughput at batch >= 256: >= 5x the peer loop",
+                             f"{ratio:.2f}x at batch {best['batch']}" if ratio else "-",
+                             ratio >= 5 if ratio else None))
+            rows.append(_row("throughput at batch >= 256: >= 35% of the bf16 matmul ceiling",
+                             f"{100 * frac:.1f}% at batch {best['batch']}", frac >= 0.35))
+        one = next((r for r in eng["results"] if r["batch"] == 1 and (r.get("project") or {}).get("images_per_s")), None)
+        if one:
+            ms = 1e3 / one["project"]["images_per_s"]
+            rows.append(_row("batch-1 engine time for one image <= 60 ms", f"{ms:.1f} ms", ms <= 60))
+        c = eng["correctness"]
+        rows.append(_row("project and peer samples agree (max abs diff < 1e-3)", f"{c['max_abs_diff']:.2e}", c["passed"]))
+    lat = results.get("latency")
+    if lat:
+        over = lat["overhead"]["p50_over_worker_engine_s"] * 1e3
+        rows.append(_row("single-request overhead over the engine time <= 30 ms at p50", f"{over:.1f} ms", over <= 30))
+    load = results.get("load")
+    if load:
+        at = next((r for r in load["results"] if r["clients"] == 256), None)
+        if at:
+            frac = at["fraction_of_engine"]
+            rows.append(_row("256 one-image clients: >= 80% of the engine's own throughput",
+                             f"{100 * frac:.0f}% ({at['images_per_s']:.1f} of {at['engine_images_per_s']:.1f} images/s)",
+                             frac >= 0.8))
+    mixed = results.get("mixed")
+    if mixed:
+        ratio = mixed["static_over_continuous_short"].get("p95")
+        rows.append(_row("mixed load: short-job p95 >= 3x lower with continuous batching",
+                         f"{ratio:.1f}x" if ratio else "-", ratio >= 3 if ratio else None))
+    quick = results.get("quickstart")
+    if quick:
+        first = quick["figures"]["first_png_s"]["max"]
+        rows.append(_row("CPU quick start: first PNG within 20 s of a cold start", f"{first:.1f} s", first <= 20))
+    return rows
+
+
+NOTES = """\
+- Benchmark 1 times the engine as `python -m worker` builds it (`bench/common.py: worker_engine`); when the
+  worker gains engine options (the CUDA mode of issue #7), that function must build the engine as
+  `worker/__main__.py` does, and the correctness check, which compares in fp32, must build the engine
+  in its fp32 mode. The check uses 50 DDIM steps: diffusers' DDIM steps to t - T // steps, which is
+  our trailing subsequence only when the step count divides T = 1000.
+- The seed loop is the notebook's DDPM `p_sample_loop` respaced to the same 50 trailing timesteps, so
+  that all three loops make the same number of model evaluations (the notebook itself walks all of
+  its training steps).
+- Benchmark 4 drives the engine directly (real model evaluations, real wall clock): the worker has
+  no static-batching mode to compare against, so the service is not part of that measurement.
+- Each figure is a median over timed runs after a warm-up; the raw run times are in the JSON.
+"""
+
+
+def summary_page(results: dict[str, dict[str, Any]], plots: list[str]) -> str:
+    lines = ["# Benchmarks", "",
+             "The protocol is `../shared/spec/benchmarks.md`: every figure is measured side by side in one run on one "
+             "machine, with the device, torch version and git commit recorded beside it. Each benchmark is a command "
+             "in `bench/` that writes `<name>.json` and `<name>.md` here; `python -m bench.report` renders this page. "
+             "CPU runs of the GPU benchmarks write `<name>.cpu.json`, which git ignores: they are no results.", ""]
+    if results:
+        lines += ["## Against the targets", ""] + targets(results) + ["", "## Results", ""]
+        for name, (title, _) in BENCHMARKS.items():
+            r = results.get(name)
+            if r is not None:
+                env = r["environment"]
+                lines.append(f"- {title}: [{name}.md]({name}.md), {env['device_name']}, torch {env['torch']}, commit "
+                             f"`{str(env['git_commit'])[:12]}`{' (dirty)' if env.get('git_dirty') else ''}, "
+                             f"{env['date']}.")
+        lines.append("")
+    owed = [name for name in BENCHMARKS if name not in results]
+    if owed:
+        lines += ["## Owed", ""] + [f"- {BENCHMARKS[n][0]}" for n in owed] + [""]
+        if any(n != "quickstart" for n in owed):
+            lines += ["The GPU figures are owed to a session whose task has a GPU machine; none is ever measured or "
+                      "committed from the CPU machine. How to produce them is below.", ""]
+    if plots:
+        lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
+    lines += ["## How to produce them", "", "Benchmarks 1-4, on the GPU:", "", GPU_RUN,
+              f"Benchmark 5: {QUICKSTART_RUN}", "", "## Notes", "", NOTES]
+    return "\n".join(lines)
+
+
+# --- plots ------------------------------------------------------------------------------------------
+
+def make_plots(results: dict[str, dict[str, Any]], folder: Path) -> list[str]:
+    """PNG plots of the results present; none if matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("bench.report: matplotlib is not installed; no plots", file=sys.stderr)
+        return []
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    made = []
+
+    def plain_log_axes(ax: Any, xs: list[int]) -> None:
+        ax.set_xscale("log")
+        ax.set_xticks(xs, [str(x) for x in xs])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        if ax.get_yscale() == "log":
+            ax.yaxis.set_major_formatter(ScalarFormatter())
+            ax.yaxis.set_minor_formatter(NullFormatter())
+
+    def save(fig: Any, name: str) -> None:
+        fig.tight_layout()
+        fig.savefig(folder / name, dpi=110)
+        plt.close(fig)
+        made.append(name)
+
+    eng = results.get("engine")
+    if eng:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for loop in eng["settings"]["loops"]:
+            pts = [(r["batch"], r[loop]["images_per_s"]) for r in eng["results"] if (r.get(loop) or {}).get("images_per_s")]
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=loop)
+        ax.set(yscale="log", xlabel="batch size", ylabel="images/s",
+               title=f"Engine, DDIM {eng['settings']['steps']} + CFG ({eng['environment']['device_name']})")
+        plain_log_axes(ax, [r["batch"] for r in eng["results"]])
+        ax.legend()
+        ax.grid(True, which="both", alpha=0.3)
+        save(fig, "engine_throughput.png")
+    lat = results.get("latency")
+    if lat:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        keys = [("service", "through the service"), ("engine_in_worker", "engine in the worker"),
+                ("engine_direct", "engine directly")]
+        for i, q in enumerate(("p50", "p95")):
+            ax.bar([k + 0.38 * i for k in range(len(keys))], [lat["figures"][k][q] * 1e3 for k, _ in keys], 0.38, label=q)
+        ax.set_xticks([k + 0.19 for k in range(len(keys))], [label for _, label in keys])
+        ax.set(ylabel="ms", title="Single-request latency, one image")
+        ax.legend()
+        save(fig, "latency.png")
+    load = results.get("load")
+    if load:
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.5))
+        clients = [r["clients"] for r in load["results"]]
+        for q in ("p50", "p95", "p99"):
+            a1.plot(clients, [r["latency_s"].get(q, float("nan")) * 1e3 for r in load["results"]], marker="o", label=q)
+        a1.set(xlabel="concurrent clients", ylabel="latency, ms", title="Latency under load")
+        plain_log_axes(a1, clients)
+        a1.legend()
+        a2.plot(clients, [r["images_per_s"] for r in load["results"]], marker="o", label="service")
+        a2.plot(clients, [r["engine_images_per_s"] for r in load["results"]], marker="s", label="engine alone")
+        a2.set(xlabel="concurrent clients", ylabel="images/s", title="Throughput")
+        plain_log_axes(a2, clients)
+        a2.legend()
+        save(fig, "load.png")
+    mixed = results.get("mixed")
+    if mixed:
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        modes = list(mixed["runs"])
+        for i, q in enumerate(("p50", "p95")):
+            ax.bar([k + 0.38 * i for k in range(len(modes))],
+                   [mixed["runs"][m]["short_latency_s"].get(q, float("nan")) * 1e3 for m in modes], 0.38, label=q)
+        ax.set_xticks([k + 0.19 for k in range(len(modes))], modes)
+        ax.set(ylabel="ms", title="Short-request latency under mixed load")
+        ax.legend()
+        save(fig, "mixed.png")
+    return made
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__.splitlines()[0])
+    p.add_argument("--dir", type=Path, default=DOCS, help="folder of the results (default: docs/benchmarks)")
+    p.add_argument("--import", dest="source", type=Path, default=None,
+                   help="first copy the benchmark JSON files of this folder (a device run's files) into --dir")
+    p.add_argument("--allow-cpu", action="store_true",
+                   help="import GPU benchmarks measured on the CPU too (to look at the pages; never to commit)")
+    args = p.parse_args(argv)
+    args.dir.mkdir(parents=True, exist_ok=True)
+    if args.source is not None:
+        copied = import_results(args.source, args.dir, args.allow_cpu)
+        print(f"bench.report: imported {', '.join(copied) or 'nothing'} from {args.source}")
+    results = load_results(args.dir)
+    for name, result in results.items():
+        (args.dir / f"{name}.md").write_text(BENCHMARKS[name][1](result))
+    plots = make_plots(results, args.dir)
+    (args.dir / "README.md").write_text(summary_page(results, plots))
+    print(f"bench.report: {len(results)} results, {len(plots)} plots; wrote {args.dir / 'README.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
