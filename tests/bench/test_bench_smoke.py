@@ -1,0 +1,182 @@
+"""Each benchmark of bench/ run end to end on the CPU at tiny sizes, on the tiny random models of the
+test store: it exits 0, its JSON has the fields the report reads, and benchmark 1's correctness check
+(project against the diffusers-style peer loop, same x_T, DDIM eta 0, fp32) passes. No timing is
+asserted: these are CPU runs of GPU benchmarks, and their figures mean nothing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))  # bench/ is a folder of the checkout, not an installed package
+
+from bench import common, mixed, report  # noqa: E402
+from bench import engine as engine_bench  # noqa: E402
+
+pytest.importorskip("diffusers")  # the peer loop of benchmark 1
+
+
+def read(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def has_environment(doc: dict) -> None:
+    env = doc["environment"]
+    for key in ("device", "device_name", "torch", "git_commit", "git_dirty", "date"):
+        assert key in env, key
+    assert env["device"] == "cpu"
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory, tiny_store_root) -> Path:
+    """Benchmarks 1 and 4 (in-process, no service) into one folder, as a device run leaves them."""
+    out = tmp_path_factory.mktemp("results")
+    store = ["--model-store", str(tiny_store_root), "--device", "cpu"]
+    assert engine_bench.main([*store, "--batch-sizes", "1,2", "--steps", "2", "--min-seconds", "0", "--warmup", "0",
+                              "--check-batch", "3", "--check-steps", "10", "--ceiling-size", "128",
+                              "--profile-batch", "2", "--out", str(out / "engine.json")]) == 0
+    assert mixed.main([*store, "--requests", "8", "--rate", "50", "--short-steps", "2", "--long-steps", "4",
+                       "--calibration-batch", "2", "--out", str(out / "mixed.json")]) == 0
+    return out
+
+
+def test_engine_times_three_loops_and_project_matches_peer(results):
+    doc = read(results / "engine.json")
+    has_environment(doc)
+    c = doc["correctness"]
+    assert c["passed"] and c["max_abs_diff"] < 1e-3 and c["steps"] == 10 and c["batch"] == 3
+    assert doc["ceiling"]["flops_per_s"] > 0 and doc["flops"]["per_row"] > 0
+    assert [r["batch"] for r in doc["results"]] == [1, 2]
+    for row in doc["results"]:
+        for loop in ("project", "peer", "seed"):
+            assert row[loop]["images_per_s"] > 0 and 0 < row[loop]["fraction_of_ceiling"]
+        assert row["project"]["model_evaluations"] == 2  # one per DDIM step: CFG in one forward pass
+        assert row["project_over_peer"] > 0 and row["project_over_seed"] > 0
+    assert doc["profile"]["top"] and doc["profile"]["batch"] == 2
+    assert "| batch | project img/s" in (results / "engine.md").read_text()
+
+
+def test_correctness_check_fails_loudly(tiny_store_root, tmp_path, monkeypatch):
+    """A wrong peer (another guidance scale) must fail the check, with exit status 1 and the JSON written."""
+    real_peer = engine_bench.Bench.peer
+
+    def off_peer(self, batch, x_T=None, steps=None):
+        self.args.guidance_scale += 1.0
+        try:
+            return real_peer(self, batch, x_T, steps)
+        finally:
+            self.args.guidance_scale -= 1.0
+
+    monkeypatch.setattr(engine_bench.Bench, "peer", off_peer)
+    out = tmp_path / "engine.json"
+    assert engine_bench.main(["--model-store", str(tiny_store_root), "--device", "cpu", "--batch-sizes", "1",
+                              "--loops", "project", "--steps", "2", "--min-seconds", "0", "--warmup", "0",
+                              "--check-batch", "2", "--check-steps", "5", "--ceiling-size", "64",
+                              "--out", str(out)]) == 1
+    assert read(out)["correctness"]["passed"] is False
+
+
+def test_mixed_runs_one_trace_under_both_policies(results):
+    doc = read(results / "mixed.json")
+    has_environment(doc)
+    assert set(doc["runs"]) == {"continuous", "static"}
+    for run in doc["runs"].values():
+        assert run["unfinished"] == 0
+        assert sum(run["completed"].values()) == 8
+        assert run["short_latency_s"]["n"] == run["completed"]["short"]
+    assert set(doc["static_over_continuous_short"]) == {"p50", "p95"}
+    assert "engine-level simulation" in doc["settings"]["method"]
+
+
+def test_trace_is_seeded_and_poisson_shaped():
+    a = mixed.make_trace(2000, rate=10.0, short_fraction=0.8, seed=3)
+    assert a == mixed.make_trace(2000, rate=10.0, short_fraction=0.8, seed=3)
+    assert a != mixed.make_trace(2000, rate=10.0, short_fraction=0.8, seed=4)
+    assert 0.75 < sum(r["kind"] == "short" for r in a) / len(a) < 0.85
+    assert 180 < a[-1]["arrival"] < 220  # 2000 arrivals at 10/s
+
+
+def test_report_renders_results_and_names_what_is_owed(results, tmp_path):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    assert report.main(["--dir", str(folder), "--import", str(results)]) == 0
+    assert not (folder / "engine.json").exists()  # CPU figures of a GPU benchmark are refused
+    assert report.main(["--dir", str(folder), "--import", str(results), "--allow-cpu"]) == 0
+    page = (folder / "README.md").read_text()
+    assert "project and peer samples agree" in page
+    assert "bash bench/run_all_gpu.sh" in page and "Owed" in page and "quickstart" in page
+    assert (folder / "engine.md").exists() and (folder / "mixed.md").exists()
+
+
+def test_helpers():
+    assert common.percentile([3.0, 1.0, 2.0], 50) == 2.0
+    assert common.percentile([0.0, 10.0], 95) == pytest.approx(9.5)
+    from bench.stack import counters_delta, parse_metrics
+
+    text = "# HELP x\nimagegen_batch_images_sum 30.0\nimagegen_batch_images_count 4.0\nimagegen_jobs{status=\"x\"} 2\n"
+    values = parse_metrics(text)
+    assert values == {"imagegen_batch_images_sum": 30.0, "imagegen_batch_images_count": 4.0}
+    delta = counters_delta({"batch_images_sum": 10.0, "batch_images_count": 2.0},
+                           {"batch_images_sum": 30.0, "batch_images_count": 4.0})
+    assert delta["mean_batch_images"] == 10.0
+
+
+def test_gpu_script_parses():
+    for script in ("bench/run_all_gpu.sh", "bench/prepare_gpu.sh"):
+        subprocess.run(["bash", "-n", str(REPO / script)], check=True)
+
+
+# --- through the real service (processes: several seconds each on the busy 2-core machine) -------
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_latency_through_the_service(tiny_store_root, tmp_path):
+    from bench import latency
+
+    out = tmp_path / "latency.json"
+    assert latency.main(["--model-store", str(tiny_store_root), "--device", "cpu", "--requests", "3",
+                         "--warmup-requests", "1", "--steps", "2", "--engine-runs", "2", "--out", str(out)]) == 0
+    doc = read(out)
+    has_environment(doc)
+    for key in ("service", "engine_in_worker", "engine_direct"):
+        assert doc["figures"][key]["p50"] > 0 and doc["figures"][key]["p95"] >= doc["figures"][key]["p50"]
+    assert doc["figures"]["service"]["n"] == 3
+    assert "p50_over_worker_engine_s" in doc["overhead"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_load_through_the_service(tiny_store_root, tmp_path):
+    from bench import load
+
+    out = tmp_path / "load.json"
+    assert load.main(["--model-store", str(tiny_store_root), "--device", "cpu", "--clients", "1,3", "--rounds", "2",
+                      "--min-requests", "2", "--steps", "2", "--engine-min-seconds", "0", "--warmup-requests", "1",
+                      "--out", str(out)]) == 0
+    doc = read(out)
+    has_environment(doc)
+    assert [r["clients"] for r in doc["results"]] == [1, 3]
+    for row in doc["results"]:
+        assert row["errors"] == 0 and row["completed"] == max(2, 2 * row["clients"])
+        assert row["images_per_s"] > 0 and row["engine_images_per_s"] > 0 and row["fraction_of_engine"] > 0
+        assert row["mean_batch_images"] >= 1 and row["latency_s"]["p99"] >= row["latency_s"]["p50"]
+    assert doc["settings"]["max_batch_images"] == 3
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_quickstart_starts_serves_and_stops(tiny_store_root, tmp_path):
+    from bench import quickstart
+
+    out = tmp_path / "quickstart.json"
+    assert quickstart.main(["--model-store", str(tiny_store_root), "--out", str(out)]) == 0
+    doc = read(out)
+    run = doc["runs"][0]
+    assert run["left_running"] == 0 and run["children"] == 3 and run["exit_status"] == 0
+    assert 0 < run["up_s"] < run["first_png_s"] and run["request"]["num_images"] == 4
+    assert doc["figures"]["first_png_s"]["n"] == 1
