@@ -95,6 +95,11 @@ def decode_base64_png(value: str, key: str, vocab: Vocabulary = API) -> bytes:
     return data
 
 
+def _resize_hint(vocab: Vocabulary) -> str:
+    flag = vocab.names["resize"]
+    return f"pass {flag}" if flag.startswith("-") else f"send {flag} true"
+
+
 def _channels_of(mode: str) -> int:
     return 1 if mode in _GRAY_MODES else 3
 
@@ -167,8 +172,8 @@ def normalize_init_image(data: bytes, card: ModelCard, resize: bool = False, voc
     have = _channels_of(img.mode)
     if not resize and ((w, h) != (side, side) or have != channels):
         raise _invalid(vocab, key, f"must be a {side}x{side} {_MODE_NAMES[channels]} PNG for model {card.ref} "
-                                   f"(got {w}x{h} {_MODE_NAMES[have]}); send {vocab.names['resize']} true to "
-                                   "let the service convert and resize it")
+                                   f"(got {w}x{h} {_MODE_NAMES[have]}); {_resize_hint(vocab)} to have "
+                                   "it converted and resized")
     img = _load(img, key, vocab)
     notes = []
     if have != channels:
@@ -189,7 +194,7 @@ def normalize_mask(data: bytes, card: ModelCard, init_size: tuple[int, int], res
     key, side = "mask", card.image_size
     img = _open_png(data, key, vocab)
     if img.size != init_size:
-        raise _invalid(vocab, key, f"must have the size of init_image, {init_size[0]}x{init_size[1]} "
+        raise _invalid(vocab, key, f"must have the size of {vocab.names['init_image']}, {init_size[0]}x{init_size[1]} "
                                    f"(got {img.size[0]}x{img.size[1]})")
     if not resize and img.size != (side, side):
         raise _invalid(vocab, key, f"must be {side}x{side} for model {card.ref} (got {img.size[0]}x{img.size[1]})")

@@ -165,9 +165,9 @@ BAD = [
     (["--init-image", "rgb.png"], {"rgb.png": np.zeros((28, 28, 3), dtype=np.uint8)},
      ["--init-image must be a 28x28 grayscale", "RGB"]),
     (["--init-image", "init.png", "--mask", "mask.png"], {"init.png": pattern(), "mask.png": half_mask(20)},
-     ["--mask must have the size of init_image", "got 20x20"]),
+     ["--mask must have the size of --init-image", "got 20x20"]),
     (["--init-image", "init.png", "--mask", "mask.png", "--resize"], {"init.png": pattern(), "mask.png": half_mask(20)},
-     ["--mask must have the size of init_image"]),
+     ["--mask must have the size of --init-image"]),
 ]
 
 
