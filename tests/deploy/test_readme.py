@@ -44,6 +44,8 @@ COVERED_ELSEWHERE: dict[str, tuple[str, str]] = {
     "bash scripts/test.sh": ("scripts/test.sh", "python -m pytest"),
     "bash scripts/setup.sh": ("scripts/test.sh", "bash scripts/setup.sh"),
     "section: A first request": ("tests/deploy/test_dockerfiles.py", 'block_in_section("A first request", "bash")'),
+    "section: Image to image, inpainting and previews": ("tests/e2e/test_e2e_image_inputs.py",
+                                                         '"\\n## Image to image, inpainting and previews\\n"'),
 }
 """Commands (and a whole section) another test runs, rather than this one again: what -> (the file
 that runs it, a string of that file that shows it does). `imagegen up` starts Redis, the API and a
@@ -269,6 +271,8 @@ def _check(words: list[str], block: CodeBlock, routes: dict[str, set[str]]) -> s
         return "python3 -c: compiles; run with its block"
     if runnable:
         return f"{name}: run with its block"
+    if section_covered:
+        return f"{name}: run with its section by {COVERED_ELSEWHERE['section: ' + block.section][0]}"
     raise AssertionError(f"README line {block.line}: `{shlex.join(words)}`: this test cannot check it; "
                          "make the block runnable, or teach this test to check it")
 

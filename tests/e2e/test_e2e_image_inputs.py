@@ -127,3 +127,22 @@ def test_previews_stream_before_the_end(service):
     grid = Image.open(io.BytesIO(base64.b64decode(previews[0]["preview"])))
     # two images side by side in the grid layout of grid.png, the kept half of each showing the input
     assert grid.mode == "L" and grid.width >= 2 * SIZE and SIZE <= grid.height < 2 * SIZE
+
+
+def test_the_readme_inpainting_request_works_as_written(service):
+    import re
+    import subprocess
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    text = (repo / "README.md").read_text()
+    section = text[text.index("\n## Image to image, inpainting and previews\n"):]
+    section = section[:section.index("\n## ", 1)]
+    (block,) = re.findall(r"```bash\n(.*?)```", section, flags=re.S)
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", block.replace("http://127.0.0.1:8000", service.url)],
+                          cwd=repo, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["status"] == "succeeded", doc
+    assert doc["request"]["class_label"] == 9 and doc["request"]["mask"].startswith("sha256:")
+    assert doc["request"]["previews"] is True and len(doc["images"]) == 4
