@@ -199,13 +199,29 @@ def worker_generators(root: Path, model: str, device: str) -> dict[str, Any]:
     return load_generators(store, generator_refs(store, [model]), device)
 
 
-def worker_engine(generators: dict[str, Any], max_batch_images: int) -> Any:
-    """A `BatchEngine` built and warmed up as `python -m worker` builds it (worker/__main__.py).
-    Keep this in step with that file when the worker gains engine options."""
+def worker_accel() -> bool:
+    """Whether a worker started here would run its CUDA mode (WORKER_ACCEL, default true)."""
+    from worker.settings import WorkerSettings
+
+    return WorkerSettings().worker_accel
+
+
+def worker_engine(generators: dict[str, Any], max_batch_images: int, accel: bool | None = None) -> Any:
+    """A `BatchEngine` built and warmed up as `python -m worker` builds it (worker/__main__.py: the
+    CUDA mode of worker.accel when WORKER_ACCEL is on, the default). `accel` False: the models as
+    they are, in fp32 (the mode the correctness check compares). Keep this in step with that file.
+
+    The CUDA mode puts the networks into channels_last in place: give an fp32 engine generators of
+    its own."""
+    from worker.accel import AccelConfig
     from worker.engine import BatchEngine
 
-    engine = BatchEngine(generators, max_batch_images)
+    accel = worker_accel() if accel is None else accel
+    engine = BatchEngine(generators, max_batch_images, accel=AccelConfig() if accel else None)
+    started = time.perf_counter()
     engine.warm_up()
+    engine.warm_up_seconds = time.perf_counter() - started
+    engine.accel = accel
     return engine
 
 

@@ -24,7 +24,10 @@ from bench.common import (add_common_arguments, engine_request, environment, res
                           sync, timed_runs, worker_engine, worker_generators, write_result)
 from bench.loops import diffusers_ddim, peer_loop, seed_loop
 
-LOOPS = ("project", "peer", "seed")
+LOOPS = ("project", "project_fp32", "peer", "seed")
+"""project: the engine as the worker runs it (its CUDA mode when WORKER_ACCEL is on, the default);
+project_fp32: the same engine with the models as they are, in fp32 (WORKER_ACCEL=false)."""
+DEFAULT_LOOPS = ("project", "peer", "seed")
 TOLERANCE = 1e-3
 """Most max abs difference allowed between project and peer samples (benchmarks.md)."""
 
@@ -33,7 +36,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.engine", description=__doc__.splitlines()[0])
     add_common_arguments(p)
     p.add_argument("--batch-sizes", default="1,16,64,256,1024", help="comma-separated (default: 1,16,64,256,1024)")
-    p.add_argument("--loops", default=",".join(LOOPS), help="which of project,peer,seed to time (default: all)")
+    p.add_argument("--loops", default=",".join(DEFAULT_LOOPS),
+                   help=f"which of {','.join(LOOPS)} to time (default: {','.join(DEFAULT_LOOPS)})")
     p.add_argument("--steps", type=int, default=50, help="DDIM steps (default: 50)")
     p.add_argument("--guidance-scale", type=float, default=3.0, help="CFG scale (default: 3)")
     p.add_argument("--class-label", type=int, default=7, help="class of every image (default: 7)")
@@ -105,7 +109,10 @@ class Bench:
         generators = worker_generators(root, args.model, device)
         self.ref = next(iter(generators))
         self.gen = generators[self.ref]
-        self.engine = worker_engine(generators, max_batch_images=max(max_batch, args.check_batch, 64))
+        capacity = max(max_batch, args.check_batch, 64)
+        self.engine = worker_engine(generators, max_batch_images=capacity)
+        # the fp32 mode gets networks of its own: the CUDA mode turns the worker's to channels_last in place
+        self.engine_fp32 = worker_engine(worker_generators(root, args.model, device), capacity, accel=False)
         # the reference loops get their own fp32 eager copy of the weights, whatever the engine does to its own
         self.ref_gen = load_generator(ModelStore(root), self.ref, device=device, dtype=torch.float32,
                                       with_classifier=False)
@@ -122,10 +129,13 @@ class Bench:
     def labels(self, batch: int) -> torch.Tensor:
         return torch.full((batch,), self.args.class_label, device=self.device, dtype=torch.long)
 
-    def project(self, batch: int, seed: int = 1000, steps: int | None = None) -> tuple[torch.Tensor, int]:
-        """One job of `batch` images through the engine; (x_0 on the CPU, model evaluations made)."""
+    def project(self, batch: int, seed: int = 1000, steps: int | None = None,
+                fp32: bool = False) -> tuple[torch.Tensor, int]:
+        """One job of `batch` images through the engine (its fp32 mode with `fp32`); (x_0 on the CPU,
+        model evaluations made)."""
         job = f"bench-{next(self._jobs)}"
-        finished, reports = run_jobs(self.engine, self.ref, {job: self.request(batch, seed, steps)})
+        engine = self.engine_fp32 if fp32 else self.engine
+        finished, reports = run_jobs(engine, self.ref, {job: self.request(batch, seed, steps)})
         return finished[job], sum(len(r.batch_images) for r in reports)
 
     def peer(self, batch: int, x_T: torch.Tensor | None = None, steps: int | None = None) -> torch.Tensor:
@@ -150,7 +160,9 @@ class Bench:
 
 
 def check_correctness(bench: Bench, batch: int, steps: int) -> dict[str, Any]:
-    """Project against peer from the same x_T (DDIM eta 0, fp32, TF32 off): max abs difference of x_0."""
+    """Project in its fp32 mode against peer from the same x_T (DDIM eta 0, TF32 off): max abs
+    difference of x_0, which must be under TOLERANCE; and, for information, the same difference for
+    the engine as the worker runs it (its CUDA mode computes in bf16)."""
     if bench.gen.schedule.num_train_steps % steps:
         raise ValueError(f"--check-steps {steps} does not divide the {bench.gen.schedule.num_train_steps} training "
                          "steps: diffusers' DDIM would take other timesteps than ours")
@@ -158,22 +170,26 @@ def check_correctness(bench: Bench, batch: int, steps: int) -> dict[str, Any]:
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:
         request = bench.request(batch, seed=4242, steps=steps)
-        ours, _ = bench.project(batch, seed=4242, steps=steps)
+        ours, _ = bench.project(batch, seed=4242, steps=steps, fp32=True)
         theirs = bench.peer(batch, x_T=bench.x_T(request), steps=steps)
+        served, _ = bench.project(batch, seed=4242, steps=steps)
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
     diff = (ours.float() - theirs.float()).abs().max().item()
+    served_diff = (served.float() - theirs.float()).abs().max().item()
     return {"batch": batch, "seed": 4242, "steps": steps, "eta": 0.0, "dtype": "float32", "tf32": False,
-            "max_abs_diff": diff, "tolerance": TOLERANCE, "passed": bool(diff < TOLERANCE)}
+            "max_abs_diff": diff, "tolerance": TOLERANCE, "passed": bool(diff < TOLERANCE),
+            "served_mode": {"accel": bench.engine.accel and bench.device == "cuda", "max_abs_diff": served_diff,
+                            "mean_abs_diff": (served.float() - theirs.float()).abs().mean().item()}}
 
 
 def time_loop(bench: Bench, loop: str, batch: int, flops_image: float, ceiling: float) -> dict[str, Any]:
     """Images/s of one loop at one batch size, with the FLOP/s it reaches and its share of the ceiling."""
     args = bench.args
     made: list[int] = []  # model evaluations of each project run, from the engine's step reports
-    if loop == "project":
+    if loop in ("project", "project_fp32"):
         def fn() -> None:
-            made.append(bench.project(batch)[1])
+            made.append(bench.project(batch, fp32=loop == "project_fp32")[1])
     else:
         fn = (lambda: bench.peer(batch)) if loop == "peer" else (lambda: bench.seed(batch))
     try:
@@ -244,8 +260,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{ceiling['flops_per_s'] / 1e12:.2f} TFLOP/s ({ceiling['note']})", flush=True)
 
     correctness = check_correctness(bench, args.check_batch, args.check_steps)
-    print(f"bench.engine: correctness, project vs peer: max abs diff {correctness['max_abs_diff']:.2e} "
-          f"({'pass' if correctness['passed'] else 'FAIL'}, tolerance {TOLERANCE:g})", flush=True)
+    print(f"bench.engine: correctness, project (fp32) vs peer: max abs diff {correctness['max_abs_diff']:.2e} "
+          f"({'pass' if correctness['passed'] else 'FAIL'}, tolerance {TOLERANCE:g}); the served mode: "
+          f"{correctness['served_mode']['max_abs_diff']:.2e}", flush=True)
 
     rows = []
     for batch in batches:
@@ -253,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         for loop in loops:
             row[loop] = time_loop(bench, loop, batch, flops_image, ceiling["flops_per_s"])
             figure = row[loop].get("images_per_s")
-            print(f"bench.engine: batch {batch:5d} {loop:8s} "
+            print(f"bench.engine: batch {batch:5d} {loop:12s} "
                   + (f"{figure:10.2f} images/s" if figure else row[loop].get("error", "")), flush=True)
         for other in ("peer", "seed"):
             a, b = row.get("project", {}).get("images_per_s"), row.get(other, {}).get("images_per_s")
@@ -271,9 +288,12 @@ def main(argv: list[str] | None = None) -> int:
             "class_label": args.class_label, "batch_sizes": batches, "loops": loops, "warmup": args.warmup,
             "min_seconds": args.min_seconds, "max_runs": args.max_runs,
             "max_batch_images": bench.engine.max_batch_images, "clip_x0": bench.gen.clip_x0,
+            "accel": bench.engine.accel and device == "cuda", "engine_warm_up_s": bench.engine.warm_up_seconds,
             "tf32": {"matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32},
-            "project": "worker.engine.BatchEngine built and warmed up as worker/__main__.py does; one job of B "
-                       "images added, step() until it finishes; timed from add to the images on the host",
+            "project": "worker.engine.BatchEngine built and warmed up as worker/__main__.py does (WORKER_ACCEL: "
+                       "on CUDA bf16 autocast, channels_last, CUDA graphs per bucket); one job of B images added, "
+                       "step() until it finishes; timed from add to the images on the host",
+            "project_fp32": "the same engine with WORKER_ACCEL off: the models as they are, fp32",
             "peer": "diffusers DDIMScheduler (trailing, set_alpha_to_one, clip_sample = the card's clip_x0), one "
                     "forward on cat([x, x]) with labels cat([y, null]) per step, eager fp32, x_0 copied to the host",
             "seed": "the seed notebook's p_sample_loop (extract on the CPU per lookup, every step kept) respaced to "

@@ -22,7 +22,8 @@ import httpx
 
 from bench import render
 from bench.common import (add_common_arguments, engine_request, environment, exit_on_sigterm, resolve_device,
-                          run_jobs, store_root, summary, sync, worker_engine, worker_generators, write_result)
+                          run_jobs, store_root, summary, sync, worker_accel, worker_engine, worker_generators,
+                          write_result)
 from bench.stack import READY_TIMEOUT_S, counters_delta, running_service, worker_counters
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -144,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {"model": args.model, "request": api_request(args, 0) | {"seed": "1000 + i"},
                      "requests": args.requests, "warmup_requests": args.warmup_requests,
                      "engine_runs": args.engine_runs, "log_level": args.log_level, "workers": 1,
+                     "accel": worker_accel() and device == "cuda",
                      "service": "private redis-server, `imagegen serve`, one `imagegen worker` (child processes); "
                                 "POST /generate?wait=, then GET of the first image's PNG; sequential requests",
                      "engine_in_worker": "change of the worker's sampling-seconds counter (GET /metrics) across "

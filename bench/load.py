@@ -25,7 +25,8 @@ import httpx
 
 from bench import render
 from bench.common import (add_common_arguments, engine_request, environment, exit_on_sigterm, resolve_device,
-                          run_jobs, store_root, summary, timed_runs, worker_engine, worker_generators, write_result)
+                          run_jobs, store_root, summary, timed_runs, worker_accel, worker_engine, worker_generators,
+                          write_result)
 from bench.stack import READY_TIMEOUT_S, aworker_counters, counters_delta, running_service
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -44,8 +45,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--guidance-scale", type=float, default=3.0, help="CFG scale (default: 3)")
     p.add_argument("--max-batch-images", type=int, default=None,
                    help="the worker's MAX_BATCH_IMAGES (default: the largest --clients level)")
-    p.add_argument("--wait", type=float, default=60.0, help="?wait= seconds of each POST, 60 at most (default: 60); then polls")
-    p.add_argument("--poll", type=float, default=0.05, help="seconds between polls after a wait ran out (default: 0.05)")
+    p.add_argument("--wait", type=float, default=60.0,
+                   help="?wait= seconds of each POST, 60 at most (default: 60); then polls")
+    p.add_argument("--poll", type=float, default=0.05,
+                   help="seconds between polls after a wait ran out (default: 0.05)")
     p.add_argument("--warmup-requests", type=int, default=8, help="untimed requests first, 8 at a time (default: 8)")
     p.add_argument("--engine-min-seconds", type=float, default=2.0,
                    help="time the direct engine at each level for at least this long (default: 2)")
@@ -183,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
                      "clients": levels, "rounds": args.rounds, "min_requests": args.min_requests,
                      "level_seconds": args.level_seconds, "wait": args.wait, "poll": args.poll,
                      "max_batch_images": max_batch, "workers": 1, "log_level": args.log_level,
+                     "accel": worker_accel() and device == "cuda",
                      "client": "httpx.AsyncClient on loopback; per request POST /generate?wait=, polls of GET /jobs/{id} "
                                "if the wait ran out, GET of the PNG; latency from POST to the PNG read",
                      "engine": "BatchEngine built as the worker builds it, in the benchmark process before the "

@@ -25,7 +25,7 @@ from typing import Any
 
 from bench import render
 from bench.common import (add_common_arguments, engine_request, environment, resolve_device, run_jobs, store_root,
-                          summary, worker_engine, worker_generators, write_result)
+                          summary, sync, worker_engine, worker_generators, write_result)
 
 MODES = ("continuous", "static")
 
@@ -67,11 +67,17 @@ def request_of(args: argparse.Namespace, item: dict[str, Any]) -> dict[str, Any]
                           steps=args.short_steps if short else args.long_steps, guidance_scale=args.guidance_scale)
 
 
-def step_time(engine: Any, ref: str, batch: int, guidance_scale: float) -> float:
-    """Median seconds of one engine step over `batch` DDIM images with CFG."""
-    _, reports = run_jobs(engine, ref, {"calibrate": engine_request(0, batch, 7, steps=12, guidance_scale=guidance_scale)})
-    seconds = sorted(r.seconds for r in reports[1:])
-    return seconds[len(seconds) // 2]
+def step_time(engine: Any, ref: str, batch: int, guidance_scale: float, device: str) -> float:
+    """Seconds per engine step over `batch` DDIM images with CFG: the wall time of a whole job over its
+    steps (on CUDA the engine does not wait for the device after each step, so a single step's
+    time would be the host's alone)."""
+    request = engine_request(0, batch, 7, steps=12, guidance_scale=guidance_scale)
+    run_jobs(engine, ref, {"calibrate-warm": request})
+    sync(device)
+    t0 = time.perf_counter()
+    _, reports = run_jobs(engine, ref, {"calibrate": request})
+    sync(device)
+    return (time.perf_counter() - t0) / len(reports)
 
 
 def simulate(engine: Any, ref: str, trace: list[dict[str, Any]], mode: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -116,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     generators = worker_generators(store_root(args.model_store), args.model, device)
     ref = next(iter(generators))
     engine = worker_engine(generators, args.max_batch_images)
-    t_step = step_time(engine, ref, args.calibration_batch, args.guidance_scale)
+    t_step = step_time(engine, ref, args.calibration_batch, args.guidance_scale, device)
     rate = args.rate or args.arrivals_per_step / t_step
     trace = make_trace(args.requests, rate, args.short_fraction, args.seed)
     print(f"bench.mixed: {ref} on {device}; step {t_step * 1e3:.1f} ms at batch {args.calibration_batch}; "
@@ -139,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
                      "rate_per_s": rate, "arrivals_per_step": None if args.rate else args.arrivals_per_step,
                      "step_s_at_calibration_batch": t_step, "calibration_batch": args.calibration_batch,
                      "max_batch_images": args.max_batch_images, "trace_seed": args.seed,
+                     "accel": engine.accel and device == "cuda",
                      "trace_span_s": trace[-1]["arrival"], "timeout_s": args.timeout,
                      "method": "engine-level simulation: BatchEngine as the worker builds it, real model "
                                "evaluations, real wall clock; arrivals admitted once the clock passes them. "

@@ -35,28 +35,34 @@ def header(result: dict[str, Any], title: str) -> list[str]:
 
 def engine(result: dict[str, Any]) -> str:
     s, c, ceil = result["settings"], result["correctness"], result["ceiling"]
+    loops = s["loops"]
     lines = header(result, "Benchmark 1: sampling engine")
     lines += [f"{s['model']} ({s['parameters']:,} parameters, {'x'.join(map(str, s['image_shape']))}), DDIM "
-              f"{s['steps']} steps, eta 0, CFG scale {_f(s['guidance_scale'], 1)}, class {s['class_label']}. "
+              f"{s['steps']} steps, eta 0, CFG scale {_f(s['guidance_scale'], 1)}, class {s['class_label']}; the "
+              f"engine's CUDA mode (WORKER_ACCEL) {'on' if s.get('accel') else 'off'}. "
               f"{result['flops']['per_row'] / 1e9:.3f} GFLOP per forward row, "
               f"{result['flops']['per_image'] / 1e9:.1f} GFLOP per image. Ceiling: "
               f"{ceil['flops_per_s'] / 1e12:.2f} TFLOP/s, a {ceil['dtype']} {ceil['matmul_n']}^3 matmul ({ceil['note']}).",
               "",
-              "| batch | project img/s | peer img/s | seed img/s | project/peer | project/seed | project % of ceiling "
-              "| peer % of ceiling | seed % of ceiling |",
-              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "| batch | " + " | ".join(f"{loop} img/s" for loop in loops) + " | project/peer | project/seed | "
+              + " | ".join(f"{loop} % of ceiling" for loop in loops) + " |",
+              "|---:|" + "---:|" * (2 * len(loops) + 2)]
     for row in result["results"]:
         def ips(loop: str) -> str:
             r = row.get(loop) or {}
             return _f(r.get("images_per_s")) if "error" not in r else r["error"][:40]
-        lines.append(f"| {row['batch']} | {ips('project')} | {ips('peer')} | {ips('seed')} "
-                     f"| {_f(row.get('project_over_peer'))} | {_f(row.get('project_over_seed'))} | "
-                     + " | ".join(_pct((row.get(loop) or {}).get("fraction_of_ceiling"))
-                                  for loop in ("project", "peer", "seed")) + " |")
-    lines += ["", f"Correctness (same x_T, DDIM {c['steps']} steps, eta 0, fp32, {c['batch']} images): max abs "
-                  "difference project vs "
-                  f"peer {c['max_abs_diff']:.2e} (tolerance {c['tolerance']:g}): "
-                  f"**{'pass' if c['passed'] else 'FAIL'}**.", ""]
+        lines.append(f"| {row['batch']} | " + " | ".join(ips(loop) for loop in loops)
+                     + f" | {_f(row.get('project_over_peer'))} | {_f(row.get('project_over_seed'))} | "
+                     + " | ".join(_pct((row.get(loop) or {}).get("fraction_of_ceiling")) for loop in loops) + " |")
+    served = c.get("served_mode") or {}
+    lines += ["", f"Correctness (same x_T, DDIM {c['steps']} steps, eta 0, {c['batch']} images): max abs difference "
+                  f"of the engine in fp32 against the peer loop {c['max_abs_diff']:.2e} (tolerance {c['tolerance']:g}): "
+                  f"**{'pass' if c['passed'] else 'FAIL'}**."]
+    if served:
+        lines.append(f"The engine as served ({'bf16 CUDA mode' if served.get('accel') else 'the same fp32 mode'}) "
+                     f"against the peer: max abs difference {served['max_abs_diff']:.2e}, mean "
+                     f"{served['mean_abs_diff']:.2e} (for information; images span [-1, 1]).")
+    lines.append("")
     prof = result.get("profile")
     if prof:
         busy = prof.get("device_busy_s")
@@ -66,7 +72,7 @@ def engine(result: dict[str, Any]) -> str:
         for e in prof["top"][:15]:
             lines.append(f"| `{e['name'][:60]}` | {e['calls']} | {e['self_device_ms']:.2f} | {e['self_cpu_ms']:.2f} |")
         lines.append("")
-    lines += [f"- project: {s['project']}", f"- peer: {s['peer']}", f"- seed: {s['seed']}", ""]
+    lines += [f"- {loop}: {s[loop]}" for loop in ("project", "project_fp32", "peer", "seed") if loop in s] + [""]
     return "\n".join(lines)
 
 

@@ -125,11 +125,13 @@ def targets(results: dict[str, dict[str, Any]]) -> list[str]:
 
 
 NOTES = """\
-- Benchmark 1 times the engine as `python -m worker` builds it (`bench/common.py: worker_engine`); when the
-  worker gains engine options (the CUDA mode of issue #7), that function must build the engine as
-  `worker/__main__.py` does, and the correctness check, which compares in fp32, must build the engine
-  in its fp32 mode. The check uses 50 DDIM steps: diffusers' DDIM steps to t - T // steps, which is
-  our trailing subsequence only when the step count divides T = 1000.
+- Benchmark 1 times the engine as `python -m worker` builds it (`bench/common.py: worker_engine`, which
+  follows `worker/__main__.py`: on CUDA its accelerated mode, `WORKER_ACCEL`, on by default: bf16
+  autocast, channels_last, CUDA graphs per batch-size bucket), and the same engine in fp32
+  (`project_fp32`). The correctness check compares the fp32 mode with the peer loop (max abs
+  difference under 1e-3, TF32 off) and reports the served mode's difference beside it. It uses 50
+  DDIM steps: diffusers' DDIM steps to t - T // steps, which is our trailing subsequence only when
+  the step count divides T = 1000.
 - The seed loop is the notebook's DDPM `p_sample_loop` respaced to the same 50 trailing timesteps, so
   that all three loops make the same number of model evaluations (the notebook itself walks all of
   its training steps).

@@ -63,7 +63,7 @@ if missing:
     raise SystemExit("missing: " + "; ".join(missing))
 PY
     local status=0
-    bench engine 150 --profile-batch 256 "${SMOKE_ENGINE[@]}" || status=1
+    bench engine 150 --loops project,project_fp32,peer,seed --profile-batch 256 "${SMOKE_ENGINE[@]}" || status=1
     bench latency 90 "${SMOKE_LATENCY[@]}" || status=1
     bench load 150 --level-seconds 25 "${SMOKE_LOAD[@]}" || status=1
     bench mixed 90 --timeout 35 "${SMOKE_MIXED[@]}" || status=1

@@ -38,6 +38,7 @@ def results(tmp_path_factory, tiny_store_root) -> Path:
     out = tmp_path_factory.mktemp("results")
     store = ["--model-store", str(tiny_store_root), "--device", "cpu"]
     assert engine_bench.main([*store, "--batch-sizes", "1,2", "--steps", "2", "--min-seconds", "0", "--warmup", "0",
+                              "--loops", "project,project_fp32,peer,seed",
                               "--check-batch", "3", "--check-steps", "10", "--ceiling-size", "128",
                               "--profile-batch", "2", "--out", str(out / "engine.json")]) == 0
     assert mixed.main([*store, "--requests", "8", "--rate", "50", "--short-steps", "2", "--long-steps", "4",
@@ -50,12 +51,15 @@ def test_engine_times_three_loops_and_project_matches_peer(results):
     has_environment(doc)
     c = doc["correctness"]
     assert c["passed"] and c["max_abs_diff"] < 1e-3 and c["steps"] == 10 and c["batch"] == 3
+    # on the CPU the served mode is the fp32 mode: the same samples
+    assert c["served_mode"]["accel"] is False and c["served_mode"]["max_abs_diff"] == c["max_abs_diff"]
     assert doc["ceiling"]["flops_per_s"] > 0 and doc["flops"]["per_row"] > 0
     assert [r["batch"] for r in doc["results"]] == [1, 2]
     for row in doc["results"]:
-        for loop in ("project", "peer", "seed"):
+        for loop in ("project", "project_fp32", "peer", "seed"):
             assert row[loop]["images_per_s"] > 0 and 0 < row[loop]["fraction_of_ceiling"]
-        assert row["project"]["model_evaluations"] == 2  # one per DDIM step: CFG in one forward pass
+        for loop in ("project", "project_fp32"):
+            assert row[loop]["model_evaluations"] == 2  # one per DDIM step: CFG in one forward pass
         assert row["project_over_peer"] > 0 and row["project_over_seed"] > 0
     assert doc["profile"]["top"] and doc["profile"]["batch"] == 2
     assert "| batch | project img/s" in (results / "engine.md").read_text()
