@@ -112,13 +112,6 @@ class Progress(BaseModel):
     total: int
 
 
-class ProgressEvent(Progress):
-    """The data of a `progress` server-sent event."""
-
-    preview: str | None = Field(None, description="with previews: a base64 PNG grid (like grid.png) of the current "
-                                                  "clean-image estimate of the job's images; only in some events")
-
-
 class ImageRef(BaseModel):
     index: int
     seed: int

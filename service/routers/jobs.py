@@ -250,7 +250,9 @@ def get_grid(job_id: str, backend: BackendDep, caller: CallerDep) -> Response:
     "/jobs/{job_id}/events", response_class=EventSourceResponse, summary="Progress as server-sent events",
     description="A `text/event-stream`: the current progress, then a `progress` event (`{\"step\", \"total\"}`) "
                 "per sampler step, then one `end` event whose data is the final job document; the stream "
-                "closes after it. Keep-alive comments come every 15 s.",
+                "closes after it. Keep-alive comments come every 15 s. For a job submitted with `previews: true`, "
+                "every few steps a progress event also carries `preview`: a base64 PNG grid (the layout of "
+                "grid.png) of the current estimate of each clean image.",
     responses={200: {"content": {"text/event-stream": {}}, "description": "The event stream"}, **responses(404)},
 )
 async def job_events_stream(job_id: str, request: Request, backend: BackendDep, caller: CallerDep) -> EventSourceResponse:
