@@ -137,6 +137,9 @@ NOTES = """\
   its training steps).
 - Benchmark 4 drives the engine directly (real model evaluations, real wall clock): the worker has
   no static-batching mode to compare against, so the service is not part of that measurement.
+- Benchmark 5 must run on an otherwise idle machine: with another process busy on one of the two
+  cores, the worker's two OpenMP threads contend and the request ran tens of times slower than with
+  `OMP_NUM_THREADS=1` (seen 2026-11-28). The JSON records the load average at the start.
 - Each figure is a median over timed runs after a warm-up; the raw run times are in the JSON.
 """
 
