@@ -61,7 +61,7 @@ class StepReport:
     # that asked for previews and reached their next preview step (never on the step they finish)
     previews: dict[str, Tensor] = field(default_factory=dict)
     batch_images: list[int] = field(default_factory=list)  # images in each model evaluation made
-    seconds: float = 0.0  # wall time of the step, device work included
+    seconds: float = 0.0  # wall time of the step on the host (on CUDA it waits for the device only when its queue is full)
 
 
 @dataclass(eq=False)  # hashed by identity: one lane may sit under several keys
