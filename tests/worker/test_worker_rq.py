@@ -118,3 +118,24 @@ def test_a_plain_rq_simple_worker_runs_generate_alone(redis_url, tiny_store_root
     assert "plain@1 has none" in failed["error"]["message"]
     assert rq_job(r, bad).get_status() == RQStatus.FAILED
     assert rq_job(r, canceled).return_value() == {"status": "canceled", "images": 0}
+
+
+def test_a_plain_rq_simple_worker_runs_img2img_from_the_record_inputs(redis_url, tiny_store_root, monkeypatch):
+    import base64
+    import io
+
+    from PIL import Image
+
+    monkeypatch.setenv("MODEL_STORE", str(tiny_store_root))
+    monkeypatch.setenv("WORKER_DEVICE", "cpu")
+    r = Redis.from_url(redis_url)
+    pixels = (np.add.outer(np.arange(28), np.arange(28)) * 4 % 256).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels, mode="L").save(buf, format="PNG")
+    job = submit(r, request(strength=0.0, num_images=2), inputs={"init_image": base64.b64encode(buf.getvalue()).decode()})
+    worker = SimpleWorker(["imagegen"], connection=r, serializer=JSONSerializer, name="plain-rq-img2img")
+    with own_signal_handlers():
+        worker.work(burst=True)
+    assert record(r, job)["status"] == "succeeded"
+    # strength 0: the input comes back, pixel for pixel
+    assert all(np.array_equal(png_pixels(r, job, f"{i}.png"), pixels) for i in range(2))

@@ -37,12 +37,13 @@ def request(**fields: Any) -> dict[str, Any]:
     return {**base, **fields}
 
 
-def submit(redis: Redis, req: dict[str, Any], webhook_url: str | None = None, timeout: int | None = None) -> str:
+def submit(redis: Redis, req: dict[str, Any], webhook_url: str | None = None, timeout: int | None = None,
+           inputs: dict[str, str] | None = None) -> str:
     """Create the record and enqueue the RQ job, as the API's POST /generate does (`timeout`: the RQ
-    job timeout, default JOB_TIMEOUT)."""
+    job timeout, default JOB_TIMEOUT; `inputs`: base64 PNGs by field, as the record carries them)."""
     settings = Settings()
     job_id = new_job_id()
-    JobStore(redis, settings.result_ttl).create(job_id, req["model"], req, webhook_url=webhook_url)
+    JobStore(redis, settings.result_ttl).create(job_id, req["model"], req, webhook_url=webhook_url, inputs=inputs)
     Queue(settings.queue_name, connection=redis, serializer=JSONSerializer).enqueue_call(
         func="worker.tasks.generate", kwargs={"job": job_id}, job_id=job_id, timeout=timeout or settings.job_timeout,
         result_ttl=settings.result_ttl, failure_ttl=settings.result_ttl)
