@@ -43,6 +43,12 @@ _VERSION = re.compile(r"[1-9][0-9]*")
 # Fields the store owns: a caller cannot pick the version or vouch for the hash.
 _STORE_FIELDS = ("name", "version", "sha256")
 
+UPDATABLE_FIELDS = ("defaults", "quality", "notes", "training")
+"""Card fields `update_card` may rewrite: what is learned about a model after it is saved (its
+measured quality, the sampling defaults chosen from it, notes for people, and recipe facts the
+export could not know, such as the commit of a checkout without git). Everything else describes
+the weights themselves and changes only with a new version."""
+
 
 def default_store_root() -> Path:
     """The store root: $MODEL_STORE if set, else the `models/` directory of this package."""
@@ -211,6 +217,34 @@ class ModelStore:
             return self._publish(tmp, model_dir, fields)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+    def update_card(self, ref: str | ModelCard, changes: dict[str, Any]) -> ModelCard:
+        """Rewrite some `UPDATABLE_FIELDS` of a stored card in place; returns the new card.
+
+        The weights file is not touched, so the card's sha256 (a digest of the weights alone) stays
+        valid. The new card.json is written beside the old one and renamed over it, so a reader sees
+        the old card or the new one, never half of one. A process that already loaded the model
+        keeps the card it read until it loads it again."""
+        refused = sorted(set(changes) - set(UPDATABLE_FIELDS))
+        if refused:
+            raise ValueError(f"card fields {refused} cannot be updated in place; updatable: {', '.join(UPDATABLE_FIELDS)}")
+        for key, value in changes.items():
+            if not isinstance(value, str if key == "notes" else dict):
+                raise ValueError(f"card field {key!r} must be {'a string' if key == 'notes' else 'a JSON object'}, "
+                                 f"got {type(value).__name__}")
+        card = ref if isinstance(ref, ModelCard) else self.resolve(ref)
+        # read it again from disk: `ref` may be a card loaded before another update
+        current = self._read_card(card.name, card.version)
+        updated = ModelCard.from_dict({**current.to_dict(), **changes})
+        path = self.root / current.name / str(current.version) / CARD_FILE
+        tmp = path.with_name(f".{CARD_FILE}.{os.getpid()}.tmp")
+        try:
+            tmp.write_text(json.dumps(updated.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+            tmp.chmod(0o644)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return updated
 
     def _publish(self, tmp: Path, model_dir: Path, fields: dict[str, Any]) -> ModelCard:
         """Write the card and rename `tmp` to the next free version, retrying if another saver won it."""
