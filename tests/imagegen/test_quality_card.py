@@ -1,0 +1,168 @@
+"""The sampling defaults chosen from quality tables (issue #3's rule, imagegen/quality_card.py), and
+the tables written into a generator's card without touching its weights."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import sys
+
+import pytest
+from tables import CLASSIFIER, FLOOR, GUIDANCE, STEPS, quality, row
+
+from imagegen.quality_card import (NOTES_MARKER, card_quality, choose_defaults, choose_scale, choose_steps, notes_with,
+                                   write_quality)
+from imagegen.settings import check_defaults
+from model_store import ModelStore
+from model_store.loading import load_generator
+
+# --- the rule, on hand-made tables -----------------------------------------------------------------
+
+
+def test_the_scale_is_the_lowest_fd_among_those_near_the_best_accuracy():
+    chosen, why = choose_scale(GUIDANCE)
+    # best accuracy 0.99 (s = 6): 95% of it is 0.9405, which s = 3, 4 and 6 reach; s = 3 has the lowest FD
+    assert chosen["guidance_scale"] == 3.0
+    assert "FD 11" in why and "99.0%" in why and "8 at scale 1.3" in why
+
+
+def test_a_lower_fd_without_the_accuracy_does_not_win():
+    rows = [row(scale=1.0, fd=5.0, accuracy=0.50), row(scale=2.0, fd=9.0, accuracy=0.96),
+            row(scale=4.0, fd=12.0, accuracy=1.0)]
+    assert choose_scale(rows)[0]["guidance_scale"] == 2.0
+
+
+def test_equal_fd_picks_the_smaller_scale_and_unconditional_rows_never_count():
+    rows = [row(scale=0.0, fd=1.0, accuracy=None), row(scale=4.0, fd=9.0, accuracy=0.95),
+            row(scale=2.0, fd=9.0, accuracy=0.95), row(scale=3.0, fd=9.0, accuracy=0.95)]
+    assert choose_scale(rows)[0]["guidance_scale"] == 2.0
+    assert choose_scale([row(scale=0.0, fd=1.0, accuracy=None)]) is None
+    assert choose_scale([]) is None and choose_scale(None) is None
+
+
+def test_steps_are_the_fewest_evaluations_within_ten_percent_of_the_best():
+    chosen, why = choose_steps(STEPS)
+    # best FD 7.5 (DDPM 1000): within 8.25 the cheapest is DPM-Solver++ at 20 steps (Heun 20 costs 39)
+    assert (chosen["sampler"], chosen["steps"]) == ("dpmpp_2m", 20)
+    assert "20 model evaluations" in why and "7.5" in why
+
+
+def test_heun_pays_for_its_second_evaluation_and_ties_go_to_the_lower_fd_then_the_sampler_order():
+    heun = [row("heun", 10, fd=8.0), row("dpmpp_2m", 20, fd=8.0), row("ddim", 100, fd=7.5)]
+    assert (choose_steps(heun)[0]["sampler"], choose_steps(heun)[0]["steps"]) == ("heun", 10)  # 19 < 20 evaluations
+    same_cost = [row("euler", 20, fd=8.0), row("ddim", 20, fd=8.0), row("dpmpp_2m", 20, fd=7.9), row("ddpm", 1000, fd=7.5)]
+    assert choose_steps(same_cost)[0]["sampler"] == "dpmpp_2m"  # the lower FD
+    tie = [row("euler", 20, fd=8.0), row("ddim", 20, fd=8.0), row("ddpm", 1000, fd=7.5)]
+    assert choose_steps(tie)[0]["sampler"] == "ddim"  # then diffusion.names.SAMPLERS' order
+    just_out = [row("ddim", 10, fd=8.26), row("ddim", 50, fd=7.5)]
+    assert choose_steps(just_out)[0]["steps"] == 50
+
+
+def test_all_tables_give_defaults_the_card_accepts_and_say_when_the_combination_was_not_measured():
+    choice = choose_defaults(quality(), {"sampler": "ddim", "steps": 50, "guidance_scale": 3.0, "guidance": "cfg", "eta": 0.0})
+    assert choice.defaults == {"sampler": "dpmpp_2m", "steps": 20, "guidance_scale": 3.0, "guidance": "cfg"}
+    check_defaults(choice.defaults, "chosen defaults")
+    # the steps sweep ran at 1.3 (the best-FD scale), the chosen scale is 3
+    assert choice.measured is False and "not itself a measured row" in choice.reason
+    d = choice.to_dict()
+    assert d["reason"] == choice.reason and "95%" in d["rule"] and "10%" in d["rule"] and d["measured"] is False
+
+
+def test_a_steps_sweep_at_the_chosen_scale_makes_a_measured_choice():
+    steps = [dict(r, guidance_scale=3.0) for r in STEPS]
+    choice = choose_defaults(quality(steps_sweep=steps))
+    assert choice.measured is True and "not itself" not in choice.reason
+
+
+def test_a_missing_table_is_said_and_what_it_decides_falls_back():
+    no_steps = choose_defaults(quality(steps_sweep=None))
+    assert no_steps.defaults == {"sampler": "ddim", "steps": 50, "guidance_scale": 3.0, "guidance": "cfg"}
+    assert no_steps.measured is True and "no steps sweep was measured" in no_steps.reason
+    no_guidance = choose_defaults(quality(guidance_sweep=None))
+    assert no_guidance.defaults["guidance_scale"] == 1.3 and (no_guidance.defaults["sampler"], no_guidance.defaults["steps"]) == ("dpmpp_2m", 20)
+    assert "no guidance sweep was measured" in no_guidance.reason and no_guidance.measured is True
+    assert choose_defaults(quality(guidance_sweep=None, steps_sweep=None)) is None
+    assert choose_defaults({"floor": FLOOR, "classifier_guidance": CLASSIFIER}) is None
+
+
+def test_the_chooser_imports_no_torch():
+    code = "import sys, imagegen.quality_card, imagegen.paper_shapes, imagegen.eval_budget; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
+
+
+# --- notes -----------------------------------------------------------------------------------------
+
+INTERIM_NOTES = ("Interim model: trained on a CPU. Sampling defaults (ddim, 50 steps, CFG 3) are placeholders, not yet "
+                 "chosen from measured quality; the quality table is empty until the model is evaluated. x_0 clipping "
+                 "is on. training.commit is the code it was trained with.")
+
+
+def test_notes_lose_what_the_tables_make_false_and_keep_one_defaults_paragraph():
+    once = notes_with(INTERIM_NOTES, f"{NOTES_MARKER} ddim, 20 steps.")
+    assert "placeholder" not in once and "quality table is empty" not in once
+    assert once.startswith("Interim model: trained on a CPU. x_0 clipping is on. training.commit is the code")
+    twice = notes_with(once, f"{NOTES_MARKER} heun, 10 steps.")
+    assert twice.count(NOTES_MARKER) == 1 and twice.endswith("heun, 10 steps.")
+    assert notes_with(twice, None) == "Interim model: trained on a CPU. x_0 clipping is on. training.commit is the code it was trained with."
+
+
+# --- writing the card ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def store(tmp_path, tiny_store_root) -> ModelStore:
+    root = tmp_path / "store"
+    shutil.copytree(tiny_store_root, root)
+    return ModelStore(root)
+
+
+def results(**overrides) -> dict:
+    """`imagegen evaluate --tables` results: the tables and provenance, plus what the card leaves out."""
+    return {**quality(**overrides), "setting": {"ignored": True}, "extra": 1}
+
+
+def test_write_quality_round_trip_keeps_the_weights_and_their_sha256(store):
+    before = store.resolve("fashion-mnist")
+    weights = store.weights_path(before).read_bytes()
+    written, choice = write_quality(store, "fashion-mnist", results(), choose=True)
+    again = ModelStore(store.root).resolve("fashion-mnist")
+    assert again == written and again.ref == before.ref
+    assert store.weights_path(again).read_bytes() == weights
+    assert again.sha256 == before.sha256 == hashlib.sha256(weights).hexdigest()
+    load_generator(store, again.ref)  # the sha256 check passes
+    assert again.defaults == choice.defaults == {"sampler": "dpmpp_2m", "steps": 20, "guidance_scale": 3.0, "guidance": "cfg"}
+    q = again.quality
+    assert q["guidance_sweep"] == GUIDANCE and q["steps_sweep"] == STEPS and q["classifier_guidance"] == CLASSIFIER
+    assert q["floor"] == FLOOR and q["device"] == "NVIDIA H200" and q["commit"] == "abc123" and q["per_class"] == 1000
+    assert q["eval_classifier"] == "fmnist-eval-classifier@1" and q["measured_at"]
+    assert "setting" not in q and "extra" not in q
+    assert q["defaults_choice"]["sampler"] == "dpmpp_2m" and q["defaults_choice"]["reason"] == choice.reason
+    assert again.notes.count(NOTES_MARKER) == 1 and choice.reason in again.notes
+    # everything that describes the weights is as it was
+    for field in ("architecture", "schedule", "class_names", "links", "training", "created_at", "dtype", "sampling"):
+        assert getattr(again, field) == getattr(before, field)
+    assert not list(store.weights_path(again).parent.glob(".*tmp"))
+
+
+def test_write_quality_without_choosing_keeps_the_defaults_and_a_rerun_replaces_the_tables(store):
+    before = store.resolve("fashion-mnist")
+    first, choice = write_quality(store, "fashion-mnist", results(), choose=False)
+    assert choice is None and first.defaults == before.defaults and "defaults_choice" not in first.quality
+    second, _ = write_quality(store, "fashion-mnist", {"floor": FLOOR, "device": "cpu"})
+    assert second.quality == {"floor": FLOOR, "device": "cpu"}
+
+
+def test_write_quality_refuses_results_without_tables_and_cards_of_classifiers(store):
+    with pytest.raises(ValueError, match="none of the tables"):
+        write_quality(store, "fashion-mnist", {"setting": {"fd": 1.0}})
+    with pytest.raises(ValueError, match="not a generator"):
+        write_quality(store, "fmnist-classifier", results())
+
+
+def test_card_quality_keeps_tables_and_provenance_only():
+    q = card_quality(results(not_measured=[{"table": "steps_sweep", "why": "time"}]))
+    assert set(q) == {"guidance_sweep", "steps_sweep", "classifier_guidance", "floor", "model", "eval_classifier",
+                      "per_class", "reference", "seed", "device", "torch", "commit", "measured_at", "sampling",
+                      "not_measured"}
