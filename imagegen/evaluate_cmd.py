@@ -1,17 +1,25 @@
 """`imagegen evaluate`: FD and accuracy of a generator in the evaluation classifier's features
-(evaluation.md), for one setting or for the model card's tables, written as JSON."""
+(evaluation.md), for one setting or for the model card's tables, written as JSON and, with
+`--write-card`, into the generator's card (with `--choose-defaults`, the sampling defaults too).
+
+Images are sampled through the worker's engine (imagegen.eval_sampling): on CUDA in bf16 with CUDA
+graphs, as the service serves them. With `--max-minutes` a setting starts only if it should end in
+time; those left out are listed under `not_measured`. The results file is rewritten after every
+setting, so a run stopped from outside keeps what it measured."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from diffusion.names import GUIDANCE_KINDS, MAX_STEPS, SAMPLERS
 from imagegen.device import DEVICES, check_device
+from imagegen.eval_budget import Budget, network_rows
 from imagegen.errors import UsageError
 from imagegen.model_choice import pick_generator, resolve_kind
 from model_store import ModelStore
@@ -23,6 +31,10 @@ STEPS_SWEEP = (10, 20, 50, 100)
 CLASSIFIER_SWEEP = (0.0, 1.0, 2.0, 4.0, 8.0)
 """Table 3: classifier guidance at these scales (0 = the unguided conditional model), DDIM 50."""
 TABLES = ("guidance", "steps", "classifier", "floor")
+
+
+COMMIT_ENV = "IMAGEGEN_COMMIT"
+"""The commit to record where the checkout has no git (a working tree copied to a GPU machine)."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -42,11 +54,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eta", type=float, default=0.0, help="one setting: DDIM eta 0..1 (default: 0)")
     p.add_argument("--per-class", type=int, default=1000,
                    help="images generated per class (default: 1000, i.e. 10,000 for Fashion-MNIST)")
-    p.add_argument("--batch-size", type=int, default=500, help="images sampled at once (default: 500)")
+    p.add_argument("--batch-size", type=int, default=500,
+                   help="images sampled at once (default: 500; on a GPU 2048 keeps it busy, and CFG's doubled "
+                        "batch of 4096 rows then fills a CUDA-graph bucket exactly)")
     p.add_argument("--seed", type=int, default=0, help="first seed; image i of class c uses seed + c * per_class + i")
     p.add_argument("--device", choices=list(DEVICES), default="auto", help="where to sample (default: auto)")
+    p.add_argument("--accel", action=argparse.BooleanOptionalAction, default=True,
+                   help="on CUDA, run the network as the worker does: bf16 autocast, channels_last, CUDA graphs "
+                        "(--no-accel: fp32); no effect on the CPU")
+    p.add_argument("--max-minutes", type=float, default=0.0,
+                   help="start a setting only if it should end within this many minutes of the start, from the "
+                        "pace measured so far; the others are listed under not_measured (default: 0, no limit)")
     p.add_argument("--store", metavar="DIR", default=None, help="model store root (default: $MODEL_STORE or the package's)")
-    p.add_argument("--out", required=True, metavar="FILE", help="JSON file for the results")
+    p.add_argument("--out", metavar="FILE", default=None,
+                   help="JSON file for the results, rewritten after every setting (needed unless --write-card)")
+    p.add_argument("--write-card", action="store_true",
+                   help="with --tables: write the tables into the generator's card as its `quality` (replacing "
+                        "it; the weights and their sha256 are untouched)")
+    p.add_argument("--choose-defaults", action="store_true",
+                   help="with --write-card: also set the card's sampling defaults from the tables, with the "
+                        "reason in quality.defaults_choice and the notes (rule: imagegen/quality_card.py)")
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -62,33 +89,73 @@ def _check(args: argparse.Namespace) -> None:
         raise UsageError(f"--eta must be between 0 and 1 (got {args.eta})")
     if args.eta and args.sampler != "ddim":
         raise UsageError("--eta is only for --sampler ddim")
+    if not args.max_minutes >= 0:
+        raise UsageError(f"--max-minutes must be >= 0 (got {args.max_minutes})")
+    if args.write_card and not args.tables:
+        raise UsageError("--write-card writes the tables into the card: add --tables (e.g. --tables guidance steps "
+                         "classifier floor)")
+    if args.choose_defaults and not args.write_card:
+        raise UsageError("--choose-defaults sets the card's defaults: add --write-card")
+    if args.out is None and not args.write_card:
+        raise UsageError("say where the results go: --out FILE, or --write-card (with --tables)")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Load the models, measure, write the JSON file, print its path and the figures."""
+    """Load the models, measure, write the JSON file (and the card), print a summary line."""
     _check(args)
     store = ModelStore(args.store)
     card = pick_generator(store, args.model)
     clf_card = resolve_kind(store, args.eval_classifier, "eval-classifier", "--eval-classifier")
     device = check_device(args.device)
-    out = Path(args.out)
-    results = evaluate(store, card.ref, clf_card.ref, args, device)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps({"out": str(out), **{k: v for k, v in results.items() if k in ("floor", "setting")}}))
+    out = Path(args.out) if args.out else None
+
+    def save(results: dict[str, Any]) -> None:
+        if out is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = out.with_name(out.name + ".tmp")
+            tmp.write_text(json.dumps(results, indent=2) + "\n")
+            os.replace(tmp, out)
+
+    results = evaluate(store, card.ref, clf_card.ref, args, device, on_row=save)
+    save(results)
+    summary: dict[str, Any] = {"out": str(out) if out else None,
+                               **{k: v for k, v in results.items() if k in ("floor", "setting")}}
+    if results.get("not_measured"):
+        summary["not_measured"] = len(results["not_measured"])
+    if args.write_card:
+        from imagegen.quality_card import write_quality
+
+        written, choice = write_quality(store, card.ref, results, choose=args.choose_defaults)
+        summary["card"] = str(store.root / written.name / str(written.version) / "card.json")
+        if args.choose_defaults:
+            summary["defaults"] = written.defaults if choice else None
+            if choice is None:
+                print(f"imagegen evaluate: defaults of {written.ref} unchanged: the tables measured hold neither "
+                      "a guidance sweep nor a steps sweep", file=sys.stderr)
+    print(json.dumps(summary))
     return 0
 
 
-def evaluate(store: ModelStore, model_ref: str, classifier_ref: str, args: argparse.Namespace, device: str) -> dict[str, Any]:
+def _commit() -> str:
+    from imagegen.export import git_commit
+
+    commit = git_commit()
+    return commit if commit != "unknown" else os.environ.get(COMMIT_ENV, "unknown")
+
+
+def evaluate(store: ModelStore, model_ref: str, classifier_ref: str, args: argparse.Namespace, device: str,
+             on_row: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """The results of one setting (`setting`) or of the tables asked for; `on_row(results so far)`
+    after each setting measured."""
     import torch
     from tqdm import tqdm
 
     from diffusion.data import load_fashion_mnist
     from diffusion.evaluation import FeatureStats, Setting, classify, evaluate_setting, frechet_distance
-    from diffusion.sampling import sample
-    from imagegen.export import git_commit
+    from imagegen.eval_sampling import engine_sampler
     from model_store.loading import load_generator, load_module
 
+    budget = Budget(60 * args.max_minutes if args.max_minutes else None)
     tables = args.tables
     need_classifier = tables is None and args.guidance == "classifier" or (tables and "classifier" in tables)
     gen = load_generator(store, model_ref, device=device, with_classifier=bool(need_classifier))
@@ -96,26 +163,47 @@ def evaluate(store: ModelStore, model_ref: str, classifier_ref: str, args: argpa
     test = load_fashion_mnist("test")
     real_feats, _ = classify(eval_clf, test.images.float() / 127.5 - 1, device=device)
     reference = FeatureStats.of(real_feats)
-
-    def sample_batch(specs):
-        return sample(gen.model, gen.schedule, specs, gen.image_shape, gen.num_classes,
-                      classifier=gen.classifier, device=device, clip_x0=gen.clip_x0)
-
-    def measure(setting: Setting, label: str) -> dict:
-        total = gen.num_classes * args.per_class
-        with tqdm(total=total, desc=label, unit="img", file=sys.stderr, dynamic_ncols=True) as bar:
-            row = evaluate_setting(sample_batch, setting, gen.num_classes, args.per_class, eval_clf, reference,
-                                   args.batch_size, args.seed, device, progress=bar.update)
-        print(json.dumps(row), file=sys.stderr)
-        return row
+    sample_batch, how = engine_sampler(gen, args.batch_size, accel=args.accel)
 
     default_scale = gen.card.defaults.get("guidance_scale", 3.0)
     results: dict[str, Any] = {
         "model": model_ref, "eval_classifier": classifier_ref, "per_class": args.per_class,
         "reference": f"fashion-mnist test split ({len(test)} images)", "seed": args.seed,
         "device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "torch": torch.__version__,
-        "commit": git_commit(), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "commit": _commit(), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "sampling": how,
     }
+    images = gen.num_classes * args.per_class
+
+    def measure(setting: Setting, label: str) -> dict:
+        with tqdm(total=images, desc=label, unit="img", file=sys.stderr, dynamic_ncols=True) as bar:
+            row = evaluate_setting(sample_batch, setting, gen.num_classes, args.per_class, eval_clf, reference,
+                                   args.batch_size, args.seed, device, progress=bar.update)
+        print(json.dumps(row), file=sys.stderr)
+        return row
+
+    def table(key: str, settings: list[Setting], label: Callable[[Setting], str],
+              known: dict[Setting, dict] | None = None) -> None:
+        """Measure the settings of table `key` that fit the budget, in the order given."""
+        rows = []
+        for setting in settings:
+            if known and setting in known:  # the same images, already scored in another table
+                rows.append(dict(known[setting]))
+                continue
+            cost = network_rows(setting.sampler, setting.steps, setting.guidance, setting.guidance_scale, images)
+            ok, why = budget.fits(setting.guidance, cost)
+            if not ok:
+                results.setdefault("not_measured", []).append({"table": key, **setting.__dict__, "why": why})
+                print(f"not measured: {key} {label(setting)}: {why}", file=sys.stderr)
+                continue
+            started = time.perf_counter()
+            rows.append(measure(setting, label(setting)))
+            budget.record(setting.guidance, cost, time.perf_counter() - started)
+            results[key] = rows
+            if on_row:
+                on_row(results)
+        if rows:
+            results[key] = rows
+
     if tables is None:
         scale = default_scale if args.guidance_scale is None else args.guidance_scale
         results["setting"] = measure(Setting(args.sampler, args.steps, args.guidance, scale, args.eta), "setting")
@@ -125,20 +213,28 @@ def evaluate(store: ModelStore, model_ref: str, classifier_ref: str, args: argpa
         train_feats, _ = classify(eval_clf, train.images.float() / 127.5 - 1, device=device)
         results["floor"] = {"fd": round(frechet_distance(FeatureStats.of(train_feats), reference), 4),
                             "n": len(train), "what": "training images against the test set"}
+        if on_row:
+            on_row(results)
     if "guidance" in tables:
-        results["guidance_sweep"] = [measure(Setting("ddim", 50, "cfg", s), f"cfg s={s}") for s in GUIDANCE_SWEEP]
-    if "steps" in tables:
-        if args.guidance_scale is not None:
-            best = args.guidance_scale
-        elif "guidance_sweep" in results:
-            best = min((r for r in results["guidance_sweep"] if r["guidance_scale"] > 0), key=lambda r: r["fd"])["guidance_scale"]
-        else:
-            best = default_scale
-        runs = [(s, k) for s in SAMPLERS for k in STEPS_SWEEP] + [("ddpm", 1000)]
-        results["steps_sweep"] = [measure(Setting(s, k, "cfg", best), f"{s} {k}") for s, k in runs]
+        table("guidance_sweep", [Setting("ddim", 50, "cfg", s) for s in GUIDANCE_SWEEP], lambda st: f"cfg s={st.guidance_scale}")
     if "classifier" in tables:
         if gen.classifier is None:
             raise UsageError(f"--tables classifier: {model_ref} links no guidance classifier")
-        results["classifier_guidance"] = [measure(Setting("ddim", 50, "classifier", s), f"classifier s={s}")
-                                          for s in CLASSIFIER_SWEEP]
+        table("classifier_guidance", [Setting("ddim", 50, "classifier", s) for s in CLASSIFIER_SWEEP],
+              lambda st: f"classifier s={st.guidance_scale}")
+    if "steps" in tables:
+        if args.guidance_scale is not None:
+            best = args.guidance_scale
+        elif results.get("guidance_sweep") and any(r["guidance_scale"] > 0 for r in results["guidance_sweep"]):
+            best = min((r for r in results["guidance_sweep"] if r["guidance_scale"] > 0), key=lambda r: r["fd"])["guidance_scale"]
+        else:
+            best = default_scale
+        # the cheap settings first, so that a budget that runs out leaves out the longest (DDPM 1000 last)
+        runs = [(s, k) for k in STEPS_SWEEP for s in SAMPLERS] + [("ddpm", 1000)]
+        known = {Setting(r["sampler"], r["steps"], r["guidance"], r["guidance_scale"], r["eta"]): r
+                 for r in results.get("guidance_sweep", [])}
+        table("steps_sweep", [Setting(s, k, "cfg", best) for s, k in runs], lambda st: f"{st.sampler} {st.steps}", known)
+        if "steps_sweep" in results:
+            order = list(SAMPLERS)
+            results["steps_sweep"].sort(key=lambda r: (order.index(r["sampler"]), r["steps"]))
     return results

@@ -92,3 +92,45 @@ def test_bad_flags_are_one_line_errors(store, tmp_path, capsys, flags, message):
     code = main(["evaluate", "--store", str(root), "--device", "cpu", "--out", str(tmp_path / "x.json"), *flags])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and message in err
+
+
+def test_max_minutes_lists_the_settings_it_left_out(store, tmp_path):
+    root, _ = store
+    # the budget counts from the start: loading the models and the test set alone takes more than 0.06 s
+    result = evaluate(root, tmp_path, "--tables", "guidance", "--per-class", "2", "--max-minutes", "0.001")
+    assert "guidance_sweep" not in result
+    left_out = result["not_measured"]
+    assert [m["guidance_scale"] for m in left_out] == [0.0, 1.0, 1.1, 1.3, 1.5, 2.0, 3.0, 4.0, 6.0]
+    assert all(m["table"] == "guidance_sweep" and "--max-minutes" in m["why"] for m in left_out)
+    assert result["sampling"].startswith("worker engine")
+
+
+def test_write_card_puts_the_tables_into_the_card_and_keeps_the_sha256(store, tmp_path):
+    root, _ = store
+    card_root = tmp_path / "store"
+    shutil.copytree(root, card_root)
+    before = ModelStore(card_root).resolve("fashion-mnist")
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        code = main(["evaluate", "--model", "fashion-mnist", "--store", str(card_root), "--device", "cpu",
+                     "--tables", "floor", "--write-card", "--choose-defaults"])
+    assert code == 0
+    summary = last_json(buf.getvalue())
+    after = ModelStore(card_root).resolve("fashion-mnist")
+    assert summary["out"] is None and summary["card"].endswith("fashion-mnist/1/card.json")
+    # the floor alone decides no defaults: they stay, and the command says so
+    assert summary["defaults"] is None and after.defaults == before.defaults
+    assert after.sha256 == before.sha256 and after.quality["floor"]["n"] == 10_000
+    assert after.quality["device"] == "cpu" and after.quality["eval_classifier"].startswith("fmnist-eval-classifier@")
+    load_module(ModelStore(card_root), after.ref)  # still passes its sha256 check
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--write-card"], "--tables"), (["--tables", "floor", "--choose-defaults", "--out", "x.json"], "--write-card"),
+    ([], "--out FILE"), (["--max-minutes", "-1", "--out", "x.json"], "--max-minutes"),
+])
+def test_card_flags_are_checked_before_anything_loads(store, tmp_path, capsys, flags, message):
+    root, _ = store
+    code = main(["evaluate", "--store", str(root), "--device", "cpu", *flags])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and message in err
