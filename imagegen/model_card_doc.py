@@ -1,0 +1,406 @@
+"""`docs/model-card.md` rendered from a generator's card: how it was trained, its sampling defaults
+and why, the quality tables of evaluation.md with the floor beside them, the plots (PNG, matplotlib),
+a sample grid with one row per class, and a comparison with the papers written from the measured
+numbers only. A table the card lacks is said to be not measured; a shape is never claimed from
+numbers that are absent.
+
+    python -m imagegen.model_card_doc --model fashion-mnist --out docs/model-card.md --sample-grid
+
+Written as a command module (`add_arguments`, `run`) so that `imagegen model-card` is one line in
+`imagegen.cli.COMMANDS`. Only `--sample-grid` needs torch; the rest reads JSON and draws with
+matplotlib.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from diffusion.names import SAMPLERS
+from imagegen.paper_shapes import comparisons, fd_text
+from model_store import ModelCard, ModelStore
+
+GRID_PER_CLASS = 10
+"""Images per class (one row each) of the sample grid."""
+
+TRADEOFF_PNG, STEPS_PNG, GRID_PNG = "model-card-tradeoff.png", "model-card-steps.png", "model-card-grid.png"
+"""File names of the figures, in the images folder beside the doc."""
+
+_TRAINING_FIELDS = [("data", "data"), ("train_images", "training images"), ("preset", "architecture preset"),
+                    ("steps", "optimizer steps"), ("batch_size", "batch size"), ("lr", "peak learning rate"),
+                    ("p_uncond", "label dropout (CFG)"), ("ema_decay", "EMA decay"), ("schedule", "noise schedule"),
+                    ("seconds", "training time"), ("device", "device"), ("torch", "torch"),
+                    ("commit", "commit"), ("final_loss", "final loss")]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of the model-card renderer."""
+    p.add_argument("--model", default="fashion-mnist", metavar="NAME[@VERSION]",
+                   help="the generator whose card is rendered (default: fashion-mnist, its newest version)")
+    p.add_argument("--store", metavar="DIR", default=None, help="model store root (default: $MODEL_STORE or the package's)")
+    p.add_argument("--out", default="docs/model-card.md", metavar="FILE", help="the markdown file (default: %(default)s)")
+    p.add_argument("--images", default=None, metavar="DIR",
+                   help="where the PNGs go (default: images/ beside --out)")
+    p.add_argument("--sample-grid", action="store_true",
+                   help="sample the grid anew at the card's defaults (needs torch; else an existing grid is linked)")
+    p.add_argument("--grid-per-class", type=int, default=GRID_PER_CLASS, metavar="N",
+                   help="with --sample-grid: images per class, one row per class (default: %(default)s)")
+    p.add_argument("--device", default="auto", help="with --sample-grid: cpu, cuda or auto (default: auto)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Render the doc and its figures; print a JSON line naming the files."""
+    from imagegen.model_choice import pick_generator
+
+    store = ModelStore(args.store)
+    card = pick_generator(store, args.model)
+    out = Path(args.out)
+    images = Path(args.images) if args.images else out.parent / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    written = []
+    if args.sample_grid:
+        from imagegen.device import check_device
+
+        if args.grid_per_class < 1:
+            from imagegen.errors import UsageError
+
+            raise UsageError(f"--grid-per-class must be >= 1 (got {args.grid_per_class})")
+        sample_grid(store, card, images / GRID_PNG, check_device(args.device), args.grid_per_class)
+        written.append(str(images / GRID_PNG))
+    quality = card.quality or {}
+    figures = {}
+    if plot_tradeoff(quality, card.defaults.get("guidance_scale"), images / TRADEOFF_PNG):
+        figures["tradeoff"] = images / TRADEOFF_PNG
+    if plot_steps(quality, images / STEPS_PNG):
+        figures["steps"] = images / STEPS_PNG
+    if (images / GRID_PNG).exists():
+        figures["grid"] = images / GRID_PNG
+    written += [str(p) for k, p in figures.items() if k != "grid"]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render(card, {k: os.path.relpath(p, out.parent) for k, p in figures.items()},
+                          eval_classifier_card(store, quality), grid_settings(images / GRID_PNG)))
+    print(json.dumps({"doc": str(out), "figures": written}))
+    return 0
+
+
+def eval_classifier_card(store: ModelStore, quality: dict) -> ModelCard | None:
+    ref = quality.get("eval_classifier")
+    if not ref:
+        return None
+    try:
+        return store.resolve(ref)
+    except Exception:  # noqa: BLE001 - a classifier not in this store: the doc says less, nothing more
+        return None
+
+
+# --- figures ---------------------------------------------------------------------------------------
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # no date or version in the file, so that a rerun on the same numbers gives the same bytes
+    fig.savefig(path, dpi=110, bbox_inches="tight", metadata={"Software": None})
+    _pyplot().close(fig)
+
+
+def _rows(quality: dict, key: str) -> list[dict]:
+    rows = quality.get(key)
+    return [r for r in rows if isinstance(r, dict) and isinstance(r.get("fd"), (int, float))] if isinstance(rows, list) else []
+
+
+def _floor(quality: dict) -> float | None:
+    floor = quality.get("floor")
+    return floor["fd"] if isinstance(floor, dict) and isinstance(floor.get("fd"), (int, float)) else None
+
+
+def plot_tradeoff(quality: dict, default_scale: float | None, path: Path) -> bool:
+    """FD against accuracy along the guidance sweep, one point per conditional scale; False (and no
+    file) when the card has no such points."""
+    points = sorted((r for r in _rows(quality, "guidance_sweep") if isinstance(r.get("accuracy"), (int, float))),
+                    key=lambda r: r["guidance_scale"])
+    if not points:
+        return False
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([100 * r["accuracy"] for r in points], [r["fd"] for r in points], "-o", color="tab:blue", zorder=2)
+    for r in points:
+        chosen = r["guidance_scale"] == default_scale
+        ax.annotate(f"s={r['guidance_scale']:g}" + (" (default)" if chosen else ""), (100 * r["accuracy"], r["fd"]),
+                    textcoords="offset points", xytext=(6, 6), fontsize=8, fontweight="bold" if chosen else "normal")
+        if chosen:
+            ax.plot([100 * r["accuracy"]], [r["fd"]], "o", ms=11, mfc="none", mec="tab:red", zorder=3)
+    floor = _floor(quality)
+    if floor is not None:
+        ax.axhline(floor, ls="--", color="gray", lw=1, label=f"floor {floor:g} (training images)")
+        ax.legend(loc="upper left", fontsize=8)
+    ax.set_xlabel("accuracy: share classified as the requested class (%)")
+    ax.set_ylabel("FD (lower is better)")
+    ax.set_title("Guidance sweep: DDIM 50 steps, classifier-free guidance", fontsize=10)
+    ax.grid(alpha=0.3)
+    _save(fig, path)
+    return True
+
+
+def plot_steps(quality: dict, path: Path) -> bool:
+    """FD against steps, one line per sampler of the steps sweep; False (and no file) without rows."""
+    rows = _rows(quality, "steps_sweep")
+    if not rows:
+        return False
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for sampler in SAMPLERS:
+        mine = sorted((r for r in rows if r.get("sampler") == sampler), key=lambda r: r["steps"])
+        if mine:
+            ax.plot([r["steps"] for r in mine], [r["fd"] for r in mine], "-o", label=sampler)
+    floor = _floor(quality)
+    if floor is not None:
+        ax.axhline(floor, ls="--", color="gray", lw=1, label=f"floor {floor:g}")
+    ax.set_xscale("log")
+    ticks = sorted({r["steps"] for r in rows})
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("sampler steps (log scale)")
+    ax.set_ylabel("FD (lower is better)")
+    scales = sorted({r["guidance_scale"] for r in rows})
+    ax.set_title(f"Steps sweep at CFG scale {', '.join(f'{s:g}' for s in scales)}", fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    _save(fig, path)
+    return True
+
+
+def sample_grid(store: ModelStore, card: ModelCard, path: Path, device: str, per_class: int = GRID_PER_CLASS) -> None:
+    """`per_class` images of every class, one row per class, at the card's defaults (image i of class
+    c has seed c * per_class + i)."""
+    import torch
+
+    from PIL.PngImagePlugin import PngInfo
+
+    from diffusion.images import make_grid, to_pil
+    from diffusion.sampling import SampleSpec, sample
+    from model_store.loading import load_generator
+
+    d = card.defaults
+    gen = load_generator(store, card.ref, device=device, with_classifier=d.get("guidance") == "classifier")
+    specs = [SampleSpec(c, float(d.get("guidance_scale", 3.0)), guidance=d.get("guidance", "cfg"),
+                        sampler=d.get("sampler", "ddim"), steps=int(d.get("steps", 50)), eta=float(d.get("eta", 0.0)),
+                        seed=c * per_class + i)
+             for c in range(gen.num_classes) for i in range(per_class)]
+    with torch.no_grad():
+        x = sample(gen.model, gen.schedule, specs, gen.image_shape, gen.num_classes, classifier=gen.classifier,
+                   device=device, clip_x0=gen.clip_x0)
+    image = to_pil(make_grid(x.float().clamp(-1, 1).cpu(), per_class))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # 28-pixel images are too small to judge in a browser: twice the size, pixels kept sharp
+    info = PngInfo()
+    # what the caption says is read back from the file, so that it cannot describe another grid
+    info.add_text("imagegen", json.dumps({"model": card.ref, "per_class": per_class, **{k: v for k, v in (
+        ("sampler", specs[0].sampler), ("steps", specs[0].steps), ("guidance", specs[0].guidance),
+        ("guidance_scale", specs[0].guidance_scale))}}))
+    image.resize((2 * image.width, 2 * image.height), resample=0).save(path, pnginfo=info)
+
+
+def grid_settings(path: Path) -> dict | None:
+    """The settings `sample_grid` recorded in a grid PNG, or None."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return json.loads(im.text["imagegen"])
+    except (OSError, KeyError, ValueError, AttributeError):
+        return None
+
+
+# --- markdown --------------------------------------------------------------------------------------
+
+def _fmt(key: str, v: Any) -> str:
+    if v is None:
+        return "–"
+    if key == "accuracy" and isinstance(v, (int, float)):
+        return f"{100 * v:.1f}%"
+    if isinstance(v, float):
+        return fd_text(v) if key == "fd" else f"{v:g}"
+    return str(v)
+
+
+def _table(head: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def _ratio(fd: float, floor: float | None) -> str:
+    return f"{fd / floor:.1f}x" if floor else "–"
+
+
+def _training(card: ModelCard) -> str:
+    t = card.training
+    rows = []
+    for key, label in _TRAINING_FIELDS:
+        if key in t:
+            v = t[key]
+            if key == "seconds" and isinstance(v, (int, float)):
+                v = f"{v / 60:.1f} min"
+            elif key == "final_loss" and isinstance(v, float):
+                v = f"{v:.4f}"
+            rows.append([label, str(v)])
+    arch = card.architecture
+    text = [_table(["", ""], rows) if rows else "The card records no training recipe.", "",
+            f"Architecture: `{arch['type']}` with `{json.dumps(arch['config'], sort_keys=True)}`; prediction type "
+            f"`{card.prediction_type}`; schedule `{json.dumps(card.schedule, sort_keys=True)}`; weights in "
+            f"{card.dtype}, sha256 `{card.sha256}`."]
+    return "\n".join(text)
+
+
+def _defaults(card: ModelCard) -> str:
+    d = card.defaults
+    line = ", ".join(f"{k} `{d[k]}`" for k in ("sampler", "steps", "guidance", "guidance_scale", "eta") if k in d)
+    choice = (card.quality or {}).get("defaults_choice")
+    if isinstance(choice, dict) and choice.get("reason"):
+        measured = "" if choice.get("measured", True) else " (this exact combination was not measured)"
+        return (f"{line}{measured}.\n\nChosen from the measured tables by this rule: {choice.get('rule', '')}.\n\n"
+                f"{choice['reason']}")
+    return f"{line}.\n\nThese are not chosen from measured tables: the card has none yet."
+
+
+def _quality(card: ModelCard, figures: dict[str, str], clf: ModelCard | None) -> str:
+    q = card.quality or {}
+    floor = _floor(q)
+    tables = [k for k in ("guidance_sweep", "steps_sweep", "classifier_guidance") if _rows(q, k)]
+    if not tables and floor is None:
+        return ("Not measured yet. The tables of the evaluation protocol (`shared/spec/evaluation.md`: guidance sweep, steps sweep over "
+                "the five samplers, classifier guidance beside CFG, and the real-data floor, each with 10,000 "
+                "samples) are owed to a GPU run: [gpu-runbook.md](gpu-runbook.md) says how. No figure is "
+                "estimated in their place.")
+    out = []
+    n = q.get("per_class")
+    acc = clf.quality.get("test_accuracy") if clf is not None else None
+    out.append(f"Measured on {q.get('device', '?')} (torch {q.get('torch', '?')}, commit `{q.get('commit', '?')}`, "
+               f"{q.get('measured_at', '?')}), {n} images per class per setting"
+               + (f" ({10 * n:,} for the ten classes)" if isinstance(n, int) and card.num_classes == 10 else "")
+               + f", seeds from {q.get('seed', 0)}. FD and accuracy are in the features of the evaluation classifier "
+                 f"`{q.get('eval_classifier', '?')}`"
+               + (f" ({100 * acc:.1f}% test accuracy)" if isinstance(acc, (int, float)) else "")
+               + f", against {q.get('reference', 'the test split')}. Sampling: {q.get('sampling', 'not recorded')}.")
+    out.append("")
+    out.append(f"**Floor** (FD of 10,000 training images against the test set: what a perfect generator would score): "
+               + (f"**{fd_text(floor)}**. The `x floor` columns divide each FD by it." if floor is not None else "not measured."))
+    g = _rows(q, "guidance_sweep")
+    out += ["", "### Guidance sweep (classifier-free guidance, DDIM 50 steps, eta 0)", ""]
+    if g:
+        default_scale = card.defaults.get("guidance_scale")
+        out.append(_table(["scale", "FD", "x floor", "accuracy", "seconds"], [
+            [f"**{r['guidance_scale']:g}** (default)" if r["guidance_scale"] == default_scale else f"{r['guidance_scale']:g}",
+             _fmt("fd", r["fd"]), _ratio(r["fd"], floor), _fmt("accuracy", r.get("accuracy")),
+             _fmt("", r.get("sampling_seconds"))] for r in sorted(g, key=lambda r: r["guidance_scale"])]))
+        out.append("\nScale 0 is unconditional (scored against the whole test set; no accuracy); scale 1 is the "
+                   "conditional model alone.")
+        if "tradeoff" in figures:
+            out.append(f"\n![FD against accuracy along the guidance sweep]({figures['tradeoff']})")
+    else:
+        out.append("Not measured.")
+    s = _rows(q, "steps_sweep")
+    scales = sorted({r["guidance_scale"] for r in s})
+    out += ["", "### Steps sweep (every sampler" + (f", CFG scale {', '.join(f'{v:g}' for v in scales)}" if s else "")
+            + ", the best-FD scale of the guidance sweep)", ""]
+    if s:
+        steps = sorted({r["steps"] for r in s})
+        cells = {(r["sampler"], r["steps"]): r for r in s}
+        body = []
+        for sampler in SAMPLERS:
+            if any(k[0] == sampler for k in cells):
+                body.append([sampler] + [f"{_fmt('fd', cells[sampler, k]['fd'])} ({_fmt('accuracy', cells[sampler, k].get('accuracy'))})"
+                                         if (sampler, k) in cells else "–" for k in steps])
+        out.append("FD (accuracy) by sampler and steps; – is not measured.\n")
+        out.append(_table(["sampler"] + [f"{k} steps" for k in steps], body))
+        best = min(s, key=lambda r: r["fd"])
+        out.append(f"\nBest: {best['sampler']} {best['steps']} steps, FD {fd_text(best['fd'])}"
+                   + (f" ({_ratio(best['fd'], floor)} the floor)." if floor else "."))
+        if "steps" in figures:
+            out.append(f"\n![FD against steps per sampler]({figures['steps']})")
+    else:
+        out.append("Not measured.")
+    c = _rows(q, "classifier_guidance")
+    out += ["", "### Classifier guidance beside CFG (DDIM 50 steps)", ""]
+    if c:
+        cfg = {r["guidance_scale"]: r for r in g if r["guidance_scale"] > 0}  # s = 0 is unconditional
+        out.append(_table(["scale", "classifier FD", "x floor", "classifier accuracy", "CFG FD", "CFG accuracy"], [
+            [f"{r['guidance_scale']:g}", _fmt("fd", r["fd"]), _ratio(r["fd"], floor), _fmt("accuracy", r.get("accuracy")),
+             _fmt("fd", cfg[r["guidance_scale"]]["fd"]) if r["guidance_scale"] in cfg else "–",
+             _fmt("accuracy", cfg[r["guidance_scale"]].get("accuracy")) if r["guidance_scale"] in cfg else "–"]
+            for r in sorted(c, key=lambda r: r["guidance_scale"])]))
+        out.append("\nClassifier scale 0 is the unguided conditional model; CFG columns are the guidance sweep's row at "
+                   "the same number where it has one (the two scales mean different things).")
+    else:
+        out.append("Not measured.")
+    missing = q.get("not_measured")
+    if isinstance(missing, list) and missing:
+        out += ["", "### Not measured", "", "These settings were left out (never estimated):", ""]
+        out += [f"- {m.get('table')}: {m.get('sampler')} {m.get('steps')} steps, {m.get('guidance')} scale "
+                f"{m.get('guidance_scale')}: {m.get('why', '')}" for m in missing if isinstance(m, dict)]
+    return "\n".join(out)
+
+
+def render(card: ModelCard, figures: dict[str, str], clf: ModelCard | None = None, grid: dict | None = None) -> str:
+    """The markdown of the model card; `figures` maps tradeoff, steps and grid to paths relative to
+    the doc; `clf` is the evaluation classifier's card, `grid` the settings the grid records."""
+    names = ", ".join(card.class_names)
+    parts = [
+        f"# Model card: `{card.ref}`", "",
+        f"<!-- rendered by `python -m imagegen.model_card_doc` from model_store/models/{card.name}/{card.version}/"
+        f"card.json; edit the card or the renderer, not this file -->", "",
+        f"A class-conditional diffusion model of {card.image_size}x{card.image_size} "
+        f"{'grayscale' if card.channels == 1 else 'RGB'} images of {card.num_classes} classes ({names}), one network "
+        f"for the conditional and the unconditional prediction (label dropout), served by `GET /models/{card.name}`.",
+        "", "## Samples", "",
+    ]
+    if "grid" in figures:
+        g = grid
+        how = (f"{g.get('per_class')} seeds each, sampled from {g.get('model')} with {g.get('sampler')}, {g.get('steps')} "
+               f"steps, {g.get('guidance')} scale {g.get('guidance_scale')}" if g else "its sampling settings not recorded")
+        parts.append(f"![Samples, one row per class]({figures['grid']})\n\nOne row per class, top to bottom: {names}; "
+                     f"{how}.")
+    else:
+        parts.append("No sample grid rendered (`--sample-grid` makes one).")
+    parts += ["", "## How it was trained", "", _training(card)]
+    if card.notes:
+        parts += ["", "Notes from the card:", "", "> " + card.notes.replace("\n\n", "\n>\n> ")]
+    parts += ["", "## Sampling defaults", "", _defaults(card), "", "## Quality", "", _quality(card, figures, clf),
+              "", "## Compared with the papers", ""]
+    parts += comparisons(card.quality or {})
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m imagegen.model_card_doc`, with the errors of `imagegen` (one line, exit 2 or 1)."""
+    from imagegen.cli import ArgumentParser
+    from imagegen.errors import UsageError
+    from model_store.errors import ModelStoreError
+
+    prog = "imagegen model-card"
+    parser = ArgumentParser(prog=prog, description="Render docs/model-card.md from a generator's card.",
+                            allow_abbrev=False)
+    add_arguments(parser)
+    try:
+        return run(parser.parse_args(argv))
+    except UsageError as e:
+        print(f"{e.prog or prog}: error: {e.message}", file=sys.stderr)
+        return 2
+    except (OSError, ModelStoreError) as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""docs/model-card.md rendered from a card: tables with the floor, plots, the comparison with the
+papers from measured numbers only, and a card with no tables saying they are owed."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from PIL import Image
+from tables import STEPS, quality, row
+
+from imagegen import model_card_doc, paper_shapes
+from imagegen.quality_card import write_quality
+from model_store import ModelStore
+
+VERDICTS = ("**Agrees", "**Differs")
+
+
+@pytest.fixture
+def store(tmp_path, tiny_store_root) -> ModelStore:
+    root = tmp_path / "store"
+    shutil.copytree(tiny_store_root, root)
+    return ModelStore(root)
+
+
+def render(store: ModelStore, tmp_path, *flags) -> str:
+    out = tmp_path / "docs" / "model-card.md"
+    assert model_card_doc.main(["--store", str(store.root), "--out", str(out), *flags]) == 0
+    return out.read_text()
+
+
+def test_a_card_without_tables_says_they_are_owed_and_claims_no_shape(store, tmp_path):
+    doc = render(store, tmp_path)
+    assert "# Model card: `fashion-mnist@1`" in doc
+    assert "Not measured yet" in doc and "owed to a GPU run" in doc and "gpu-runbook.md" in doc
+    assert "Nothing to compare yet" in doc and not any(v in doc for v in VERDICTS)
+    assert "not chosen from measured tables" in doc
+    assert not list((tmp_path / "docs" / "images").glob("*.png"))  # no plot of numbers that do not exist
+
+
+def test_full_tables_render_with_the_floor_plots_defaults_and_verdicts(store, tmp_path):
+    write_quality(store, "fashion-mnist", quality(not_measured=[
+        {"table": "steps_sweep", "sampler": "heun", "steps": 100, "guidance": "cfg", "guidance_scale": 1.3,
+         "why": "would pass --max-minutes (4)"}]), choose=True)
+    doc = render(store, tmp_path)
+    images = tmp_path / "docs" / "images"
+    for name in (model_card_doc.TRADEOFF_PNG, model_card_doc.STEPS_PNG):
+        with Image.open(images / name) as im:
+            assert im.format == "PNG" and im.width > 300
+        assert f"](images/{name})" in doc
+    assert "**Floor**" in doc and "**2.00**" in doc and "4.0x" in doc  # FD 8 at s = 1.3 is 4 times the floor of 2
+    assert "| **3** (default) | 11.00 | 5.5x | 97.0% |" in doc
+    assert "| ddpm | 40.00 (88.0%) | 25.00 (88.0%) | 14.00 (88.0%) | 10.00 (88.0%) | 7.50 (88.0%) |" in doc
+    assert "| heun | 8.40 (88.0%) | 7.90 (88.0%) | 7.80 (88.0%) | 7.70 (88.0%) | – |" in doc
+    assert "sampler `dpmpp_2m`, steps `20`, guidance `cfg`, guidance_scale `3.0` (this exact combination was not measured)" in doc
+    assert "heun 100 steps, cfg scale 1.3: would pass --max-minutes (4)" in doc
+    assert "Measured on NVIDIA H200" in doc and "`abc123`" in doc
+    # the designed shapes: each paper's claim agrees
+    assert "- FD: **Agrees**: FD is lowest at s = 1.3 (8.00), against 12.00 at s = 1 and 20.00 at s = 6" in doc
+    assert "**Agrees**: accuracy rises with the scale and never falls, from 80.0% at s = 1 to 99.0% at s = 6." in doc
+    assert "**Agrees**: DDIM has the lower FD at every step count of 10 to 50 measured" in doc
+    assert "**Agrees**: dpmpp_2m 20 steps: FD 8.10; best: ddpm 1000 steps, 7.50 (8.0% above it" in doc
+    assert "is 3.8 times the FD of real training images (2.00)" in doc
+    assert not any(v in doc for v in ("**Differs",))
+
+
+def test_a_grid_sampled_from_the_card_is_captioned_with_its_own_settings(store, tmp_path):
+    doc = render(store, tmp_path, "--sample-grid", "--grid-per-class", "2", "--device", "cpu")
+    grid = tmp_path / "docs" / "images" / model_card_doc.GRID_PNG
+    with Image.open(grid) as im:
+        # 10 rows of 2 images of 28 pixels with 2-pixel padding, shown twice the size
+        assert im.size == (2 * (2 * 30 + 2), 2 * (10 * 30 + 2))
+    assert model_card_doc.grid_settings(grid) == {"model": "fashion-mnist@1", "per_class": 2, "sampler": "ddim",
+                                                  "steps": 4, "guidance": "cfg", "guidance_scale": 2.0}
+    assert "2 seeds each, sampled from fashion-mnist@1 with ddim, 4 steps, cfg scale 2.0" in doc
+
+
+def test_shapes_that_differ_are_said_with_the_numbers():
+    q = quality(guidance_sweep=[row(scale=1.0, fd=8.0, accuracy=0.9), row(scale=2.0, fd=9.0, accuracy=0.8),
+                                row(scale=4.0, fd=12.0, accuracy=0.7)],
+                steps_sweep=[row("ddim", 10, fd=20.0), row("ddpm", 10, fd=15.0), row("ddim", 20, fd=9.0),
+                             row("ddpm", 20, fd=12.0), row("dpmpp_2m", 20, fd=11.0)])
+    text = "\n".join(paper_shapes.comparisons(q))
+    assert "FD: **Differs**: FD is lowest at s = 1 (8.00), against 12.00 at s = 4" in text
+    assert "**Differs**: accuracy does not rise with the scale (from 90.0% at s = 1 to 70.0% at s = 4)." in text
+    assert "**Agrees in part**: DDIM is better at 20 steps, not at 10" in text
+    assert "**Differs**: dpmpp_2m 20 steps: FD 11.00; best: ddim 20 steps, 9.00 (22.2% above it" in text
+
+
+def test_rising_past_the_largest_scale_and_dips_are_not_called_agreement_outright():
+    q = {"guidance_sweep": [row(scale=1.0, fd=12.0, accuracy=0.8), row(scale=2.0, fd=10.0, accuracy=0.9),
+                            row(scale=3.0, fd=9.0, accuracy=0.85), row(scale=4.0, fd=8.0, accuracy=0.95)]}
+    text = "\n".join(paper_shapes.cfg_shape(q))
+    assert "**Differs in part**" in text and "its minimum was not reached" in text
+    assert "**Agrees overall**" in text and "s = 2 to 3: 90.0% to 85.0%" in text
+
+
+def test_missing_tables_are_not_compared():
+    only_guidance = quality(steps_sweep=None, classifier_guidance=None, floor=None)
+    text = "\n".join(paper_shapes.comparisons(only_guidance))
+    assert "Not compared: the steps sweep has no DDIM and DDPM rows" in text
+    assert "Not compared: the steps sweep has no dpmpp_2m row at 20 steps" in text
+    assert "Not compared: the card has fewer than two classifier-guidance rows" in text
+    assert "floor" not in text.lower()
+    no_ddpm = quality(steps_sweep=[r for r in STEPS if r["sampler"] != "ddpm"])
+    assert "Not compared: the steps sweep has no DDIM and DDPM rows" in "\n".join(paper_shapes.ddim_shape(no_ddpm))
+    too_few = {"guidance_sweep": [row(scale=0.0, fd=3.0, accuracy=None), row(scale=1.0, fd=2.0), row(scale=2.0, fd=1.0)]}
+    assert "Not compared" in "\n".join(paper_shapes.cfg_shape(too_few))
+
+
+def test_partial_tables_render_what_exists_and_say_what_does_not(store, tmp_path):
+    write_quality(store, "fashion-mnist", quality(steps_sweep=None, classifier_guidance=None), choose=True)
+    doc = render(store, tmp_path)
+    assert (tmp_path / "docs" / "images" / model_card_doc.TRADEOFF_PNG).exists()
+    assert not (tmp_path / "docs" / "images" / model_card_doc.STEPS_PNG).exists()
+    steps_section = doc.split("### Steps sweep")[1].split("###")[0]
+    assert "Not measured." in steps_section and "|" not in steps_section
+    assert "no steps sweep was measured" in doc
+    assert "DDIM has the lower" not in doc and "Not compared: the steps sweep" in doc
