@@ -1,0 +1,241 @@
+#!/usr/bin/env bash
+# Train the Fashion-MNIST models on a lent GPU, measure their quality tables, and bring them back
+# (issue #3). docs/gpu-runbook.md gives the exact device `run` calls; in short:
+#
+#   here:    bash scripts/gpu_models.sh prepare     # data/ (git-ignored, carried): the IDX files, the commit
+#   device:  bash scripts/gpu_models.sh start       # copy the code to /tmp, start the pipeline in its own
+#                                                   # session (setsid), wait up to WAIT_S, then pack $OUT
+#   device:  bash scripts/gpu_models.sh wait        # only if `start` returned before the end: wait, pack
+#   here:    bash scripts/gpu_models.sh unpack DIR  # DIR = the files_at of the call that packed
+#   here:    bash scripts/gpu_models.sh smoke       # the whole pipeline on the CPU at tiny sizes (~2 min)
+#
+# The pipeline: train the guidance classifier (GCLF_MINUTES), train the generator (TRAIN_MINUTES),
+# both exported into a copy of the store, evaluate the generator with the full 1,000 images per class
+# (--max-minutes EVAL_MINUTES: a setting starts only if it should end in time; the rest is listed as
+# not measured), write the tables and the chosen defaults into its card, render docs/model-card.md
+# with its PNGs. About 9 minutes with the defaults below. Each phase is bounded by `timeout`.
+set -uo pipefail
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+MODE=${1:-help}
+PY=${PYTHON:-python3}
+case "$PY" in /*) ;; */*) PY="$PWD/$PY" ;; esac   # a relative path would break after the cd's below
+WORK=${GPU_WORK:-/tmp/imagegen-gpu}
+OUT=${OUT:-$WORK/out}
+WAIT_S=${WAIT_S:-540}                   # `start`/`wait`: seconds to wait for the pipeline before packing
+GEN_PRESET=${GEN_PRESET:-fmnist}        # U-Net preset of the generator (diffusion/unet.py)
+GEN_BATCH=${GEN_BATCH:-512}
+GEN_LR=${GEN_LR:-3e-4}
+TRAIN_MINUTES=${TRAIN_MINUTES:-3.5}     # the generator's training, torch.compile included
+GCLF_MINUTES=${GCLF_MINUTES:-0.5}       # the guidance classifier's; 0 = keep the store's newest one
+EVAL_MINUTES=${EVAL_MINUTES:-4}       # imagegen evaluate --max-minutes
+EVAL_BATCH=${EVAL_BATCH:-2048}
+PER_CLASS=${PER_CLASS:-1000}
+DEVICE=${DEVICE:-cuda}
+
+log() { echo "=== [$(date -u +%H:%M:%S)] $*"; }
+
+# --- here, before the device call ----------------------------------------------------------------
+prepare() {
+    local src=${FASHION_MNIST_ROOT:-/usr/share/datasets/fashion-mnist}
+    cd "$REPO"
+    git check-ignore -q data/ || { echo "prepare: data/ is not git-ignored; it must be, to be carried"; return 1; }
+    mkdir -p data/fashion-mnist
+    for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do
+        cp "$src/$f.gz" data/fashion-mnist/ 2>/dev/null || cp "$src/$f" data/fashion-mnist/ \
+            || { echo "prepare: $src has no $f(.gz)"; return 1; }
+    done
+    local commit dirty=false
+    commit=$(git rev-parse HEAD)
+    [ -n "$(git status --porcelain --untracked-files=no)" ] && dirty=true
+    printf '{"commit": "%s", "dirty": %s}\n' "$commit" "$dirty" > data/stamp.json
+    "${PYTHON:-.venv/bin/python}" - <<'PY' || return 1
+from model_store import ModelStore
+store = ModelStore()
+kinds = {c.name: c.kind for c in store.list()}
+missing = [n for n, k in (("fmnist-eval-classifier", "eval-classifier"), ("fashion-mnist", "generator"),
+                          ("fashion-mnist-guidance-classifier", "guidance-classifier")) if kinds.get(n) != k]
+if missing:
+    raise SystemExit(f"prepare: the store at {store.root} lacks {missing}: commit them before the device run")
+print("prepare: the store has", ", ".join(c.ref for c in store.list()))
+PY
+    echo "prepare: data/ holds $(du -sh data | cut -f1) (carry it: \"carry\": [\"data\"]); stamp: $(cat data/stamp.json)"
+    [ "$dirty" = true ] && echo "prepare: WARNING: tracked files have uncommitted changes; the cards will say +dirty"
+    return 0
+}
+
+# --- on the device -------------------------------------------------------------------------------
+setup_work() {  # a private copy of the code, data and store: later calls re-send the tree, this stays
+    rm -rf "$WORK" && mkdir -p "$WORK/src" "$WORK/runs" "$OUT"
+    cp -a "$REPO"/{diffusion,imagegen,model_store,worker,scripts,docs} "$WORK/src/"
+    cp -a "$REPO/model_store/models" "$WORK/store"
+    if [ -d "$REPO/data/fashion-mnist" ]; then
+        cp -a "$REPO/data/fashion-mnist" "$WORK/data"
+    else
+        echo "no data/fashion-mnist here: run 'bash scripts/gpu_models.sh prepare' on the development machine and carry data"
+        return 1
+    fi
+    [ -f "$REPO/data/stamp.json" ] && cp "$REPO/data/stamp.json" "$WORK/stamp.json"
+    return 0
+}
+
+pipeline() {  # runs from $WORK/src; writes $WORK/status when it ends
+    cd "$WORK/src"
+    export PYTHONPATH="$WORK/src" PYTHONUNBUFFERED=1 FASHION_MNIST_ROOT=${FASHION_MNIST_ROOT:-$WORK/data}
+    local commit
+    commit=$("$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["commit"] + ("+dirty" if d["dirty"] else ""))' \
+             "$WORK/stamp.json" 2>/dev/null || echo unknown)
+    export IMAGEGEN_COMMIT=$commit
+    log "pipeline: commit $commit, device $DEVICE, preset $GEN_PRESET, train $TRAIN_MINUTES min, eval $EVAL_MINUTES min"
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>/dev/null || true
+    "$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
+    local store="$WORK/store" status=0 gclf
+    "$PY" -c "from model_store import ModelStore; ModelStore('$store').resolve('fmnist-eval-classifier')" \
+        || { echo "pipeline: no fmnist-eval-classifier in the store"; return 1; }
+
+    # fail in seconds, not after minutes of training: the evaluation path (engine, accel, classifier)
+    # on the store's current generator, a handful of images
+    log "preflight: imagegen evaluate on $DEVICE, 2 images per class"
+    timeout --kill-after=15 180 "$PY" -m imagegen evaluate --store "$store" --per-class 2 --steps 2 --batch-size 20 \
+        --device "$DEVICE" --out "$WORK/preflight.json" || { echo "pipeline: the preflight evaluation failed"; return 1; }
+    "$PY" -c "import matplotlib, imagegen.model_card_doc" || { echo "pipeline: the doc renderer cannot load"; return 1; }
+
+    if [ "$GCLF_MINUTES" != 0 ]; then
+        log "guidance classifier: $GCLF_MINUTES min"
+        timeout --kill-after=15 "$(secs "$GCLF_MINUTES" 150)" "$PY" -m imagegen train --task guidance-classifier \
+            --preset fmnist --batch-size 512 --lr 1e-3 --warmup-steps 200 --lr-decay constant --steps 1000000 --no-compile \
+            --ema-decay 0.999 --max-minutes "$GCLF_MINUTES" --device "$DEVICE" --run-dir "$WORK/runs/gclf" \
+            --log-every 100 --checkpoint-every 0 ${SMOKE_GCLF:-} \
+            --export-name fashion-mnist-guidance-classifier --store "$store" || { echo "pipeline: guidance classifier failed"; status=1; }
+    fi
+    gclf=$("$PY" -c "from model_store import ModelStore; print(ModelStore('$store').resolve('fashion-mnist-guidance-classifier').ref)")
+    stamp_commit "$store" "$gclf"
+
+    log "generator ($GEN_PRESET): $TRAIN_MINUTES min, linked to $gclf"
+    timeout --kill-after=15 "$(secs "$TRAIN_MINUTES" 240)" "$PY" -m imagegen train --preset "$GEN_PRESET" \
+        --batch-size "$GEN_BATCH" --lr "$GEN_LR" --warmup-steps 500 --lr-decay constant --steps 1000000 \
+        --ema-decay 0.9995 --max-minutes "$TRAIN_MINUTES" --device "$DEVICE" --run-dir "$WORK/runs/gen" \
+        --log-every 100 --sample-every 2000 --checkpoint-every 0 ${SMOKE_GEN:-} \
+        --export-name fashion-mnist --guidance-classifier "$gclf" --store "$store" \
+        || { echo "pipeline: generator training failed"; return 1; }
+    local gen
+    gen=$("$PY" -c "from model_store import ModelStore; print(ModelStore('$store').resolve('fashion-mnist').ref)")
+    stamp_commit "$store" "$gen"
+    echo "$gen" > "$WORK/generator"
+
+    log "evaluate $gen: $PER_CLASS per class, at most $EVAL_MINUTES min"
+    timeout --kill-after=15 "$(secs "$EVAL_MINUTES" 300)" "$PY" -m imagegen evaluate --model "$gen" --store "$store" \
+        --tables floor guidance classifier steps --per-class "$PER_CLASS" --batch-size "$EVAL_BATCH" \
+        --device "$DEVICE" --max-minutes "$EVAL_MINUTES" --out "$WORK/results.json" --write-card --choose-defaults \
+        || { echo "pipeline: evaluate failed"; status=1; }
+    if [ ! -s "$WORK/results.json" ] || ! grep -q '"fd"' "$WORK/results.json"; then status=1; fi
+
+    log "render docs/model-card.md"
+    timeout --kill-after=15 180 "$PY" -m imagegen.model_card_doc --model "$gen" --store "$store" \
+        --out "$WORK/src/docs/model-card.md" --sample-grid --grid-per-class "${GRID_PER_CLASS:-10}" --device "$DEVICE" || { echo "pipeline: render failed"; status=1; }
+    log "pipeline: done, status $status"
+    return $status
+}
+
+secs() {  # MINUTES SLACK_S -> whole seconds for `timeout`
+    "$PY" -c "import sys; print(int(float(sys.argv[1]) * 60 + int(sys.argv[2])))" "$1" "$2"
+}
+
+stamp_commit() {  # STORE REF: a card exported without git gets the stamped commit as training.commit
+    "$PY" - "$1" "$2" <<'PY'
+import os, sys
+from model_store import ModelStore
+store, ref = ModelStore(sys.argv[1]), sys.argv[2]
+card = store.resolve(ref)
+commit = os.environ.get("IMAGEGEN_COMMIT", "unknown")
+if card.training.get("commit") == "unknown" and commit != "unknown":
+    store.update_card(card, {"training": {**card.training, "commit": commit}})
+    print(f"{ref}: training.commit set to {commit} (exported from a copy without git)")
+PY
+}
+
+pack() {  # what comes back, at most 8 files, none over 16 MiB, no deeper than $OUT/a/b/file
+    mkdir -p "$OUT"
+    cp "$WORK/pipeline.log" "$OUT/gpu_models.log" 2>/dev/null
+    [ -f "$WORK/results.json" ] && cp "$WORK/results.json" "$OUT/results.json"
+    local store="$WORK/store" name dir
+    # the versions this run exported: directories newer than the store copied at the start
+    for name in fashion-mnist fashion-mnist-guidance-classifier; do
+        for dir in "$store/$name"/*/; do
+            dir=${dir%/}
+            [ -e "$REPO/model_store/models/$name/$(basename "$dir")" ] && continue
+            [ -f "$dir/card.json" ] || continue
+            tar -cf "$OUT/model-$name-$(basename "$dir").tar" -C "$store" "$name/$(basename "$dir")"
+        done
+    done
+    if [ -f "$WORK/src/docs/model-card.md" ]; then
+        tar -czf "$OUT/docs.tar.gz" -C "$WORK/src" docs/model-card.md \
+            $(cd "$WORK/src" && ls docs/images/model-card-*.png 2>/dev/null)
+    fi
+    # the training logs and the last sample grid of each run, for the record
+    (cd "$WORK/runs" 2>/dev/null && tar -czf "$OUT/runs.tar.gz" */log.jsonl $(ls */samples_*.png 2>/dev/null | tail -n 1)) 2>/dev/null
+    ls -l "$OUT"
+}
+
+wait_for_pipeline() {
+    local waited=0
+    while [ ! -f "$WORK/status" ] && [ "$waited" -lt "$WAIT_S" ]; do sleep 5; waited=$((waited + 5)); done
+    if [ -f "$WORK/status" ]; then
+        log "the pipeline ended with status $(cat "$WORK/status")"
+    else
+        log "the pipeline is still running after $WAIT_S s; call 'bash scripts/gpu_models.sh wait' again (carry data)"
+    fi
+    tail -n 40 "$WORK/pipeline.log" 2>/dev/null
+    pack
+    [ -f "$WORK/status" ] && return "$(cat "$WORK/status")"
+    return 3
+}
+
+case "$MODE" in
+    prepare) prepare ;;
+    start)
+        setup_work || exit 1
+        # its own session: it outlives this call if the call returns first (device README)
+        setsid nohup bash "$WORK/src/scripts/gpu_models.sh" pipeline-bg > "$WORK/pipeline.log" 2>&1 < /dev/null &
+        wait_for_pipeline ;;
+    wait) wait_for_pipeline ;;
+    pipeline-bg)
+        pipeline
+        echo $? > "$WORK/status" ;;
+    smoke)
+        # everything above on the CPU at tiny sizes, in the foreground, into $OUT (default $WORK/out)
+        # evaluation bounded by --max-minutes: what does not fit is listed as not measured, as on the GPU
+        export DEVICE=cpu GCLF_MINUTES=0.02 TRAIN_MINUTES=0.05 EVAL_MINUTES=${SMOKE_EVAL_MINUTES:-0.75} PER_CLASS=2
+        export EVAL_BATCH=20 GRID_PER_CLASS=2
+        export GEN_PRESET=tiny SMOKE_GCLF="--preset tiny --steps 5 --limit 256 --batch-size 16"
+        export SMOKE_GEN="--steps 5 --limit 256 --batch-size 16 --sample-every 0"
+        export FASHION_MNIST_ROOT=${FASHION_MNIST_ROOT:-/usr/share/datasets/fashion-mnist}
+        export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+        rm -rf "$WORK" && mkdir -p "$WORK/src" "$WORK/runs" "$OUT"
+        cp -a "$REPO"/{diffusion,imagegen,model_store,worker,scripts,docs} "$WORK/src/"
+        cp -a "$REPO/model_store/models" "$WORK/store"
+        printf '{"commit": "%s", "dirty": true}\n' "$(git -C "$REPO" rev-parse HEAD 2>/dev/null || echo unknown)" > "$WORK/stamp.json"
+        # the store copy gets a tiny evaluation classifier of its own: the smoke needs none shipped
+        rm -rf "$WORK/store/fmnist-eval-classifier"
+        (cd "$WORK/src" && PYTHONPATH="$WORK/src" "$PY" -m imagegen train --task eval-classifier --preset tiny \
+            --steps 5 --limit 256 --batch-size 16 --device cpu --run-dir "$WORK/runs/evalcls" \
+            --export-name fmnist-eval-classifier --store "$WORK/store") > "$WORK/pipeline.log" 2>&1 || { cat "$WORK/pipeline.log"; exit 1; }
+        pipeline >> "$WORK/pipeline.log" 2>&1
+        status=$?
+        pack
+        echo "smoke: pipeline status $status"
+        [ "$status" = 0 ] || tail -n 60 "$WORK/pipeline.log"
+        exit $status ;;
+    unpack)
+        # here, after the device call: the files of its files_at into the store and docs/
+        from=$(cd "${2:?usage: gpu_models.sh unpack FILES_AT_DIR}" && pwd)
+        root=${UNPACK_ROOT:-$REPO}   # another checkout-like folder, for the tests
+        mkdir -p "$root/model_store/models" "$root/runs/gpu" && cd "$root"
+        for t in "$from"/model-*.tar; do [ -f "$t" ] && tar -xvf "$t" -C model_store/models; done
+        [ -f "$from/docs.tar.gz" ] && tar -xzvf "$from/docs.tar.gz" -C "$root"
+        for f in results.json gpu_models.log runs.tar.gz; do
+            [ -f "$from/$f" ] && cp "$from/$f" runs/gpu/
+        done
+        echo "unpack: done; check with: .venv/bin/imagegen models && git status" ;;
+    *)
+        sed -n '2,17p' "$0"; exit 2 ;;
+esac

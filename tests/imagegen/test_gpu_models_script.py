@@ -1,0 +1,69 @@
+"""scripts/gpu_models.sh, the one script a GPU session runs on the device: its smoke mode does the whole
+pipeline on the CPU at tiny sizes (train both models, evaluate with a time budget, write the card,
+render the doc, pack what comes back), and `unpack` puts the packed files where they belong."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from stores import fashion_mnist_or_skip
+
+from model_store import ModelStore
+from model_store.loading import load_generator
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "scripts" / "gpu_models.sh"
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    fashion_mnist_or_skip("test")
+    tmp = tmp_path_factory.mktemp("gpu")
+    env = {**os.environ, "GPU_WORK": str(tmp / "work"), "OUT": str(tmp / "out"), "PYTHON": sys.executable,
+           "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(["bash", str(SCRIPT), "smoke"], capture_output=True, text=True, env=env, timeout=540)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    return tmp
+
+
+def test_what_comes_back_fits_the_device_limits(smoke):
+    files = [p for p in (smoke / "out").rglob("*") if p.is_file()]
+    names = sorted(p.name for p in files)
+    assert names == ["docs.tar.gz", "gpu_models.log", "model-fashion-mnist-2.tar",
+                     "model-fashion-mnist-guidance-classifier-2.tar", "results.json", "runs.tar.gz"]
+    assert len(files) <= 8 and all(p.stat().st_size < 16 * 2**20 for p in files)
+    assert all(p.parent == smoke / "out" for p in files)
+
+
+def test_unpacked_models_load_with_their_quality_card_and_doc(smoke, tmp_path):
+    done = subprocess.run(["bash", str(SCRIPT), "unpack", str(smoke / "out")], capture_output=True, text=True,
+                          env={**os.environ, "UNPACK_ROOT": str(tmp_path)}, timeout=60)
+    assert done.returncode == 0, done.stderr
+    store = ModelStore(tmp_path / "model_store" / "models")
+    assert [c.ref for c in store.list()] == ["fashion-mnist@2", "fashion-mnist-guidance-classifier@2"]
+    card = store.resolve("fashion-mnist")
+    assert card.links == {"guidance_classifier": "fashion-mnist-guidance-classifier@2"}
+    # exported from a copy without git: the stamped commit, not "unknown"
+    assert card.training["commit"] not in ("", "unknown") and card.training["preset"] == "tiny"
+    q = card.quality
+    assert q["floor"]["n"] == 10_000 and q["per_class"] == 2 and q["device"] == "cpu"
+    assert q["guidance_sweep"] and q["commit"] == card.training["commit"]
+    # the budget (45 s) cannot hold every table on this CPU: what it left out is listed
+    measured = sum(len(q.get(k, [])) for k in ("guidance_sweep", "steps_sweep", "classifier_guidance"))
+    assert measured + len(q.get("not_measured", [])) == 9 + 21 + 5
+    results = json.loads((tmp_path / "runs" / "gpu" / "results.json").read_text())
+    assert results["guidance_sweep"] == q["guidance_sweep"]
+    if "defaults_choice" in q:
+        assert card.defaults == {k: q["defaults_choice"][k] for k in ("sampler", "steps", "guidance_scale", "guidance")}
+    load_generator(store, card.ref)  # sha256 checked
+    doc = (tmp_path / "docs" / "model-card.md").read_text()
+    assert "# Model card: `fashion-mnist@2`" in doc and "Measured on cpu" in doc
+    for png in ("model-card-grid.png", "model-card-tradeoff.png"):
+        assert f"](images/{png})" in doc and (tmp_path / "docs" / "images" / png).exists()
