@@ -21,13 +21,13 @@ PY=${PYTHON:-python3}
 case "$PY" in /*) ;; */*) PY="$PWD/$PY" ;; esac   # a relative path would break after the cd's below
 WORK=${GPU_WORK:-/tmp/imagegen-gpu}
 OUT=${OUT:-$WORK/out}
-WAIT_S=${WAIT_S:-540}                   # `start`/`wait`: seconds to wait for the pipeline before packing
+WAIT_S=${WAIT_S:-570}                   # `start`/`wait`: seconds to wait for the pipeline before packing
 GEN_PRESET=${GEN_PRESET:-fmnist}        # U-Net preset of the generator (diffusion/unet.py)
 GEN_BATCH=${GEN_BATCH:-512}
 GEN_LR=${GEN_LR:-3e-4}
 TRAIN_MINUTES=${TRAIN_MINUTES:-3.5}     # the generator's training, torch.compile included
 GCLF_MINUTES=${GCLF_MINUTES:-0.5}       # the guidance classifier's; 0 = keep the store's newest one
-EVAL_MINUTES=${EVAL_MINUTES:-4}       # imagegen evaluate --max-minutes
+EVAL_MINUTES=${EVAL_MINUTES:-3.75}     # imagegen evaluate --max-minutes
 EVAL_BATCH=${EVAL_BATCH:-2048}
 PER_CLASS=${PER_CLASS:-1000}
 DEVICE=${DEVICE:-cuda}
@@ -65,6 +65,10 @@ PY
 
 # --- on the device -------------------------------------------------------------------------------
 setup_work() {  # a private copy of the code, data and store: later calls re-send the tree, this stays
+    if [ -f "$WORK/pipeline.pid" ] && kill -0 "$(cat "$WORK/pipeline.pid")" 2>/dev/null; then
+        echo "a pipeline is already running (pid $(cat "$WORK/pipeline.pid")): use 'wait', not 'start'"
+        return 1
+    fi
     rm -rf "$WORK" && mkdir -p "$WORK/src" "$WORK/runs" "$OUT"
     cp -a "$REPO"/{diffusion,imagegen,model_store,worker,scripts,docs} "$WORK/src/"
     cp -a "$REPO/model_store/models" "$WORK/store"
@@ -131,7 +135,8 @@ pipeline() {  # runs from $WORK/src; writes $WORK/status when it ends
 
     log "render docs/model-card.md"
     timeout --kill-after=15 180 "$PY" -m imagegen.model_card_doc --model "$gen" --store "$store" \
-        --out "$WORK/src/docs/model-card.md" --sample-grid --grid-per-class "${GRID_PER_CLASS:-10}" --device "$DEVICE" || { echo "pipeline: render failed"; status=1; }
+        --out "$WORK/src/docs/model-card.md" --sample-grid --grid-per-class "${GRID_PER_CLASS:-10}" --device "$DEVICE" \
+        && touch "$WORK/rendered" || { echo "pipeline: render failed"; status=1; }
     log "pipeline: done, status $status"
     return $status
 }
@@ -167,7 +172,7 @@ pack() {  # what comes back, at most 8 files, none over 16 MiB, no deeper than $
             tar -cf "$OUT/model-$name-$(basename "$dir").tar" -C "$store" "$name/$(basename "$dir")"
         done
     done
-    if [ -f "$WORK/src/docs/model-card.md" ]; then
+    if [ -f "$WORK/rendered" ]; then  # not the checkout's own doc, copied at the start
         tar -czf "$OUT/docs.tar.gz" -C "$WORK/src" docs/model-card.md \
             $(cd "$WORK/src" && ls docs/images/model-card-*.png 2>/dev/null)
     fi
@@ -196,6 +201,7 @@ case "$MODE" in
         setup_work || exit 1
         # its own session: it outlives this call if the call returns first (device README)
         setsid nohup bash "$WORK/src/scripts/gpu_models.sh" pipeline-bg > "$WORK/pipeline.log" 2>&1 < /dev/null &
+        echo $! > "$WORK/pipeline.pid"
         wait_for_pipeline ;;
     wait) wait_for_pipeline ;;
     pipeline-bg)
