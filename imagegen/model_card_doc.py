@@ -21,6 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from diffusion.names import SAMPLERS
+from imagegen.model_card_plots import floor_of as _floor
+from imagegen.model_card_plots import plot_steps, plot_tradeoff
+from imagegen.model_card_plots import rows_of as _rows
 from imagegen.paper_shapes import comparisons, fd_text
 from model_store import ModelCard, ModelStore
 
@@ -98,88 +101,6 @@ def eval_classifier_card(store: ModelStore, quality: dict) -> ModelCard | None:
 
 
 # --- figures ---------------------------------------------------------------------------------------
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # no date or version in the file, so that a rerun on the same numbers gives the same bytes
-    fig.savefig(path, dpi=110, bbox_inches="tight", metadata={"Software": None})
-    _pyplot().close(fig)
-
-
-def _rows(quality: dict, key: str) -> list[dict]:
-    rows = quality.get(key)
-    return [r for r in rows if isinstance(r, dict) and isinstance(r.get("fd"), (int, float))] if isinstance(rows, list) else []
-
-
-def _floor(quality: dict) -> float | None:
-    floor = quality.get("floor")
-    return floor["fd"] if isinstance(floor, dict) and isinstance(floor.get("fd"), (int, float)) else None
-
-
-def plot_tradeoff(quality: dict, default_scale: float | None, path: Path) -> bool:
-    """FD against accuracy along the guidance sweep, one point per conditional scale; False (and no
-    file) when the card has no such points."""
-    points = sorted((r for r in _rows(quality, "guidance_sweep") if isinstance(r.get("accuracy"), (int, float))),
-                    key=lambda r: r["guidance_scale"])
-    if not points:
-        return False
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot([100 * r["accuracy"] for r in points], [r["fd"] for r in points], "-o", color="tab:blue", zorder=2)
-    for r in points:
-        chosen = r["guidance_scale"] == default_scale
-        ax.annotate(f"s={r['guidance_scale']:g}" + (" (default)" if chosen else ""), (100 * r["accuracy"], r["fd"]),
-                    textcoords="offset points", xytext=(6, 6), fontsize=8, fontweight="bold" if chosen else "normal")
-        if chosen:
-            ax.plot([100 * r["accuracy"]], [r["fd"]], "o", ms=11, mfc="none", mec="tab:red", zorder=3)
-    floor = _floor(quality)
-    if floor is not None:
-        ax.axhline(floor, ls="--", color="gray", lw=1, label=f"floor {floor:g} (training images)")
-        ax.legend(loc="upper left", fontsize=8)
-    ax.set_xlabel("accuracy: share classified as the requested class (%)")
-    ax.set_ylabel("FD (lower is better)")
-    ax.set_title("Guidance sweep: DDIM 50 steps, classifier-free guidance", fontsize=10)
-    ax.grid(alpha=0.3)
-    _save(fig, path)
-    return True
-
-
-def plot_steps(quality: dict, path: Path) -> bool:
-    """FD against steps, one line per sampler of the steps sweep; False (and no file) without rows."""
-    rows = _rows(quality, "steps_sweep")
-    if not rows:
-        return False
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for sampler in SAMPLERS:
-        mine = sorted((r for r in rows if r.get("sampler") == sampler), key=lambda r: r["steps"])
-        if mine:
-            ax.plot([r["steps"] for r in mine], [r["fd"] for r in mine], "-o", label=sampler)
-    floor = _floor(quality)
-    if floor is not None:
-        ax.axhline(floor, ls="--", color="gray", lw=1, label=f"floor {floor:g}")
-    ax.set_xscale("log")
-    ticks = sorted({r["steps"] for r in rows})
-    ax.set_xticks(ticks, [str(t) for t in ticks])
-    ax.minorticks_off()
-    ax.set_xlabel("sampler steps (log scale)")
-    ax.set_ylabel("FD (lower is better)")
-    scales = sorted({r["guidance_scale"] for r in rows})
-    ax.set_title(f"Steps sweep at CFG scale {', '.join(f'{s:g}' for s in scales)}", fontsize=10)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    _save(fig, path)
-    return True
-
 
 def sample_grid(store: ModelStore, card: ModelCard, path: Path, device: str, per_class: int = GRID_PER_CLASS) -> None:
     """`per_class` images of every class, one row per class, at the card's defaults (image i of class
