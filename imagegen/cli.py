@@ -40,6 +40,7 @@ COMMANDS: dict[str, Command] = {
     "models": Command("imagegen.models_cmd", "list the models in the store"),
     "train": Command("imagegen.train_cmd", "train a generator or a guidance classifier and export it to the store"),
     "evaluate": Command("imagegen.evaluate_cmd", "measure FD and accuracy of a generator (evaluation.md), as JSON"),
+    "model-card": Command("imagegen.model_card_doc", "render docs/model-card.md (tables, plots, samples) from a card"),
     "up": Command("imagegen.up_cmd", "run the whole service on this machine: Redis, the API and a worker"),
     "serve": Command("imagegen.serve_cmd", "run the HTTP API (settings from the environment: REDIS_URL...)"),
     "worker": Command("imagegen.worker_cmd", "run a generation worker that serves the Redis queue"),

@@ -7,6 +7,7 @@ what sampling needs and what a reader needs to judge and reproduce the model.
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 from dataclasses import asdict
 from pathlib import Path
@@ -38,13 +39,14 @@ _NOTES = {
 
 
 def git_commit(repo: Path = REPO) -> str:
-    """`git rev-parse HEAD` of `repo`, or "unknown" outside a git checkout."""
+    """`git rev-parse HEAD` of `repo`; outside a git checkout (a copy of the tree on a GPU machine),
+    $IMAGEGEN_COMMIT as the copier stamped it, else "unknown"."""
     try:
         done = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
                               timeout=10, check=True)
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return done.stdout.strip() or "unknown"
+        return os.environ.get("IMAGEGEN_COMMIT") or "unknown"
+    return done.stdout.strip() or os.environ.get("IMAGEGEN_COMMIT") or "unknown"
 
 
 def finite_or_none(v: float | None) -> float | None:
