@@ -148,7 +148,13 @@ def one_start(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             t_grid = time.perf_counter()
         started = children_of(up.pid)
         up.send_signal(signal.SIGINT)  # Ctrl-C
-        exit_status = up.wait(timeout=120)
+        try:
+            exit_status = up.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            logs = sorted((tmp / "cache").rglob("*.log"))
+            raise RuntimeError(f"`imagegen up` still running 120 s after SIGINT; children {children_of(up.pid)}; "
+                               f"stderr {stderr_path.read_text()[-2000:]}; "
+                               + "; ".join(f"{p.name}: {p.read_text(errors='replace')[-1500:]}" for p in logs)) from None
     finally:
         if up.poll() is None:
             started = started or children_of(up.pid)

@@ -283,9 +283,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--ready-timeout must be > 0 (got {args.ready_timeout:g})")
     _check_port_free(args.host, args.port)
     with _signal_handlers(), ExitStack() as stack:
-        # SIGTERM (a service manager) and SIGHUP (a closed terminal) stop `up` as Ctrl-C does
-        signal.signal(signal.SIGTERM, _on_signal)
-        signal.signal(signal.SIGHUP, _on_signal)
+        # SIGTERM (a service manager) and SIGHUP (a closed terminal) stop `up` as Ctrl-C does; SIGINT
+        # gets the same handler explicitly, since Python installs none when it starts with SIGINT
+        # ignored (as a shell without job control starts a command run with `&`)
+        for s in STOP_SIGNALS:
+            signal.signal(s, _on_signal)
         try:
             return _run(args, stack)
         except ChildDied as e:

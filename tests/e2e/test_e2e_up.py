@@ -125,7 +125,13 @@ def test_readme_first_command_serves_a_png_for_curl(tmp_path, tiny_store_root):
         assert kinds == ["redis", "serve", "worker"], started
 
         up.send_signal(signal.SIGINT)  # Ctrl-C
-        assert up.wait(timeout=90) == 0, tail(err)
+        try:
+            status = up.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"`imagegen up` still running 90 s after SIGINT; its children: {children_of(up.pid)}\n"
+                        f"stderr: {tail(err)}\nworker: {tail(tmp_path / f'cache/imagegen/logs/{port}/worker-1.log')}\n"
+                        f"api: {tail(tmp_path / f'cache/imagegen/logs/{port}/api.log')}")
+        assert status == 0, tail(err)
         assert [pid for pid in started if not gone(pid)] == [], started
         assert port_closed(port) and port_closed(redis_port)
         assert "imagegen up: stopping" in err.read_text()
