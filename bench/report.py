@@ -44,12 +44,21 @@ One benchmark alone, on the device: `run(command="bash -c 'pip install -q --no-i
 carry=[".whl"])`. Each benchmark's flags: `python -m bench.<name> --help`.
 """
 
+CPU_RESULTS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
+    "load-cpu": ("3. Service under load, on the 2-core CPU machine", render.load),
+}
+"""Benchmarks that benchmarks.md also runs on the CPU ("CPU here, GPU on the device"): committed as
+CPU results beside, never instead of, the GPU ones."""
+
+LOAD_CPU_RUN = ("`.venv/bin/python -m bench.load --device cpu --out docs/benchmarks/load-cpu.json` here, with nothing "
+                "else running")
+
 QUICKSTART_RUN = "`.venv/bin/python -m bench.quickstart` here, on the 2-core machine, with nothing else running."
 
 
-def load_results(folder: Path) -> dict[str, dict[str, Any]]:
+def load_results(folder: Path, names: Any = BENCHMARKS) -> dict[str, dict[str, Any]]:
     out = {}
-    for name in BENCHMARKS:
+    for name in names:
         path = folder / f"{name}.json"
         if path.exists():
             out[name] = json.loads(path.read_text())
@@ -144,7 +153,8 @@ NOTES = """\
 """
 
 
-def summary_page(results: dict[str, dict[str, Any]], plots: list[str]) -> str:
+def summary_page(results: dict[str, dict[str, Any]], plots: list[str],
+                 cpu_results: dict[str, dict[str, Any]] | None = None) -> str:
     lines = ["# Benchmarks", "",
              "The protocol is `../shared/spec/benchmarks.md`: every figure is measured side by side in one run on one "
              "machine, with the device, torch version and git commit recorded beside it. Each benchmark is a command "
@@ -166,10 +176,20 @@ def summary_page(results: dict[str, dict[str, Any]], plots: list[str]) -> str:
         if any(n != "quickstart" for n in owed):
             lines += ["The GPU figures are owed to a session whose task has a GPU machine; none is ever measured or "
                       "committed from the CPU machine. How to produce them is below.", ""]
+    if cpu_results:
+        lines += ["## On the CPU", "", "What benchmarks.md measures on the 2-core machine as well (CPU figures, no "
+                  "stand-in for the GPU ones):", ""]
+        for name, r in cpu_results.items():
+            env = r["environment"]
+            lines.append(f"- {CPU_RESULTS[name][0]}: [{name}.md]({name}.md), {env['device_name']}, torch "
+                         f"{env['torch']}, commit `{str(env['git_commit'])[:12]}`"
+                         f"{' (dirty)' if env.get('git_dirty') else ''}, {env['date']}.")
+        lines.append("")
     if plots:
         lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
     lines += ["## How to produce them", "", "Benchmarks 1-4, on the GPU:", "", GPU_RUN,
-              f"Benchmark 5: {QUICKSTART_RUN}", "", "## Notes", "", NOTES]
+              f"Benchmark 3 on the CPU: {LOAD_CPU_RUN}.", "", f"Benchmark 5: {QUICKSTART_RUN}", "", "## Notes", "",
+              NOTES]
     return "\n".join(lines)
 
 
@@ -271,8 +291,11 @@ def main(argv: list[str] | None = None) -> int:
     results = load_results(args.dir)
     for name, result in results.items():
         (args.dir / f"{name}.md").write_text(BENCHMARKS[name][1](result))
+    cpu_results = load_results(args.dir, CPU_RESULTS)
+    for name, result in cpu_results.items():
+        (args.dir / f"{name}.md").write_text(CPU_RESULTS[name][1](result))
     plots = make_plots(results, args.dir)
-    (args.dir / "README.md").write_text(summary_page(results, plots))
+    (args.dir / "README.md").write_text(summary_page(results, plots, cpu_results))
     print(f"bench.report: {len(results)} results, {len(plots)} plots; wrote {args.dir / 'README.md'}")
     return 0
 

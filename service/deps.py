@@ -42,10 +42,14 @@ class Backend:
     def open(cls, settings: Settings) -> Backend:
         """Connection pools connect lazily: the app starts with Redis down and reports it in /readyz."""
         url = settings.redis_url
-        options = {"socket_connect_timeout": CONNECT_TIMEOUT_S, "socket_timeout": COMMAND_TIMEOUT_S}
+        # redis-py caps a pool at 100 connections unless told otherwise, and every ?wait= or event
+        # stream holds a pub/sub connection while it lasts: the cap is a setting
+        cap = settings.redis_max_connections
+        options = {"socket_connect_timeout": CONNECT_TIMEOUT_S, "socket_timeout": COMMAND_TIMEOUT_S,
+                   "max_connections": cap}
         sync = Redis.from_url(url, **options)
         # pub/sub reads block until a message comes: no read timeout on the async client
-        aredis = redis.asyncio.Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT_S)
+        aredis = redis.asyncio.Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT_S, max_connections=cap)
         return cls(
             settings=settings, redis=sync, aredis=aredis,
             jobs=JobStore(sync, result_ttl=settings.result_ttl),

@@ -61,6 +61,11 @@ def invalid(errors: list[dict[str, str]]) -> Problem:
 
 
 def redis_unavailable(exc: Exception | None = None) -> Problem:
+    if isinstance(exc, redis.exceptions.MaxConnectionsError):
+        return Problem(503, "this API process has all REDIS_MAX_CONNECTIONS connections to Redis in use (each "
+                            "request waiting with ?wait= or following events holds one); retry shortly",
+                       type=problem_type("redis-connections-exhausted"), title="Service unavailable",
+                       headers={"Retry-After": str(REDIS_RETRY_AFTER_S)})
     why = f" ({type(exc).__name__})" if exc is not None else ""
     return Problem(503, f"Redis is unreachable{why}; retry shortly", type=problem_type("redis-unavailable"),
                    title="Service unavailable", headers={"Retry-After": str(REDIS_RETRY_AFTER_S)})

@@ -14,6 +14,9 @@ class Settings(BaseSettings):
     # the API and every worker default to the same local server; `imagegen up` starts a private one
     # instead when REDIS_URL is not set in its environment
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="redis:// or rediss:// URL of the queue and result store")
+    redis_max_connections: int = Field(
+        2048, ge=8, description="most connections to Redis per API process and kind (sync, async); each request "
+                                "holding ?wait= or an event stream keeps one, so this bounds those per process")
     queue_name: str = Field("imagegen", description="RQ queue the API enqueues generation jobs on")
     result_ttl: int = Field(86_400, ge=60, description="seconds a finished job and its PNGs are kept")
     max_images_per_job: int = Field(64, ge=1, description="most images one request may ask for")
