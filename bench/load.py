@@ -47,6 +47,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="the worker's MAX_BATCH_IMAGES (default: the largest --clients level)")
     p.add_argument("--wait", type=float, default=60.0,
                    help="?wait= seconds of each POST, 60 at most (default: 60); then polls")
+    p.add_argument("--request-timeout", type=float, default=None,
+                   help="seconds a request may take, POST to PNG, before it counts as an error (default: twice "
+                        "--wait; on a CPU, 256 one-image jobs in one batch take minutes)")
     p.add_argument("--poll", type=float, default=0.05,
                    help="seconds between polls after a wait ran out (default: 0.05)")
     p.add_argument("--warmup-requests", type=int, default=8, help="untimed requests first, 8 at a time (default: 8)")
@@ -98,10 +101,11 @@ async def one_job(http: httpx.AsyncClient, body: dict[str, Any], args: argparse.
     if r.status_code not in (200, 202):
         raise RuntimeError(f"POST /generate answered {r.status_code}: {r.text[:200]}")
     doc = r.json()
-    deadline = time.monotonic() + 2 * args.wait
+    limit = args.request_timeout or 2 * args.wait
+    deadline = time.monotonic() + limit
     while doc["status"] not in TERMINAL:
         if time.monotonic() > deadline:
-            raise RuntimeError(f"job {doc['id']} still {doc['status']} after {2 * args.wait:g} s")
+            raise RuntimeError(f"job {doc['id']} still {doc['status']} after {limit:g} s")
         await asyncio.sleep(args.poll)
         doc = (await http.get(f"/jobs/{doc['id']}")).json()
     if doc["status"] != "succeeded":
@@ -134,7 +138,7 @@ async def level(url: str, clients: int, total: int, first_id: int, args: argpars
         timed_out = False
         try:
             await asyncio.wait_for(asyncio.gather(*(client() for _ in range(clients))),
-                                   timeout=args.level_seconds + 2 * args.wait + 60)
+                                   timeout=args.level_seconds + (args.request_timeout or 2 * args.wait) + 60)
         except TimeoutError:  # the requests in flight are dropped; what finished still counts
             timed_out = True
         wall = time.perf_counter() - started
@@ -184,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         "environment": env,
         "settings": {"model": args.model, "request": api_request(args, 0) | {"class_label": "i % 10", "seed": "i"},
                      "clients": levels, "rounds": args.rounds, "min_requests": args.min_requests,
-                     "level_seconds": args.level_seconds, "wait": args.wait, "poll": args.poll,
+                     "level_seconds": args.level_seconds, "wait": args.wait,
+                     "request_timeout": args.request_timeout or 2 * args.wait, "poll": args.poll,
                      "max_batch_images": max_batch, "workers": 1, "log_level": args.log_level,
                      "accel": worker_accel() and device == "cuda",
                      "client": "httpx.AsyncClient on loopback; per request POST /generate?wait=, polls of GET /jobs/{id} "

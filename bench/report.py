@@ -149,6 +149,10 @@ NOTES = """\
 - Benchmark 5 must run on an otherwise idle machine: with another process busy on one of the two
   cores, the worker's two OpenMP threads contend and the request ran tens of times slower than with
   `OMP_NUM_THREADS=1` (seen 2026-11-28). The JSON records the load average at the start.
+- Benchmark 3 on the CPU: the load generator, the API and the worker share the machine's two cores,
+  so the service's share of the engine's throughput is lower there than it would be with the worker
+  alone on a device (55% at 256 clients on 2026-11-28), and the engine's own figure at batch 1 is
+  noisy (0.87 to 1.33 images/s in three runs that day), which is how a level can show over 100%.
 - Each figure is a median over timed runs after a warm-up; the raw run times are in the JSON.
 """
 
