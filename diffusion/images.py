@@ -89,3 +89,10 @@ def from_png(data: bytes | str | os.PathLike[str], channels: int) -> torch.Tenso
     # "L" decodes to [H, W]; give it the channel axis RGB has
     pixels = pixels.reshape(pixels.shape[0], pixels.shape[1], channels)
     return from_uint8(torch.from_numpy(pixels.copy()).permute(2, 0, 1).contiguous())
+
+
+def mask_from_png(data: bytes | str | os.PathLike[str]) -> torch.Tensor:
+    """A black-and-white mask PNG -> float [1, H, W]: 1 where it is white (regenerate), 0 where black
+    (keep); a gray counts as white above the middle level. The service and the CLI pass masks already
+    thresholded to 0 and 255 (imagegen.image_inputs)."""
+    return (from_png(data, 1) > 0).float()

@@ -108,11 +108,10 @@ def input_tensors(inputs: ImageInputs, channels: int, n: int) -> tuple[list | No
     """The per-image `init_images` and `masks` arguments of `diffusion.sampling.sample` for `n`
     images sharing one normalized input: the image in [-1, 1] [C, H, W], the mask [1, H, W] with 1 =
     regenerate."""
-    from diffusion.images import from_png
+    from diffusion.images import from_png, mask_from_png
 
     init = None if inputs.init_image is None else [from_png(inputs.init_image.png, channels)] * n
-    # the normalized mask is 0 or 255: anything above 0 (from_png maps 255 to 1, 0 to -1) regenerates
-    mask = None if inputs.mask is None else [(from_png(inputs.mask.png, 1) > 0).float()] * n
+    mask = None if inputs.mask is None else [mask_from_png(inputs.mask.png)] * n
     return init, mask
 
 

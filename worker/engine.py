@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from diffusion.guidance import GuidedDenoiser
-from diffusion.images import from_png
+from diffusion.images import from_png, mask_from_png
 from diffusion.sampling import SampleSpec, SamplerState, advance, device_ints, specs_for_request
 from model_store.loading import Generator
 from worker.accel import AccelConfig, Accelerated
@@ -116,7 +116,7 @@ def decode_inputs(inputs: dict[str, bytes], channels: int) -> tuple[Tensor | Non
     """The init image [C, H, W] in [-1, 1] and the mask [1, H, W] (1 = regenerate) of a job's
     normalized input PNGs (see imagegen.image_inputs), each None when absent."""
     init = from_png(inputs["init_image"], channels) if inputs.get("init_image") is not None else None
-    mask = (from_png(inputs["mask"], 1) > 0).float() if inputs.get("mask") is not None else None
+    mask = mask_from_png(inputs["mask"]) if inputs.get("mask") is not None else None
     return init, mask
 
 
