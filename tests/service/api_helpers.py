@@ -1,10 +1,21 @@
-"""Helpers of the API tests: a PNG, a stand-in worker, and checks of problem documents."""
+"""Helpers of the API tests: a PNG, a stand-in worker, checks of problem documents, and the API as a
+process."""
 
 from __future__ import annotations
 
 import io
 from typing import Any
 
+import os
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 from redis import Redis
@@ -68,3 +79,40 @@ def assert_problem(r, status: int) -> dict[str, Any]:
     assert body["status"] == status and body["title"] and body["detail"] and body["type"], body
     assert "Traceback" not in r.text
     return body
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@contextmanager
+def api_process(redis_url: str, store: Path, log: Path, **env: str) -> Iterator[str]:
+    """`python -m service` under uvicorn on a free loopback port, with `env` over the environment
+    (less any REDIS_MAX_CONNECTIONS it has); yields its base URL once /healthz answers."""
+    from service.redis_local import free_port
+
+    port = free_port()
+    full = {k: v for k, v in os.environ.items() if k != "REDIS_MAX_CONNECTIONS"}
+    full.update(REDIS_URL=redis_url, MODEL_STORE=str(store), LOG_LEVEL="warning", **env)
+    with open(log, "wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)],
+                                   cwd=REPO, env=full, stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the API did not start:\n{log.read_text()}")
+            time.sleep(0.1)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -6,58 +6,18 @@ answers a 503 that says so, never a 500. Real uvicorn, real Redis, a stand-in wo
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import threading
-import time
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Iterator
 
 import httpx
 import pytest
-from api_helpers import FakeWorker
+from api_helpers import FakeWorker, api_process
 from redis import Redis
 from rq import Queue
 from rq.serializers import JSONSerializer
 
-from service.redis_local import free_port
-
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-@contextmanager
-def api(redis_url: str, store: Path, tmp: Path, **env: str) -> Iterator[str]:
-    port = free_port()
-    log = tmp / f"api-{port}.log"
-    full = {k: v for k, v in os.environ.items() if k != "REDIS_MAX_CONNECTIONS"}
-    full.update(REDIS_URL=redis_url, MODEL_STORE=str(store), LOG_LEVEL="warning", **env)
-    with open(log, "wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)],
-                                   cwd=REPO, env=full, stdout=out, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the API did not start:\n{log.read_text()}")
-            time.sleep(0.1)
-        yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @contextmanager
@@ -93,14 +53,14 @@ async def waits(base: str, n: int) -> list[httpx.Response]:
 
 def test_more_waiting_clients_than_redis_py_s_default_pool_are_all_answered(redis_url, tiny_store_root, tmp_path):
     # the worker holds off until every request is waiting, so that 150 pub/sub connections are open at once
-    with api(redis_url, tiny_store_root, tmp_path) as base, finishing_worker(redis_url, after=5.0):
+    with api_process(redis_url, tiny_store_root, tmp_path / "api.log") as base, finishing_worker(redis_url, after=5.0):
         responses = asyncio.run(waits(base, 150))
     assert [r.status_code for r in responses] == [200] * 150, {r.status_code for r in responses}
     assert all(r.json()["status"] == "succeeded" for r in responses)
 
 
 def test_past_the_cap_a_waiting_client_gets_a_503_that_says_so(redis_url, tiny_store_root, tmp_path):
-    with api(redis_url, tiny_store_root, tmp_path, REDIS_MAX_CONNECTIONS="8") as base, \
+    with api_process(redis_url, tiny_store_root, tmp_path / "api.log", REDIS_MAX_CONNECTIONS="8") as base, \
             finishing_worker(redis_url, after=3.0):
         responses = asyncio.run(waits(base, 20))
         codes = sorted({r.status_code for r in responses})

@@ -4,54 +4,22 @@ real HTTP; the event stream of a job that a stand-in worker drives from a thread
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 from typing import Iterator
 
 import httpx
 import pytest
-from api_helpers import FakeWorker
+from api_helpers import FakeWorker, api_process
 from redis import Redis
 from rq import Queue
 from rq.serializers import JSONSerializer
 
-from service.redis_local import free_port
-
-REPO = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(scope="module")
 def server(redis_server, tiny_store_root, tmp_path_factory) -> Iterator[str]:
-    port = free_port()
-    log = tmp_path_factory.mktemp("uvicorn") / "server.log"
-    env = {**os.environ, "REDIS_URL": redis_server.url, "MODEL_STORE": str(tiny_store_root), "LOG_LEVEL": "warning"}
-    with open(log, "wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)],
-                                   cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the API did not start:\n{log.read_text()}")
-            time.sleep(0.1)
+    with api_process(redis_server.url, tiny_store_root, tmp_path_factory.mktemp("uvicorn") / "server.log") as base:
         yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture
