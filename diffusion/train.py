@@ -67,6 +67,8 @@ class TrainConfig:
     log_every: int = _f(50, "update the progress bar's loss every N steps")
     run_dir: str = _f("runs/train", "where checkpoints, grids and the log go")
     max_minutes: float = _f(0.0, "stop (with a checkpoint) after this many minutes of training (0 = no limit)")
+    init_from: str = _f("", "start from these weights instead of a random init (model and EMA both; a fresh "
+                            "optimizer and warm-up): a label, such as a store ref, for weights passed as init_state")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -112,11 +114,15 @@ def _last_log_entry(path: Path) -> dict:
 
 
 def train(cfg: TrainConfig, dataset: ImageDataset | None = None,
-          on_log: Callable[[int, dict], None] | None = None) -> TrainResult:
-    """Train from scratch, or resume from `run_dir/checkpoint.pt` when one exists for the same config."""
+          on_log: Callable[[int, dict], None] | None = None,
+          init_state: dict[str, torch.Tensor] | None = None) -> TrainResult:
+    """Train from scratch (or from `init_state`, the weights `cfg.init_from` names), or resume from
+    `run_dir/checkpoint.pt` when one exists for the same config."""
     # --- setup -------------------------------------------------------------------------------------
     if cfg.task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {cfg.task!r}")
+    if bool(cfg.init_from) != (init_state is not None):
+        raise ValueError("init_from names the weights passed as init_state: give both or neither")
     device = resolve_device(cfg.device)
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -143,6 +149,11 @@ def train(cfg: TrainConfig, dataset: ImageDataset | None = None,
     model_cfg = type(base)(**{**base.to_dict(), "image_size": dataset.image_size,
                               "in_channels": dataset.channels, "num_classes": num_classes})
     model = network(model_cfg)
+    if init_state is not None:
+        try:
+            model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in init_state.items()})
+        except RuntimeError as e:
+            raise ValueError(f"init_from {cfg.init_from}: its weights do not fit preset {cfg.preset!r}: {e}") from None
     model.to(device).train()
     ema = EMA(model, cfg.ema_decay)
     forward = torch.compile(model) if (cfg.compile and on_cuda) else model

@@ -55,8 +55,9 @@ def finite_or_none(v: float | None) -> float | None:
     return None if v is None or not math.isfinite(v) else float(v)
 
 
-def training_recipe(result: TrainResult, train_images: int) -> dict[str, Any]:
-    """The card's `training` entry: enough to tell how the weights were made, and to redo it."""
+def training_recipe(result: TrainResult, train_images: int, init_card: ModelCard | None = None) -> dict[str, Any]:
+    """The card's `training` entry: enough to tell how the weights were made, and to redo it. A run
+    warm-started from another model records that model and the recipe it was made with."""
     import torch
 
     cfg = result.config
@@ -69,6 +70,11 @@ def training_recipe(result: TrainResult, train_images: int) -> dict[str, Any]:
     }
     if cfg.task != "generator":
         recipe["final_accuracy"] = finite_or_none(result.final_accuracy)
+    if init_card is not None:
+        recipe["init_from"] = init_card.ref
+        recipe["init_training"] = dict(init_card.training)
+        before = init_card.training.get("total_steps", init_card.training.get("steps", 0))
+        recipe["total_steps"] = int(before) + result.steps_done
     return recipe
 
 
@@ -80,6 +86,7 @@ def export_result(
     defaults: dict[str, Any] | None = None,
     links: dict[str, str] | None = None,
     quality: dict[str, Any] | None = None,
+    init_card: ModelCard | None = None,
 ) -> ModelCard:
     """Save the EMA weights of `result` as fp16 under `name` (the next version) with a full card."""
     import torch
@@ -101,7 +108,7 @@ def export_result(
         "channels": result.model_config["in_channels"],
         "dtype": "float16",
         "defaults": ({**GENERATOR_DEFAULTS, **(defaults or {})} if generator else {}),
-        "training": training_recipe(result, train_images),
+        "training": training_recipe(result, train_images, init_card),
         "links": dict(links or {}),
         "quality": dict(quality or {}),
         # pixel-space data lives in [-1, 1]: clipping each step's x_0 estimate keeps an imperfect

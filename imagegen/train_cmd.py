@@ -144,6 +144,31 @@ def _check_export(args: argparse.Namespace, task: str, store: ModelStore) -> tup
     return defaults, links
 
 
+_TASK_KIND = {"generator": "generator", "guidance-classifier": "guidance-classifier",
+              "eval-classifier": "eval-classifier"}
+
+
+def _init_weights(store: ModelStore, cfg) -> tuple[object | None, dict | None]:
+    """The card and sha256-checked weights `--init-from` names (pinned to its version in `cfg`),
+    or (None, None) for a random init."""
+    if not cfg.init_from:
+        return None, None
+    card = resolve_kind(store, cfg.init_from, _TASK_KIND[cfg.task], "--init-from")
+    arch = card.architecture.get("config", {})
+    if card.training.get("preset") not in (None, cfg.preset):
+        raise UsageError(f"--init-from {card.ref} is preset {card.training['preset']!r}, "
+                         f"but --preset is {cfg.preset!r}")
+    if (arch.get("image_size"), arch.get("in_channels")) not in ((None, None), (cfg.image_size, cfg.channels)):
+        raise UsageError(f"--init-from {card.ref} is {arch['image_size']}x{arch['image_size']}x{arch['in_channels']}, "
+                         f"but --image-size/--channels give {cfg.image_size}x{cfg.image_size}x{cfg.channels}")
+    if card.schedule and card.schedule.get("kind") != cfg.schedule:
+        raise UsageError(f"--init-from {card.ref} was trained with the {card.schedule.get('kind')} schedule, "
+                         f"but --schedule is {cfg.schedule!r}")
+    _, tensors = store.load_tensors(card)
+    cfg.init_from = card.ref  # pinned: a resumed run must start from the same weights
+    return card, tensors
+
+
 def _check_link_fits(store: ModelStore, links: dict[str, str], dataset) -> None:
     ref = links.get("guidance_classifier")
     if ref is None:
@@ -169,6 +194,8 @@ def run(args: argparse.Namespace) -> int:
     defaults, links = _check_export(args, cfg.task, store)
     check_device(cfg.device)
 
+    init_card, init_state = _init_weights(store, cfg)
+
     # --- data ---------------------------------------------------------------------------------------
     try:
         dataset = load_dataset(cfg.data, cfg.image_size, cfg.channels)
@@ -179,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
 
     # --- train --------------------------------------------------------------------------------------
     try:
-        result = train(cfg, dataset=dataset)
+        result = train(cfg, dataset=dataset, init_state=init_state)
     except ValueError as e:
         # e.g. a --run-dir holding a checkpoint of another config: the fix is a flag, not the code
         raise UsageError(str(e)) from None
@@ -191,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
     card = None
     if args.export_name is not None:
         card = export_result(store, args.export_name, result, train_images, defaults=defaults, links=links,
-                             quality=quality)
+                             quality=quality, init_card=init_card)
     summary = {
         "model": card.ref if card else None,
         "task": cfg.task,

@@ -62,3 +62,13 @@ def test_sample_grids_are_written_every_n_steps(fmnist_slice, tmp_path):
                       log_every=2, run_dir=str(tmp_path))
     train(cfg, dataset=fmnist_slice)
     assert sorted(p.name for p in tmp_path.glob("samples_*.png")) == ["samples_0000002.png", "samples_0000004.png"]
+
+
+def test_init_from_and_init_state_go_together(fmnist_slice, tmp_path):
+    cfg = TrainConfig(preset="tiny", steps=1, device="cpu", sample_every=0, run_dir=str(tmp_path), init_from="x@1")
+    with pytest.raises(ValueError, match="give both or neither"):
+        train(cfg, dataset=fmnist_slice)
+    with pytest.raises(ValueError, match="give both or neither"):
+        train(TrainConfig(**{**cfg.to_dict(), "init_from": ""}), dataset=fmnist_slice, init_state={})
+    with pytest.raises(ValueError, match="do not fit preset 'tiny'"):
+        train(cfg, dataset=fmnist_slice, init_state={"nope": torch.zeros(1)})

@@ -133,6 +133,7 @@ def test_train_without_export(tmp_path, capsys):
     (["--task", "guidance-classifier", "--defaults-json", "{}", "--export-name", "c"],
      "--defaults-json is only for --task generator"),
     (["--device", "tpu"], "--device must be one of"),
+    (["--init-from", "nope"], "--init-from: unknown model 'nope'"),
     (["--compile", "maybe"], "unrecognized arguments: maybe"),
 ])
 def test_bad_train_input_is_one_line(tmp_path, capsys, flags, needle):
@@ -159,3 +160,36 @@ def test_linked_classifier_must_match_the_data(trained, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "--guidance-classifier tiny-clf@1 was trained on classes" in err
     assert not Path(trained["store"], "other").exists()
+
+
+def test_warm_start_continues_from_a_stored_model(trained, tmp_path, capsys):
+    # a learning rate too small to move the weights: the exported EMA must then be the stored weights
+    with one_torch_thread():
+        code = main(["train", "--preset", "tiny", "--steps", "1", "--batch-size", "4", "--lr", "1e-12",
+                     "--data", str(trained["data"]), "--device", "cpu", "--sample-every", "0",
+                     "--run-dir", str(tmp_path / "run"), "--store", str(trained["store"]),
+                     "--init-from", "tiny-gen", "--export-name", "tiny-gen-more"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    store = ModelStore(trained["store"])
+    card, after = store.load_tensors("tiny-gen-more")
+    before_card, before = store.load_tensors("tiny-gen@1")
+    assert after.keys() == before.keys()
+    for k in before:
+        assert (after[k].float() - before[k].float()).abs().max() < 1e-2, k
+    t = card.training
+    assert t["init_from"] == "tiny-gen@1" and t["init_training"] == before_card.training
+    assert (t["steps"], t["total_steps"]) == (1, 31)
+
+
+@pytest.mark.parametrize("flags,needle", [
+    (["--init-from", "tiny-clf"], "--init-from tiny-clf@1 is a guidance-classifier, not a generator"),
+    (["--init-from", "tiny-gen", "--preset", "fmnist-small"], "--init-from tiny-gen@1 is preset 'tiny'"),
+    (["--init-from", "tiny-gen", "--schedule", "cosine"], "trained with the linear schedule"),
+])
+def test_a_warm_start_that_cannot_fit_is_one_line(trained, tmp_path, capsys, flags, needle):
+    code = main(["train", "--preset", "tiny", "--steps", "1", "--data", str(trained["data"]), "--device", "cpu",
+                 "--run-dir", str(tmp_path / "run"), "--store", str(trained["store"]), *flags])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and needle in err, err
+    assert not (tmp_path / "run").exists()
