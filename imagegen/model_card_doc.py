@@ -215,8 +215,16 @@ def _quality(card: ModelCard, figures: dict[str, str], clf: ModelCard | None) ->
                + (f" ({100 * acc:.1f}% test accuracy)" if isinstance(acc, (int, float)) else "")
                + f", against {q.get('reference', 'the test split')}. Sampling: {q.get('sampling', 'not recorded')}.")
     out.append("")
-    out.append(f"**Floor** (FD of 10,000 training images against the test set: what a perfect generator would score): "
-               + (f"**{fd_text(floor)}**. The `x floor` columns divide each FD by it." if floor is not None else "not measured."))
+    same = (q.get("floor") or {}).get("same_n")
+    if isinstance(same, dict) and floor is not None:
+        full = q["floor"].get("fd")
+        out.append(f"**Floor** (FD of training images against the test set: what a perfect generator would score): "
+                   f"**{fd_text(floor)}** with {same.get('n', '?'):,} training images, the tables' sample size, "
+                   f"and {fd_text(full)} with {q['floor'].get('n', '?'):,}. FD is biased upward at small sample "
+                   f"sizes, so the `x floor` columns divide each FD by the floor at the same size.")
+    else:
+        out.append(f"**Floor** (FD of 10,000 training images against the test set: what a perfect generator would score): "
+                   + (f"**{fd_text(floor)}**. The `x floor` columns divide each FD by it." if floor is not None else "not measured."))
     g = _rows(q, "guidance_sweep")
     out += ["", "### Guidance sweep (classifier-free guidance, DDIM 50 steps, eta 0)", ""]
     if g:

@@ -32,9 +32,15 @@ def rows_of(quality: dict, key: str) -> list[dict]:
 
 
 def floor_of(quality: dict) -> float | None:
-    """The floor's FD, or None when it was not measured."""
+    """The floor's FD at the tables' sample size (its `same_n` entry when the tables used fewer images
+    than the 10,000 of the protocol, as FD grows at small n), or None when it was not measured."""
     floor = quality.get("floor")
-    return floor["fd"] if isinstance(floor, dict) and isinstance(floor.get("fd"), (int, float)) else None
+    if not isinstance(floor, dict):
+        return None
+    same = floor.get("same_n")
+    if isinstance(same, dict) and isinstance(same.get("fd"), (int, float)):
+        return same["fd"]
+    return floor["fd"] if isinstance(floor.get("fd"), (int, float)) else None
 
 
 def plot_tradeoff(quality: dict, default_scale: float | None, path: Path) -> bool:

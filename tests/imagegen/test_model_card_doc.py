@@ -117,3 +117,11 @@ def test_partial_tables_render_what_exists_and_say_what_does_not(store, tmp_path
     assert "Not measured." in steps_section and "|" not in steps_section
     assert "no steps sweep was measured" in doc
     assert "DDIM has the lower" not in doc and "Not compared: the steps sweep" in doc
+
+
+def test_small_n_tables_are_divided_by_the_floor_at_their_own_n(store, tmp_path):
+    floor = {"fd": 2.0, "n": 10_000, "what": "training images against the test set", "same_n": {"fd": 4.0, "n": 300}}
+    write_quality(store, "fashion-mnist", quality(floor=floor, per_class=30), choose=True)
+    doc = render(store, tmp_path)
+    assert "**4.00** with 300 training images, the tables' sample size, and 2.00 with 10,000" in doc
+    assert "| **3** (default) | 11.00 | 2.8x | 97.0% |" in doc  # 11 / 4, not 11 / 2
