@@ -155,7 +155,8 @@ class Bench:
         from worker.engine import spec_from_request
 
         spec, n = spec_from_request(request)
-        state = SamplerState.start(specs_for_request(spec, n), self.shape, self.null, self.gen.schedule, self.device)
+        state = SamplerState.start(specs_for_request(spec, n), self.shape, self.null, self.gen.schedule, self.device,
+                                   track_x0=False)
         return state.x.clone()
 
 

@@ -94,19 +94,22 @@ class SamplerState:
     repeat: list[int]  # inpainting: times the step under way has been resampled (0..resample_steps-1)
     inpaint_noise: list[ImageNoise | None]  # inpainting: the kept region's and the jumps' own stream
     x0: Tensor  # [B, C, H, W] the latest estimate of the clean image (previews); the input until the first step
+    track_x0: list[bool]  # keep x0 up to date for this image (a step in which no moving image needs it skips it)
 
     @classmethod
     def start(
         cls, specs: list[SampleSpec], shape: tuple[int, int, int], num_classes: int,
         schedule: NoiseSchedule, device: torch.device | str = "cpu", *,
         init_images: list[Tensor | None] | None = None, masks: list[Tensor | None] | None = None,
+        track_x0: bool = True,
     ) -> "SamplerState":
         """Fresh images at pure noise x_T ~ N(0, I), the first draw z of each image's own generator.
 
         `init_images` and `masks` hold per image an input [C, H, W] and a mask [1 or C, H, W] (1 =
         regenerate, 0 = keep), or None. An image with an input and strength < 1 starts instead at that
         input noised with the same z to the step its strength selects (SDEdit), so its noise depends
-        on its seed alone; with strength 1 it starts from x_T = z exactly, as plain generation does."""
+        on its seed alone; with strength 1 it starts from x_T = z exactly, as plain generation does.
+        `track_x0=False` spares each step the x0 estimate that only previews read."""
         for s in specs:
             s.check(num_classes, schedule.num_train_steps)
         init, regenerate, has_mask = image_inputs(specs, shape, init_images, masks, device)
@@ -138,6 +141,7 @@ class SamplerState:
             repeat=[0] * len(specs),
             inpaint_noise=[inpaint_noise(s.seed) if m else None for s, m in zip(specs, has_mask)],
             x0=init.clone(),
+            track_x0=[track_x0] * len(specs),
         )
 
     def __len__(self) -> int:
@@ -242,7 +246,8 @@ def advance(state: SamplerState, denoiser: GuidedDenoiser, schedule: NoiseSchedu
     if denoiser.clip_x0:
         eps = clip_eps(x, eps, ab_eval)
     # the clean image this evaluation predicts (previews); an inpainted image keeps its known region
-    x0 = torch.where(pick(state.regenerate), predict_x0(x, eps, ab_eval), pick(state.init))
+    track = any(state.track_x0[i] for i in rows)
+    x0 = torch.where(pick(state.regenerate), predict_x0(x, eps, ab_eval), pick(state.init)) if track else None
 
     ab_s, ab_t, ab_prev = (_col(schedule.alpha_bar(ix[name])) for name in ("t_cur", "t_next", "t_prev"))
     new_x, new_start, new_memo = x.clone(), pick(state.x_start).clone(), pick(state.memo).clone()
@@ -289,9 +294,14 @@ def advance(state: SamplerState, denoiser: GuidedDenoiser, schedule: NoiseSchedu
         _inpaint_step(state, rows, inpainted, [k for k, j in enumerate(jump) if j], new_x, ab_s, ab_t, t_next)
 
     if all_rows:
-        state.x, state.x_start, state.memo, state.x0 = new_x, new_start, new_memo, x0
+        state.x, state.x_start, state.memo = new_x, new_start, new_memo
     else:
-        state.x[r], state.x_start[r], state.memo[r], state.x0[r] = new_x, new_start, new_memo, x0
+        state.x[r], state.x_start[r], state.memo[r] = new_x, new_start, new_memo
+    if x0 is not None:
+        if all_rows:
+            state.x0 = x0
+        else:
+            state.x0[r] = x0
     for c, j, i in zip(complete, jump, rows):
         if not c:
             state.stage[i] = 1

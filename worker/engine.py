@@ -208,7 +208,7 @@ class BatchEngine:
         # checks every field (class range, steps, eta, seed + i, the inputs' shapes) and draws each x_T
         state = SamplerState.start(specs_for_request(spec, num_images), gen.image_shape, gen.num_classes,
                                    gen.schedule, lane.device, init_images=[init] * num_images,
-                                   masks=[mask] * num_images)
+                                   masks=[mask] * num_images, track_x0=bool(request.get("previews")))
         lane.pending.append((job_id, state))
         total = state.progress(0)[1]
         every = max(1, total // PREVIEWS_PER_JOB) if request.get("previews") else 0

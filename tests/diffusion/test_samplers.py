@@ -199,3 +199,24 @@ def test_clipping_x0_keeps_every_sampler_in_the_data_range(model, linear_schedul
     clipped = sample(model, linear_schedule, specs, IMAGE_SHAPE, NUM_CLASSES, clip_x0=True)
     assert free.abs().max() > 1.05
     assert clipped.abs().max() <= 1 + 1e-5
+
+
+def test_the_x0_estimate_is_skipped_unless_an_image_tracks_it(model, linear_schedule):
+    """Previews read x0; a step whose moving images do not track it skips the estimate and leaves
+    the images themselves unchanged."""
+    denoiser = GuidedDenoiser(model, NUM_CLASSES)
+    specs = [SampleSpec(1, 2.0, sampler="ddim", steps=4, seed=3), SampleSpec(2, 2.0, sampler="heun", steps=3, seed=4)]
+    tracked = SamplerState.start(specs, IMAGE_SHAPE, NUM_CLASSES, linear_schedule)
+    untracked = SamplerState.start(specs, IMAGE_SHAPE, NUM_CLASSES, linear_schedule, track_x0=False)
+    start_x0 = untracked.x0.clone()
+    advance(tracked, denoiser, linear_schedule)
+    advance(untracked, denoiser, linear_schedule)
+    assert torch.equal(untracked.x0, start_x0) and not torch.equal(tracked.x0, start_x0)
+    # one tracking image in the batch keeps everyone's estimate current
+    mixed = SamplerState.concat([untracked, SamplerState.start(specs[:1], IMAGE_SHAPE, NUM_CLASSES, linear_schedule)])
+    advance(mixed, denoiser, linear_schedule)
+    assert not torch.equal(mixed.x0[:2], start_x0)
+    while not all(tracked.done):
+        advance(tracked, denoiser, linear_schedule)
+        advance(untracked, denoiser, linear_schedule)
+    assert torch.equal(tracked.x, untracked.x)
