@@ -1,8 +1,8 @@
 // The imagegen playground: plain ES2020 modules, no framework, nothing from another host. This one
-// holds the form and a job's life from submit to images; api.js talks to the API (relative URLs, so
-// the page works wherever the API is mounted), results.js shows images, history.js keeps this
-// browser's jobs, quality.js draws the model card, image.js is the form's Image section (a picture to
-// start from and a mask painted over it; png.js encodes them).
+// holds the form and a job's life from submit to images; job.js follows a job while it runs, api.js
+// talks to the API (relative URLs, so the page works wherever the API is mounted), results.js shows
+// images, history.js keeps this browser's jobs, quality.js draws the model card, image.js is the
+// form's Image section (a picture to start from and a mask painted over it; png.js encodes them).
 //
 // Previews: the page asks for them (the checkbox, on by default) and shows each one the event stream
 // brings under the progress bar while the job runs; the final images replace it.
@@ -11,15 +11,14 @@
 // (rolling one when the field is empty), keeps it as a digit string, and writes it into the JSON
 // text as it is; an image's seed (seed + i) is computed with BigInt.
 
-import { TERMINAL, call, jobPath, url } from "./api.js";
+import { TERMINAL, call, jobPath } from "./api.js";
 import { remember, renderHistory, saveHistory } from "./history.js";
 import { imageFields, setImageModel, setupImage } from "./image.js";
+import { follow, hidePreview, seconds, setBusy, setStatus, showProgress, showQueued } from "./job.js";
 import { renderQuality } from "./quality.js";
 import { showResults } from "./results.js";
 
 const $ = (id) => document.getElementById(id);
-
-const POLL_MS = 1000;
 
 const state = { models: [], samplers: [], job: null };
 
@@ -199,48 +198,6 @@ function reuse(entry, seed = entry.request.seed, count = entry.request.num_image
 
 // --- a job, from submit to images ------------------------------------------------------------
 
-function setStatus(status, text) {
-  $("job").hidden = false;
-  $("job").dataset.status = status;
-  $("status").textContent = text;
-}
-
-function setBusy(busy) {
-  $("generate").disabled = busy;
-  $("cancel").hidden = !busy;
-  $("cancel").disabled = false;
-}
-
-function showQueued(doc) {
-  const p = doc.queue_position;
-  setStatus("queued", p === null || p === undefined ? "Queued."
-    : p === 0 ? "Queued: next in line." : `Queued: position ${p} (${p} ${p === 1 ? "job" : "jobs"} ahead).`);
-  $("progress").removeAttribute("value"); // indeterminate while waiting
-}
-
-/** A preview (a base64 PNG grid of the images forming) under the progress bar. */
-function showPreview(job, progress) {
-  job.previews += 1;
-  $("preview-img").src = `data:image/png;base64,${progress.preview}`;
-  $("preview-img").alt = `Preview of the images at step ${progress.step} of ${progress.total}`;
-  $("preview-caption").textContent = `Preview, step ${progress.step} of ${progress.total}`;
-  $("preview").dataset.step = String(progress.step);
-  $("preview").hidden = false;
-}
-
-function hidePreview() {
-  $("preview").hidden = true;
-  $("preview-img").removeAttribute("src");
-  delete $("preview").dataset.step;
-}
-
-function showProgress(progress) {
-  if (!progress || !progress.total) return;
-  setStatus("running", `Running: step ${progress.step} of ${progress.total}.`);
-  $("progress").max = progress.total;
-  $("progress").value = progress.step;
-}
-
 async function submit(event) {
   event.preventDefault();
   if (state.job && !state.job.done) return;
@@ -267,45 +224,7 @@ async function submit(event) {
   $("cancel").hidden = false;
   if (TERMINAL.has(doc.status)) { finish(job, doc); return; }
   if (doc.status === "queued") showQueued(doc); else showProgress(doc.progress);
-  follow(job);
-}
-
-function follow(job) {
-  const events = new EventSource(url(jobPath(job.id, "/events")));
-  job.events = events;
-  events.addEventListener("progress", (e) => {
-    if (job.done) return;
-    job.streaming = true;
-    const progress = JSON.parse(e.data);
-    showProgress(progress);
-    if (progress.preview) showPreview(job, progress);
-  });
-  events.addEventListener("end", (e) => finish(job, JSON.parse(e.data)));
-  events.onerror = () => {
-    // EventSource reconnects by itself; CLOSED means it gave up: polling carries on alone
-    if (events.readyState === EventSource.CLOSED) job.streaming = false;
-  };
-  // the stream is silent while the job waits in the queue: poll for its position (and as a safety
-  // net for a stream that dropped)
-  job.timer = setInterval(() => poll(job), POLL_MS);
-}
-
-async function poll(job) {
-  if (job.done || job.polling) return;
-  job.polling = true;
-  try {
-    const { data } = await call("GET", jobPath(job.id));
-    if (job.done) return;
-    if (TERMINAL.has(data.status)) finish(job, data);
-    else if (data.status === "queued") showQueued(data);
-    else if (!job.streaming) {
-      if (data.progress) showProgress(data.progress); else setStatus("running", "Running…");
-    }
-  } catch (e) {
-    if (e.status === 404) finish(job, { id: job.id, status: "failed", error: { message: e.message } });
-  } finally {
-    job.polling = false;
-  }
+  follow(job, finish);
 }
 
 async function cancel() {
@@ -321,12 +240,6 @@ async function cancel() {
     $("cancel").disabled = false;
     showProblem(e);
   }
-}
-
-function seconds(doc) {
-  const start = Date.parse(doc.started_at || doc.created_at);
-  const end = Date.parse(doc.finished_at);
-  return Number.isFinite(start) && Number.isFinite(end) ? ((end - start) / 1000).toFixed(1) : null;
 }
 
 function finish(job, doc) {
