@@ -154,6 +154,22 @@ def _png(img: Image.Image) -> bytes:
     return buf.getvalue()
 
 
+def _flatten_alpha(img: Image.Image) -> Image.Image | None:
+    """`img` with its transparency composited onto black (the training images' background), or None
+    when it has no transparency or is fully opaque. Pillow's plain convert would drop the alpha and
+    show whatever colour the transparent pixels happen to store."""
+    if "A" not in img.getbands() and "transparency" not in img.info:
+        return None
+    gray = _channels_of(img.mode) == 1 and img.mode not in ("I", "I;16", "I;16B", "I;16L", "F")
+    rgba = img.convert("LA" if gray else "RGBA")
+    alpha = rgba.getchannel("A")
+    if alpha.getextrema()[0] == 255:
+        return None
+    flat = Image.new("L" if gray else "RGB", img.size, 0)
+    flat.paste(rgba.convert("L" if gray else "RGB"), mask=alpha)
+    return flat
+
+
 def _to_mode(img: Image.Image, channels: int) -> Image.Image:
     mode = "L" if channels == 1 else "RGB"
     if img.mode in ("I", "I;16", "I;16B", "I;16L") and mode == "L":
@@ -176,6 +192,10 @@ def normalize_init_image(data: bytes, card: ModelCard, resize: bool = False, voc
                                    "it converted and resized")
     img = _load(img, key, vocab)
     notes = []
+    flat = _flatten_alpha(img)
+    if flat is not None:
+        img = flat
+        notes.append("init_image's transparent pixels were composited onto black, the training images' background")
     if have != channels:
         notes.append(f"init_image was converted from {_MODE_NAMES[have]} to {_MODE_NAMES[channels]}")
     img = _to_mode(img, channels)

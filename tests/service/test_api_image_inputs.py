@@ -73,6 +73,18 @@ def test_inpainting_with_a_data_url_and_resampling(client, redis):
     assert mask.mode == "L" and mask.getpixel((0, 0)) == 255 and mask.getpixel((27, 0)) == 0
 
 
+@pytest.mark.parametrize("mode,color,want", [("LA", (200, 0), 0), ("LA", (200, 255), 200), ("LA", (200, 128), 100),
+                                             ("RGBA", (255, 255, 255, 0), 0)])
+def test_transparency_is_composited_onto_the_black_background(client, redis, mode, color, want):
+    init = png(mode=mode, color=color)
+    r = client.post("/generate", json={"class_label": 1, "init_image": b64(init), "resize": mode == "RGBA"})
+    assert r.status_code == 202, r.text
+    image = Image.open(io.BytesIO(record_inputs(JobStore(redis).get(r.json()["id"]))["init_image"]))
+    assert image.mode == "L" and set(image.tobytes()) == {want}
+    opaque = color[-1] == 255
+    assert opaque != any("transparent pixels were composited onto black" in n for n in r.json()["notes"])
+
+
 def test_resize_converts_and_resizes_and_the_notes_say_so(client, redis):
     init = png(size=(64, 48), mode="RGB", color=(255, 0, 0))
     r = client.post("/generate", json={"class_label": 1, "init_image": b64(init), "mask": b64(half_mask((64, 48))),
