@@ -165,6 +165,20 @@ def _ratio(fd: float, floor: float | None) -> str:
     return f"{fd / floor:.1f}x" if floor else "–"
 
 
+def _run_summary(t: dict) -> str:
+    """One line for a training recipe: steps, batch size, learning rate, time and device."""
+    parts = []
+    if "steps" in t:
+        parts.append(f"{t['steps']} steps" + (f" at batch {t['batch_size']}" if "batch_size" in t else ""))
+    if "lr" in t:
+        parts.append(f"lr {t['lr']}")
+    if isinstance(t.get("seconds"), (int, float)):
+        parts.append(f"{t['seconds'] / 60:.1f} min on {t.get('device', '?')}")
+    if t.get("init_from"):
+        parts.append(f"itself warm-started from `{t['init_from']}`")
+    return ", ".join(parts) or "no recipe recorded"
+
+
 def _training(card: ModelCard) -> str:
     t = card.training
     rows = []
@@ -176,6 +190,13 @@ def _training(card: ModelCard) -> str:
             elif key == "final_loss" and isinstance(v, float):
                 v = f"{v:.4f}"
             rows.append([label, str(v)])
+    init = t.get("init_from")
+    if init:
+        # a warm start: this run continued another model's weights; say what that model was
+        before = t.get("init_training") or {}
+        rows.append(["warm-started from", f"`{init}` ({_run_summary(before)})"])
+        if "total_steps" in t:
+            rows.append(["optimizer steps in all", str(t["total_steps"])])
     arch = card.architecture
     text = [_table(["", ""], rows) if rows else "The card records no training recipe.", "",
             f"Architecture: `{arch['type']}` with `{json.dumps(arch['config'], sort_keys=True)}`; prediction type "

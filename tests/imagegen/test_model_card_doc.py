@@ -125,3 +125,13 @@ def test_small_n_tables_are_divided_by_the_floor_at_their_own_n(store, tmp_path)
     doc = render(store, tmp_path)
     assert "**4.00** with 300 training images, the tables' sample size, and 2.00 with 10,000" in doc
     assert "| **3** (default) | 11.00 | 2.8x | 97.0% |" in doc  # 11 / 4, not 11 / 2
+
+
+def test_a_warm_started_model_says_what_it_continued(store, tmp_path):
+    before = {"steps": 2500, "batch_size": 64, "lr": 0.0005, "seconds": 4880.0, "device": "cpu"}
+    store.update_card("fashion-mnist", {"training": {**store.resolve("fashion-mnist").training, "steps": 4000,
+                                                     "init_from": "fashion-mnist@1", "init_training": before,
+                                                     "total_steps": 6500}})
+    doc = render(store, tmp_path)
+    assert "| warm-started from | `fashion-mnist@1` (2500 steps at batch 64, lr 0.0005, 81.3 min on cpu) |" in doc
+    assert "| optimizer steps in all | 6500 |" in doc and "| optimizer steps | 4000 |" in doc
