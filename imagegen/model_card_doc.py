@@ -53,6 +53,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grid-per-class", type=int, default=GRID_PER_CLASS, metavar="N",
                    help="with --sample-grid: images per class, one row per class (default: %(default)s)")
     p.add_argument("--device", default="auto", help="with --sample-grid: cpu, cuda or auto (default: auto)")
+    p.add_argument("--readme", default=None, metavar="FILE",
+                   help="also rewrite the measured-quality summary between the quality markers of FILE (README.md)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -86,6 +88,14 @@ def run(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render(card, {k: os.path.relpath(p, out.parent) for k, p in figures.items()},
                           eval_classifier_card(store, quality), grid_settings(images / GRID_PNG)))
+    if args.readme:
+        try:
+            write_readme_quality(Path(args.readme), card)
+        except (OSError, ValueError) as e:
+            from imagegen.errors import UsageError
+
+            raise UsageError(f"--readme: {e}") from None
+        written.append(args.readme)
     print(json.dumps({"doc": str(out), "figures": written}))
     return 0
 
@@ -179,6 +189,65 @@ def _run_summary(t: dict) -> str:
     return ", ".join(parts) or "no recipe recorded"
 
 
+def _guidance_table(card: ModelCard, g: list[dict], floor: float | None, seconds: bool = True) -> str:
+    default_scale = card.defaults.get("guidance_scale")
+    return _table(["scale", "FD", "x floor", "accuracy"] + (["seconds"] if seconds else []), [
+        [f"**{r['guidance_scale']:g}** (default)" if r["guidance_scale"] == default_scale else f"{r['guidance_scale']:g}",
+         _fmt("fd", r["fd"]), _ratio(r["fd"], floor), _fmt("accuracy", r.get("accuracy"))]
+        + ([_fmt("", r.get("sampling_seconds"))] if seconds else [])
+        for r in sorted(g, key=lambda r: r["guidance_scale"])])
+
+
+def _steps_table(s: list[dict]) -> str:
+    steps = sorted({r["steps"] for r in s})
+    cells = {(r["sampler"], r["steps"]): r for r in s}
+    body = []
+    for sampler in SAMPLERS:
+        if any(k[0] == sampler for k in cells):
+            body.append([sampler] + [f"{_fmt('fd', cells[sampler, k]['fd'])} ({_fmt('accuracy', cells[sampler, k].get('accuracy'))})"
+                                     if (sampler, k) in cells else "–" for k in steps])
+    return _table(["sampler"] + [f"{k} steps" for k in steps], body)
+
+
+README_BEGIN = "<!-- quality:begin (rendered from the shipped card by `imagegen model-card --readme README.md`) -->"
+README_END = "<!-- quality:end -->"
+"""The markers around the README's measured-quality summary, which `--readme` rewrites."""
+
+
+def readme_quality(card: ModelCard) -> str:
+    """The README's summary of a card's measured quality: where and how it was measured, the guidance
+    sweep and the steps sweep; or a line saying the tables are owed."""
+    q = card.quality or {}
+    g, s = _rows(q, "guidance_sweep"), _rows(q, "steps_sweep")
+    if not g and not s:
+        return (f"`{card.ref}` has no measured quality table yet: its tables are owed to a GPU run "
+                "([docs/gpu-runbook.md](docs/gpu-runbook.md)).")
+    floor = _floor(q)
+    n = q.get("per_class")
+    out = [f"Measured for `{card.ref}` on {q.get('device', '?')} (commit `{str(q.get('commit', '?'))[:7]}`), "
+           + (f"{n * card.num_classes:,} images per setting ({n} per class)" if isinstance(n, int) else "")
+           + f", in the features of `{q.get('eval_classifier', '?')}`; the floor (real training images at the "
+             f"same count) is {fd_text(floor) if floor is not None else 'not measured'}. Sampling defaults: "
+           + ", ".join(f"{k} `{card.defaults[k]}`" for k in ("sampler", "steps", "guidance_scale") if k in card.defaults)
+           + ". All tables, the plots and the comparison with the papers: [docs/model-card.md](docs/model-card.md)."]
+    if g:
+        out += ["", "Guidance sweep (CFG, DDIM 50 steps):", "", _guidance_table(card, g, floor, seconds=False)]
+    if s:
+        out += ["", "Steps sweep, FD (accuracy):", "", _steps_table(s)]
+    return "\n".join(out)
+
+
+def write_readme_quality(readme: Path, card: ModelCard) -> None:
+    """Replace the text between the README's quality markers with `readme_quality(card)`."""
+    text = readme.read_text()
+    try:
+        head, rest = text.split(README_BEGIN, 1)
+        _, tail = rest.split(README_END, 1)
+    except ValueError:
+        raise ValueError(f"{readme} has no {README_BEGIN} ... {README_END} block") from None
+    readme.write_text(f"{head}{README_BEGIN}\n{readme_quality(card)}\n{README_END}{tail}")
+
+
 def _training(card: ModelCard) -> str:
     t = card.training
     rows = []
@@ -249,11 +318,7 @@ def _quality(card: ModelCard, figures: dict[str, str], clf: ModelCard | None) ->
     g = _rows(q, "guidance_sweep")
     out += ["", "### Guidance sweep (classifier-free guidance, DDIM 50 steps, eta 0)", ""]
     if g:
-        default_scale = card.defaults.get("guidance_scale")
-        out.append(_table(["scale", "FD", "x floor", "accuracy", "seconds"], [
-            [f"**{r['guidance_scale']:g}** (default)" if r["guidance_scale"] == default_scale else f"{r['guidance_scale']:g}",
-             _fmt("fd", r["fd"]), _ratio(r["fd"], floor), _fmt("accuracy", r.get("accuracy")),
-             _fmt("", r.get("sampling_seconds"))] for r in sorted(g, key=lambda r: r["guidance_scale"])]))
+        out.append(_guidance_table(card, g, floor))
         out.append("\nScale 0 is unconditional (scored against the whole test set; no accuracy); scale 1 is the "
                    "conditional model alone.")
         if "tradeoff" in figures:
@@ -265,15 +330,8 @@ def _quality(card: ModelCard, figures: dict[str, str], clf: ModelCard | None) ->
     out += ["", "### Steps sweep (every sampler" + (f", CFG scale {', '.join(f'{v:g}' for v in scales)}" if s else "")
             + ", the best-FD scale of the guidance sweep)", ""]
     if s:
-        steps = sorted({r["steps"] for r in s})
-        cells = {(r["sampler"], r["steps"]): r for r in s}
-        body = []
-        for sampler in SAMPLERS:
-            if any(k[0] == sampler for k in cells):
-                body.append([sampler] + [f"{_fmt('fd', cells[sampler, k]['fd'])} ({_fmt('accuracy', cells[sampler, k].get('accuracy'))})"
-                                         if (sampler, k) in cells else "–" for k in steps])
         out.append("FD (accuracy) by sampler and steps; – is not measured.\n")
-        out.append(_table(["sampler"] + [f"{k} steps" for k in steps], body))
+        out.append(_steps_table(s))
         best = min(s, key=lambda r: r["fd"])
         out.append(f"\nBest: {best['sampler']} {best['steps']} steps, FD {fd_text(best['fd'])}"
                    + (f" ({_ratio(best['fd'], floor)} the floor)." if floor else "."))

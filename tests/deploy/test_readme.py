@@ -355,3 +355,13 @@ def test_local_links_resolve(document):
         assert linked.exists(), f"{document}: link to {target}: no such file"
         if anchor:
             assert anchor in _anchors(linked), f"{document}: link to {target}: no such heading"
+
+
+def test_the_quality_summary_is_the_shipped_cards():
+    from imagegen.model_card_doc import README_BEGIN, README_END, readme_quality
+    from model_store import ModelStore
+
+    text = README.read_text()
+    block = text.split(README_BEGIN, 1)[1].split(README_END, 1)[0].strip()
+    assert text.index(README_BEGIN) > text.index("## Samplers and guidance")
+    assert block == readme_quality(ModelStore().resolve("fashion-mnist")).strip()

@@ -135,3 +135,20 @@ def test_a_warm_started_model_says_what_it_continued(store, tmp_path):
     doc = render(store, tmp_path)
     assert "| warm-started from | `fashion-mnist@1` (2500 steps at batch 64, lr 0.0005, 81.3 min on cpu) |" in doc
     assert "| optimizer steps in all | 6500 |" in doc and "| optimizer steps | 4000 |" in doc
+
+
+def test_the_readme_summary_is_rewritten_between_its_markers(store, tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\nbefore\n{model_card_doc.README_BEGIN}\nold text\n{model_card_doc.README_END}\nafter\n")
+    assert model_card_doc.main(["--store", str(store.root), "--out", str(tmp_path / "doc.md"),
+                                "--readme", str(readme)]) == 0
+    assert "has no measured quality table yet" in readme.read_text() and "old text" not in readme.read_text()
+    write_quality(store, "fashion-mnist", quality(), choose=True)
+    model_card_doc.write_readme_quality(readme, store.resolve("fashion-mnist"))
+    text = readme.read_text()
+    assert text.startswith("# x\n\nbefore\n") and text.endswith(f"{model_card_doc.README_END}\nafter\n")
+    assert "on NVIDIA H200 (commit `abc123`), 10,000 images per setting (1000 per class)" in text
+    assert "| **3** (default) | 11.00 | 5.5x | 97.0% |" in text and "| heun | 8.40 (88.0%) |" in text
+    readme.write_text("no markers")
+    with pytest.raises(ValueError, match="no <!-- quality:begin"):
+        model_card_doc.write_readme_quality(readme, store.resolve("fashion-mnist"))
