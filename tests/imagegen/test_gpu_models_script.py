@@ -36,7 +36,7 @@ def smoke(tmp_path_factory):
 def test_what_comes_back_fits_the_device_limits(smoke):
     files = [p for p in (smoke / "out").rglob("*") if p.is_file()]
     names = sorted(p.name for p in files)
-    assert names == ["docs.tar.gz", "gpu_models.log", "model-fashion-mnist-2.tar",
+    assert names == ["docs.tar.gz", "gpu_models.log", "model-fashion-mnist-3.tar",
                      "model-fashion-mnist-guidance-classifier-2.tar", "results.json", "runs.tar.gz"]
     assert len(files) <= 8 and all(p.stat().st_size < 16 * 2**20 for p in files)
     assert all(p.parent == smoke / "out" for p in files)
@@ -47,7 +47,7 @@ def test_unpacked_models_load_with_their_quality_card_and_doc(smoke, tmp_path):
                           env={**os.environ, "UNPACK_ROOT": str(tmp_path)}, timeout=60)
     assert done.returncode == 0, done.stderr
     store = ModelStore(tmp_path / "model_store" / "models")
-    assert [c.ref for c in store.list()] == ["fashion-mnist@2", "fashion-mnist-guidance-classifier@2"]
+    assert [c.ref for c in store.list()] == ["fashion-mnist@3", "fashion-mnist-guidance-classifier@2"]
     card = store.resolve("fashion-mnist")
     assert card.links == {"guidance_classifier": "fashion-mnist-guidance-classifier@2"}
     # exported from a copy without git: the stamped commit, not "unknown"
@@ -64,6 +64,6 @@ def test_unpacked_models_load_with_their_quality_card_and_doc(smoke, tmp_path):
         assert card.defaults == {k: q["defaults_choice"][k] for k in ("sampler", "steps", "guidance_scale", "guidance")}
     load_generator(store, card.ref)  # sha256 checked
     doc = (tmp_path / "docs" / "model-card.md").read_text()
-    assert "# Model card: `fashion-mnist@2`" in doc and "Measured on cpu" in doc
+    assert "# Model card: `fashion-mnist@3`" in doc and "Measured on cpu" in doc
     for png in ("model-card-grid.png", "model-card-tradeoff.png"):
         assert f"](images/{png})" in doc and (tmp_path / "docs" / "images" / png).exists()
