@@ -295,12 +295,11 @@ def advance(state: SamplerState, denoiser: GuidedDenoiser, schedule: NoiseSchedu
 
     if all_rows:
         state.x, state.x_start, state.memo = new_x, new_start, new_memo
+        if x0 is not None:
+            state.x0 = x0
     else:
         state.x[r], state.x_start[r], state.memo[r] = new_x, new_start, new_memo
-    if x0 is not None:
-        if all_rows:
-            state.x0 = x0
-        else:
+        if x0 is not None:
             state.x0[r] = x0
     for c, j, i in zip(complete, jump, rows):
         if not c:

@@ -211,13 +211,14 @@ def evaluate(store: ModelStore, model_ref: str, classifier_ref: str, args: argpa
     if "classifier" in tables and gen.classifier is None:  # refused before minutes of other tables
         raise UsageError(f"--tables classifier: {model_ref} links no guidance classifier")
     if "floor" in tables:
-        train = load_fashion_mnist("train").subset(per_class=len(test) // gen.num_classes, seed=args.seed)
+        train_split = load_fashion_mnist("train")
+        train = train_split.subset(per_class=len(test) // gen.num_classes, seed=args.seed)
         train_feats, _ = classify(eval_clf, train.images.float() / 127.5 - 1, device=device)
         results["floor"] = {"fd": round(frechet_distance(FeatureStats.of(train_feats), reference), 4),
                             "n": len(train), "what": "training images against the test set"}
         if args.per_class * gen.num_classes < len(train):
             # FD is biased upward at small n: the floor a perfect generator would score at this n
-            few = load_fashion_mnist("train").subset(per_class=args.per_class, seed=args.seed)
+            few = train_split.subset(per_class=args.per_class, seed=args.seed)
             few_feats, _ = classify(eval_clf, few.images.float() / 127.5 - 1, device=device)
             results["floor"]["same_n"] = {"fd": round(frechet_distance(FeatureStats.of(few_feats), reference), 4),
                                           "n": len(few)}

@@ -24,8 +24,9 @@ REPO = Path(__file__).resolve().parents[1]
 GENERATOR_DEFAULTS: dict[str, Any] = {"sampler": "ddim", "steps": 50, "guidance_scale": 3.0, "guidance": "cfg"}
 """Sampling defaults written into a new generator's card unless --defaults-json overrides them."""
 
-_KINDS = {"generator": ("generator", "unet"), "guidance-classifier": ("guidance-classifier", "noise-classifier"),
-          "eval-classifier": ("eval-classifier", "eval-classifier")}
+TASK_KINDS = {"generator": ("generator", "unet"), "guidance-classifier": ("guidance-classifier", "noise-classifier"),
+              "eval-classifier": ("eval-classifier", "eval-classifier")}
+"""Per training task: the card kind it exports and the architecture type that loads it."""
 
 _NOTES = {
     "generator": "Sampling defaults are placeholders, not yet chosen from measured quality (FID, "
@@ -94,7 +95,7 @@ def export_result(
     from diffusion.schedules import ScheduleConfig
 
     cfg = result.config
-    kind, arch_type = _KINDS[cfg.task]
+    kind, arch_type = TASK_KINDS[cfg.task]
     generator = kind == "generator"
     tensors = {k: v.detach().to(torch.float16) if v.is_floating_point() else v.detach()
                for k, v in result.model.state_dict().items()}

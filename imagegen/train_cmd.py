@@ -144,16 +144,14 @@ def _check_export(args: argparse.Namespace, task: str, store: ModelStore) -> tup
     return defaults, links
 
 
-_TASK_KIND = {"generator": "generator", "guidance-classifier": "guidance-classifier",
-              "eval-classifier": "eval-classifier"}
-
-
 def _init_weights(store: ModelStore, cfg) -> tuple[object | None, dict | None]:
     """The card and sha256-checked weights `--init-from` names (pinned to its version in `cfg`),
     or (None, None) for a random init."""
     if not cfg.init_from:
         return None, None
-    card = resolve_kind(store, cfg.init_from, _TASK_KIND[cfg.task], "--init-from")
+    from imagegen.export import TASK_KINDS
+
+    card = resolve_kind(store, cfg.init_from, TASK_KINDS[cfg.task][0], "--init-from")
     arch = card.architecture.get("config", {})
     if card.training.get("preset") not in (None, cfg.preset):
         raise UsageError(f"--init-from {card.ref} is preset {card.training['preset']!r}, "
