@@ -1,6 +1,8 @@
 """`imagegen evaluate`: FD and accuracy of a generator in the evaluation classifier's features
 (evaluation.md), for one setting or for the model card's tables, written as JSON and, with
 `--write-card`, into the generator's card (with `--choose-defaults`, the sampling defaults too).
+`--fill-card` measures the settings a card lists as not measured (a run that a time budget cut short)
+and adds them to its tables, so a CPU-sized measurement can be finished over several sessions.
 
 Images are sampled through the worker's engine (imagegen.eval_sampling): on CUDA in bf16 with CUDA
 graphs, as the service serves them. With `--max-minutes` a setting starts only if it should end in
@@ -71,8 +73,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--write-card", action="store_true",
                    help="with --tables: write the tables into the generator's card as its `quality` (replacing "
                         "it; the weights and their sha256 are untouched)")
+    p.add_argument("--fill-card", action="store_true",
+                   help="measure the settings the generator's card lists under quality.not_measured and add them "
+                        "to its tables, with the card's images per class, seeds and evaluation classifier, on the "
+                        "device it was measured on (each added row records its own commit and time); "
+                        "--max-minutes applies, cheapest settings first")
     p.add_argument("--choose-defaults", action="store_true",
-                   help="with --write-card: also set the card's sampling defaults from the tables, with the "
+                   help="with --write-card or --fill-card: also set the card's sampling defaults from the tables, with the "
                         "reason in quality.defaults_choice and the notes (rule: imagegen/quality_card.py)")
 
 
@@ -94,9 +101,11 @@ def _check(args: argparse.Namespace) -> None:
     if args.write_card and not args.tables:
         raise UsageError("--write-card writes the tables into the card: add --tables (e.g. --tables guidance steps "
                          "classifier floor)")
-    if args.choose_defaults and not args.write_card:
+    if args.fill_card and (args.tables is not None or args.write_card):
+        raise UsageError("--fill-card measures what the card lists as not measured: drop --tables and --write-card")
+    if args.choose_defaults and not (args.write_card or args.fill_card):
         raise UsageError("--choose-defaults sets the card's defaults: add --write-card")
-    if args.out is None and not args.write_card:
+    if args.out is None and not (args.write_card or args.fill_card):
         raise UsageError("say where the results go: --out FILE, or --write-card (with --tables)")
 
 
@@ -105,8 +114,12 @@ def run(args: argparse.Namespace) -> int:
     _check(args)
     store = ModelStore(args.store)
     card = pick_generator(store, args.model)
+    fill = _fill_plan(card, args) if args.fill_card else None
     clf_card = resolve_kind(store, args.eval_classifier, "eval-classifier", "--eval-classifier")
     device = check_device(args.device)
+    if fill is not None and (device == "cpu") != (card.quality.get("device") == "cpu"):
+        raise UsageError(f"--fill-card: the tables of {card.ref} were measured on {card.quality.get('device')}; "
+                         f"fill them on the same device (--device), or measure them all anew with --tables")
     out = Path(args.out) if args.out else None
 
     def save(results: dict[str, Any]) -> None:
@@ -116,16 +129,17 @@ def run(args: argparse.Namespace) -> int:
             tmp.write_text(json.dumps(results, indent=2) + "\n")
             os.replace(tmp, out)
 
-    results = evaluate(store, card.ref, clf_card.ref, args, device, on_row=save)
+    results = evaluate(store, card.ref, clf_card.ref, args, device, on_row=save, fill=fill)
     save(results)
     summary: dict[str, Any] = {"out": str(out) if out else None,
                                **{k: v for k, v in results.items() if k in ("floor", "setting")}}
     if results.get("not_measured"):
         summary["not_measured"] = len(results["not_measured"])
-    if args.write_card:
-        from imagegen.quality_card import write_quality
+    if args.write_card or args.fill_card:
+        from imagegen.quality_card import fill_quality, write_quality
 
-        written, choice = write_quality(store, card.ref, results, choose=args.choose_defaults)
+        write = fill_quality if args.fill_card else write_quality
+        written, choice = write(store, card.ref, results, choose=args.choose_defaults)
         summary["card"] = str(store.root / written.name / str(written.version) / "card.json")
         if args.choose_defaults:
             summary["defaults"] = written.defaults if choice else None
@@ -136,6 +150,21 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fill_plan(card: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The settings `--fill-card` measures; sets `args` to the card's images per class, seeds and
+    evaluation classifier, so that the added rows are comparable with the card's."""
+    quality = card.quality or {}
+    todo = [m for m in quality.get("not_measured") or [] if isinstance(m, dict) and m.get("table")]
+    if not todo:
+        raise UsageError(f"--fill-card: the card of {card.ref} lists no setting as not measured: nothing to fill")
+    missing = [k for k in ("per_class", "seed", "eval_classifier", "device") if k not in quality]
+    if missing:
+        raise UsageError(f"--fill-card: the quality of {card.ref} does not record {', '.join(missing)}: measure its "
+                         "tables anew with --tables ... --write-card")
+    args.per_class, args.seed, args.eval_classifier = quality["per_class"], quality["seed"], quality["eval_classifier"]
+    return todo
+
+
 def _commit() -> str:
     from imagegen.export import git_commit
 
@@ -144,9 +173,11 @@ def _commit() -> str:
 
 
 def evaluate(store: ModelStore, model_ref: str, classifier_ref: str, args: argparse.Namespace, device: str,
-             on_row: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """The results of one setting (`setting`) or of the tables asked for; `on_row(results so far)`
-    after each setting measured."""
+             on_row: Callable[[dict[str, Any]], None] | None = None,
+             fill: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The results of one setting (`setting`), of the tables asked for, or of the `fill` settings
+    (a card's not_measured entries: table, sampler, steps, guidance, guidance_scale, eta);
+    `on_row(results so far)` after each setting measured."""
     import torch
     from tqdm import tqdm
 
@@ -157,7 +188,8 @@ def evaluate(store: ModelStore, model_ref: str, classifier_ref: str, args: argpa
 
     budget = Budget(60 * args.max_minutes if args.max_minutes else None)
     tables = args.tables
-    need_classifier = tables is None and args.guidance == "classifier" or (tables and "classifier" in tables)
+    need_classifier = (tables is None and fill is None and args.guidance == "classifier"
+                       or (tables and "classifier" in tables) or any(m["guidance"] == "classifier" for m in fill or []))
     gen = load_generator(store, model_ref, device=device, with_classifier=bool(need_classifier))
     _, eval_clf = load_module(store, classifier_ref, device=device)
     test = load_fashion_mnist("test")
@@ -181,6 +213,21 @@ def evaluate(store: ModelStore, model_ref: str, classifier_ref: str, args: argpa
         print(json.dumps(row), file=sys.stderr)
         return row
 
+    def cost(setting: Setting) -> int:
+        return network_rows(setting.sampler, setting.steps, setting.guidance, setting.guidance_scale, images)
+
+    def measure_if_fits(key: str, setting: Setting, label: str) -> dict | None:
+        """The row of one setting, or None (listed under not_measured) where it would pass the budget."""
+        ok, why = budget.fits(setting.guidance, cost(setting))
+        if not ok:
+            results.setdefault("not_measured", []).append({"table": key, **setting.__dict__, "why": why})
+            print(f"not measured: {key} {label}: {why}", file=sys.stderr)
+            return None
+        started = time.perf_counter()
+        row = measure(setting, label)
+        budget.record(setting.guidance, cost(setting), time.perf_counter() - started)
+        return row
+
     def table(key: str, settings: list[Setting], label: Callable[[Setting], str],
               known: dict[Setting, dict] | None = None) -> None:
         """Measure the settings of table `key` that fit the budget, in the order given."""
@@ -189,20 +236,29 @@ def evaluate(store: ModelStore, model_ref: str, classifier_ref: str, args: argpa
             if known and setting in known:  # the same images, already scored in another table
                 rows.append(dict(known[setting]))
                 continue
-            cost = network_rows(setting.sampler, setting.steps, setting.guidance, setting.guidance_scale, images)
-            ok, why = budget.fits(setting.guidance, cost)
-            if not ok:
-                results.setdefault("not_measured", []).append({"table": key, **setting.__dict__, "why": why})
-                print(f"not measured: {key} {label(setting)}: {why}", file=sys.stderr)
-                continue
-            started = time.perf_counter()
-            rows.append(measure(setting, label(setting)))
-            budget.record(setting.guidance, cost, time.perf_counter() - started)
-            results[key] = rows
-            if on_row:
-                on_row(results)
+            row = measure_if_fits(key, setting, label(setting))
+            if row is not None:
+                rows.append(row)
+                results[key] = rows
+                if on_row:
+                    on_row(results)
         if rows:
             results[key] = rows
+
+    if fill is not None:
+        # cheapest first, so that a budget leaves out the fewest settings; each row says when and at
+        # which commit it was measured, as the card's tables were measured earlier
+        todo = [(m["table"], Setting(m["sampler"], m["steps"], m["guidance"], m["guidance_scale"], m.get("eta", 0.0)))
+                for m in fill]
+        for key, setting in sorted(todo, key=lambda t: cost(t[1])):
+            row = measure_if_fits(key, setting, f"{setting.sampler} {setting.steps} {setting.guidance} "
+                                                f"s={setting.guidance_scale:g}")
+            if row is not None:
+                stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+                results.setdefault(key, []).append({**row, "commit": results["commit"], "measured_at": stamp})
+                if on_row:
+                    on_row(results)
+        return results
 
     if tables is None:
         scale = default_scale if args.guidance_scale is None else args.guidance_scale

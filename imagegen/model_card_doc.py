@@ -25,6 +25,7 @@ from imagegen.model_card_plots import floor_of as _floor
 from imagegen.model_card_plots import plot_steps, plot_tradeoff
 from imagegen.model_card_plots import rows_of as _rows
 from imagegen.paper_shapes import comparisons, fd_text
+from imagegen.quality_card import ROW_ORDER, later_commits
 from model_store import ModelCard, ModelStore
 
 GRID_PER_CLASS = 10
@@ -189,6 +190,20 @@ def _run_summary(t: dict) -> str:
     return ", ".join(parts) or "no recipe recorded"
 
 
+def _later_rows(q: dict) -> str:
+    """A sentence on the rows `imagegen evaluate --fill-card` added after the tables were measured, or ''."""
+    commits = later_commits(q)
+    if not commits:
+        return ""
+    parts = []
+    for commit in commits:
+        rows = [r for key in ROW_ORDER for r in _rows(q, key) if r.get("commit") == commit]
+        dates = sorted({str(r.get("measured_at", "?"))[:10] for r in rows})
+        parts.append(f"{len(rows)} at commit `{commit[:7]}` ({', '.join(dates)})")
+    return (" Rows added later by `imagegen evaluate --fill-card`, on the same kind of device with the same seeds, "
+            "images per class and classifier, carry their own commit: " + "; ".join(parts) + ".")
+
+
 def _guidance_table(card: ModelCard, g: list[dict], floor: float | None, seconds: bool = True) -> str:
     default_scale = card.defaults.get("guidance_scale")
     return _table(["scale", "FD", "x floor", "accuracy"] + (["seconds"] if seconds else []), [
@@ -224,7 +239,8 @@ def readme_quality(card: ModelCard) -> str:
                 "([docs/gpu-runbook.md](docs/gpu-runbook.md)).")
     floor = _floor(q)
     n = q.get("per_class")
-    out = [f"Measured for `{card.ref}` on {q.get('device', '?')} (commit `{str(q.get('commit', '?'))[:7]}`), "
+    later = "".join(f", later rows `{c[:7]}`" for c in later_commits(q))
+    out = [f"Measured for `{card.ref}` on {q.get('device', '?')} (commit `{str(q.get('commit', '?'))[:7]}`{later}), "
            + (f"{n * card.num_classes:,} images per setting ({n} per class)" if isinstance(n, int) else "")
            + f", in the features of `{q.get('eval_classifier', '?')}`; the floor (real training images at the "
              f"same count) is {fd_text(floor) if floor is not None else 'not measured'}. Sampling defaults: "
@@ -303,7 +319,8 @@ def _quality(card: ModelCard, figures: dict[str, str], clf: ModelCard | None) ->
                + f", seeds from {q.get('seed', 0)}. FD and accuracy are in the features of the evaluation classifier "
                  f"`{q.get('eval_classifier', '?')}`"
                + (f" ({100 * acc:.1f}% test accuracy)" if isinstance(acc, (int, float)) else "")
-               + f", against {q.get('reference', 'the test split')}. Sampling: {q.get('sampling', 'not recorded')}.")
+               + f", against {q.get('reference', 'the test split')}. Sampling: {q.get('sampling', 'not recorded')}."
+               + _later_rows(q))
     out.append("")
     same = (q.get("floor") or {}).get("same_n")
     if isinstance(same, dict) and floor is not None:

@@ -183,24 +183,75 @@ def notes_with(notes: str, paragraph: str | None) -> str:
     return "\n\n".join(kept)
 
 
+ROW_ORDER = {"guidance_sweep": lambda r: r["guidance_scale"], "classifier_guidance": lambda r: r["guidance_scale"],
+             "steps_sweep": lambda r: (list(SAMPLERS).index(r["sampler"]), r["steps"])}
+"""How the rows of each table are ordered in a card."""
+
+
+def later_commits(quality: dict[str, Any]) -> list[str]:
+    """The commits of rows added by `imagegen evaluate --fill-card` (rows that carry their own commit
+    because it may differ from the tables'), in the order first seen."""
+    seen: list[str] = []
+    for key in ROW_ORDER:
+        for r in quality.get(key) or []:
+            if isinstance(r, dict) and r.get("commit") and r["commit"] not in seen:
+                seen.append(r["commit"])
+    return seen
+
+
+def filled_quality(quality: dict[str, Any], results: dict[str, Any]) -> dict[str, Any]:
+    """A card's `quality` with the rows of `imagegen evaluate --fill-card` results added to its tables
+    (in table order) and `not_measured` replaced by what the fill itself left out."""
+    merged = dict(quality)
+    for key, order in ROW_ORDER.items():
+        if results.get(key):
+            merged[key] = sorted([*quality.get(key, []), *results[key]], key=order)
+    if results.get("not_measured"):
+        merged["not_measured"] = results["not_measured"]
+    else:
+        merged.pop("not_measured", None)
+    return merged
+
+
 def write_quality(store: ModelStore, ref: str, results: dict[str, Any], choose: bool = False
                   ) -> tuple[ModelCard, DefaultsChoice | None]:
     """Write the tables of `results` into the card of generator `ref` (replacing its `quality`) and,
     with `choose`, the defaults they pick, with the reason in `quality.defaults_choice` and in the
     notes. The weights, and so the sha256, are untouched."""
+    card = _generator(store, ref)
+    return _write(store, card, card_quality(results), choose)
+
+
+def fill_quality(store: ModelStore, ref: str, results: dict[str, Any], choose: bool = False
+                 ) -> tuple[ModelCard, DefaultsChoice | None]:
+    """Add the rows of `imagegen evaluate --fill-card` results to the tables of generator `ref`'s
+    card (`filled_quality`); with `choose`, choose the defaults again from the fuller tables."""
+    card = _generator(store, ref)
+    return _write(store, card, filled_quality(card.quality or {}, results), choose)
+
+
+def _generator(store: ModelStore, ref: str) -> ModelCard:
     card = store.resolve(ref)
     if card.kind != "generator":
         raise ValueError(f"{card.ref} is a {card.kind}, not a generator: only generators carry quality tables")
-    quality = card_quality(results)
+    return card
+
+
+def _write(store: ModelStore, card: ModelCard, quality: dict[str, Any], choose: bool
+           ) -> tuple[ModelCard, DefaultsChoice | None]:
     changes: dict[str, Any] = {"quality": quality}
     choice = choose_defaults(quality, card.defaults) if choose else None
-    paragraph = None
     if choice is not None:
         quality["defaults_choice"] = choice.to_dict()
         changes["defaults"] = choice.defaults
-        d = choice.defaults
+    # the notes' defaults paragraph follows the quality's defaults_choice: written anew, kept by a fill
+    # that does not choose, dropped when new tables replace the ones it was chosen from
+    paragraph = None
+    d = quality.get("defaults_choice")
+    if isinstance(d, dict) and "reason" in d:
+        commits = [str(quality.get("commit", "unknown"))] + later_commits(quality)
         paragraph = (f"{NOTES_MARKER} {d['sampler']}, {d['steps']} steps, CFG scale {d['guidance_scale']:g} "
                      f"(measured on {quality.get('device', 'an unrecorded device')} at commit "
-                     f"{quality.get('commit', 'unknown')}). {choice.reason}")
+                     f"{' and '.join(commits)}). {d['reason']}")
     changes["notes"] = notes_with(card.notes, paragraph)
     return store.update_card(card, changes), choice

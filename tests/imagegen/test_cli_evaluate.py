@@ -131,9 +131,45 @@ def test_write_card_puts_the_tables_into_the_card_and_keeps_the_sha256(store, tm
 @pytest.mark.parametrize("flags, message", [
     (["--write-card"], "--tables"), (["--tables", "floor", "--choose-defaults", "--out", "x.json"], "--write-card"),
     ([], "--out FILE"), (["--max-minutes", "-1", "--out", "x.json"], "--max-minutes"),
+    (["--fill-card", "--tables", "floor"], "--fill-card"),
 ])
 def test_card_flags_are_checked_before_anything_loads(store, tmp_path, capsys, flags, message):
     root, _ = store
     code = main(["evaluate", "--store", str(root), "--device", "cpu", *flags])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and message in err
+
+
+def test_fill_card_measures_what_a_budget_left_out_with_the_cards_own_sample_size(store, tmp_path, capsys):
+    root, _ = store
+    card_root = tmp_path / "store"
+    shutil.copytree(root, card_root)
+    # a budget too small for any setting: the card gets the floor and lists the whole sweep as left out
+    assert main(["evaluate", "--model", "fashion-mnist", "--store", str(card_root), "--device", "cpu", "--per-class", "2",
+                 "--tables", "floor", "guidance", "--max-minutes", "0.001", "--write-card"]) == 0
+    cards = ModelStore(card_root)
+    written = cards.resolve("fashion-mnist")
+    assert "guidance_sweep" not in written.quality and len(written.quality["not_measured"]) == 9
+    # two of them keep the test short: the card of a run whose budget left out scales 1 and 2
+    left_out = [m for m in written.quality["not_measured"] if m["guidance_scale"] in (1.0, 2.0)]
+    before = cards.update_card(written, {"quality": {**written.quality, "not_measured": left_out}})
+    capsys.readouterr()
+    # the fill takes the card's 2 images per class, not the default 1000
+    assert main(["evaluate", "--model", "fashion-mnist", "--store", str(card_root), "--device", "cpu", "--fill-card",
+                 "--choose-defaults"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    after = cards.resolve("fashion-mnist")
+    rows = after.quality["guidance_sweep"]
+    assert [r["guidance_scale"] for r in rows] == [1.0, 2.0]
+    assert all(r["n"] == 20 and r["commit"] and r["measured_at"] for r in rows)
+    assert "not_measured" not in after.quality and "not_measured" not in summary
+    assert after.quality["floor"] == before.quality["floor"] and after.sha256 == before.sha256
+    assert after.defaults["guidance_scale"] == after.quality["defaults_choice"]["guidance_scale"]
+    # the same row as one setting measured at that size (seeds fixed)
+    again = evaluate(root, tmp_path, "--per-class", "2", "--guidance-scale", "2")["setting"]
+    assert again["fd"] == rows[1]["fd"] and again["accuracy"] == rows[1]["accuracy"]
+    capsys.readouterr()
+    # nothing left to fill: said in one line
+    code = main(["evaluate", "--model", "fashion-mnist", "--store", str(card_root), "--device", "cpu", "--fill-card"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "nothing to fill" in err

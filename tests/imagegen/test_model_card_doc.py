@@ -7,10 +7,10 @@ import shutil
 
 import pytest
 from PIL import Image
-from tables import STEPS, quality, row
+from tables import CLASSIFIER, STEPS, quality, row
 
 from imagegen import model_card_doc, paper_shapes
-from imagegen.quality_card import write_quality
+from imagegen.quality_card import fill_quality, write_quality
 from model_store import ModelStore
 
 VERDICTS = ("**Agrees", "**Differs")
@@ -152,3 +152,20 @@ def test_the_readme_summary_is_rewritten_between_its_markers(store, tmp_path):
     readme.write_text("no markers")
     with pytest.raises(ValueError, match="no <!-- quality:begin"):
         model_card_doc.write_readme_quality(readme, store.resolve("fashion-mnist"))
+
+
+def test_rows_added_by_a_fill_say_their_own_commit_in_the_doc_and_the_readme(store, tmp_path):
+    write_quality(store, "fashion-mnist", quality(classifier_guidance=None), choose=True)
+    fill_quality(store, "fashion-mnist", {"classifier_guidance": [
+        {**r, "commit": "def4567890", "measured_at": "2026-11-29T00:10:00Z"} for r in CLASSIFIER]})
+    doc = render(store, tmp_path)
+    assert "Rows added later by `imagegen evaluate --fill-card`" in doc
+    assert "5 at commit `def4567` (2026-11-29)" in doc
+    assert "### Classifier guidance beside CFG" in doc and "| 2 | 10.50 |" in doc
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{model_card_doc.README_BEGIN}\n{model_card_doc.README_END}\n")
+    model_card_doc.write_readme_quality(readme, store.resolve("fashion-mnist"))
+    assert "(commit `abc123`, later rows `def4567`)" in readme.read_text()
+    # a card measured in one go says no such thing
+    write_quality(store, "fashion-mnist", quality(), choose=True)
+    assert "added later" not in render(store, tmp_path)

@@ -11,8 +11,8 @@ import sys
 import pytest
 from tables import CLASSIFIER, FLOOR, GUIDANCE, STEPS, quality, row
 
-from imagegen.quality_card import (NOTES_MARKER, card_quality, choose_defaults, choose_scale, choose_steps, notes_with,
-                                   write_quality)
+from imagegen.quality_card import (NOTES_MARKER, card_quality, choose_defaults, choose_scale, choose_steps, fill_quality,
+                                   filled_quality, later_commits, notes_with, write_quality)
 from imagegen.settings import check_defaults
 from model_store import ModelStore
 from model_store.loading import load_generator
@@ -166,3 +166,50 @@ def test_card_quality_keeps_tables_and_provenance_only():
     assert set(q) == {"guidance_sweep", "steps_sweep", "classifier_guidance", "floor", "model", "eval_classifier",
                       "per_class", "reference", "seed", "device", "torch", "commit", "measured_at", "sampling",
                       "not_measured"}
+
+
+# --- filling a card's left-out rows (imagegen evaluate --fill-card) -----------------------------------
+
+
+def _left_out(rows: list[dict], table: str) -> list[dict]:
+    return [{"table": table, **{k: r[k] for k in ("sampler", "steps", "guidance", "guidance_scale", "eta")},
+             "why": "would pass --max-minutes"} for r in rows]
+
+
+def _stamped(rows: list[dict]) -> list[dict]:
+    return [{**r, "commit": "def456", "measured_at": "2026-11-29T00:00:00Z"} for r in rows]
+
+
+def test_filled_rows_join_their_tables_in_order_and_leave_only_what_the_fill_left_out():
+    # a card measured in a budget: the 20-step rows and the classifier table were left out
+    short = [r for r in STEPS if r["steps"] != 20]
+    card_q = quality(steps_sweep=short, classifier_guidance=None,
+                     not_measured=_left_out([r for r in STEPS if r["steps"] == 20], "steps_sweep")
+                     + _left_out(CLASSIFIER, "classifier_guidance"))
+    added = _stamped([r for r in STEPS if r["steps"] == 20])
+    still = _left_out(CLASSIFIER, "classifier_guidance")
+    merged = filled_quality(card_q, {"steps_sweep": list(reversed(added)), "not_measured": still,
+                                     "commit": "def456", "device": "other"})
+    assert [(r["sampler"], r["steps"]) for r in merged["steps_sweep"]] == [(r["sampler"], r["steps"]) for r in STEPS]
+    assert merged["not_measured"] == still and "classifier_guidance" not in merged
+    # the provenance of the tables is the card's; the added rows carry their own
+    assert merged["commit"] == card_q["commit"] and merged["device"] == card_q["device"]
+    assert later_commits(merged) == ["def456"] and later_commits(card_q) == []
+    assert card_q["steps_sweep"] == short  # the card's own quality is not changed in place
+    done = filled_quality(merged, {"classifier_guidance": _stamped(CLASSIFIER[::-1])})
+    assert "not_measured" not in done and [r["guidance_scale"] for r in done["classifier_guidance"]] == [0, 1, 2, 4, 8]
+
+
+def test_fill_quality_chooses_again_from_the_fuller_tables_and_says_both_commits(store):
+    # without the 20-step rows, the fewest evaluations within 10% of the best is a 50-step row
+    write_quality(store, "fashion-mnist", results(steps_sweep=[r for r in STEPS if r["steps"] != 20]), choose=True)
+    before = store.resolve("fashion-mnist")
+    assert before.defaults["steps"] == 50
+    after, choice = fill_quality(store, "fashion-mnist", {"steps_sweep": _stamped([r for r in STEPS if r["steps"] == 20])},
+                                 choose=True)
+    assert after.defaults == choice.defaults and (choice.defaults["sampler"], choice.defaults["steps"]) == ("dpmpp_2m", 20)
+    assert after.sha256 == before.sha256 and after.notes.count(NOTES_MARKER) == 1
+    assert "at commit abc123 and def456" in after.notes
+    # without choosing, a fill keeps the defaults and their paragraph
+    kept, none = fill_quality(store, "fashion-mnist", {"classifier_guidance": _stamped(CLASSIFIER)})
+    assert none is None and kept.defaults == after.defaults and kept.notes == after.notes
