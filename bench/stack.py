@@ -9,23 +9,19 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import sys
 import time
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import httpx
 
 from bench.common import REPO
+from imagegen.processes import Processes
 
 READY_TIMEOUT_S = 300.0
 """Most seconds for the API and the worker (torch import, model load, warm-up) to be ready."""
-
-STOP_TIMEOUT_S = 45.0
-"""Most seconds a child gets after SIGTERM (a worker's shutdown grace is 30 s), then SIGKILL."""
 
 
 def imagegen_command() -> list[str]:
@@ -44,56 +40,14 @@ def service_env(store_root: Path, redis_url: str, **extra: str) -> dict[str, str
     return env
 
 
-def tail(path: Path, lines: int = 30) -> str:
-    try:
-        with open(path, errors="replace") as f:
-            return "".join(deque(f, maxlen=lines))
-    except OSError:
-        return "(no log)"
-
-
-@dataclass
-class Children:
-    """Child processes with their logs."""
-
-    logs: Path
-    running: dict[str, subprocess.Popen] = field(default_factory=dict)
-
-    def start(self, name: str, argv: list[str], env: dict[str, str]) -> None:
-        with open(self.logs / f"{name}.log", "wb") as out:
-            self.running[name] = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
-                                                  stderr=subprocess.STDOUT, env=env, cwd=REPO)
-
-    def report(self) -> str:
-        return "\n".join(f"--- {name} (exit status {p.poll()}), {self.logs / f'{name}.log'}:\n"
-                         f"{tail(self.logs / f'{name}.log')}" for name, p in self.running.items())
-
-    def check_alive(self) -> None:
-        dead = {n: p.returncode for n, p in self.running.items() if p.poll() is not None}
-        if dead:
-            raise RuntimeError(f"service processes died: {dead}\n{self.report()}")
-
-    def stop(self) -> None:
-        for p in self.running.values():
-            if p.poll() is None:
-                p.terminate()
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        for p in self.running.values():
-            try:
-                p.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-
-
 @dataclass
 class Service:
     url: str
     redis_url: str
-    children: Children
+    children: Processes
 
 
-def wait_ready(url: str, children: Children, timeout: float = READY_TIMEOUT_S, workers: int = 1) -> None:
+def wait_ready(url: str, children: Processes, timeout: float = READY_TIMEOUT_S, workers: int = 1) -> None:
     """Until /readyz answers 200 with `workers` live workers; RuntimeError with the logs otherwise."""
     deadline = time.monotonic() + timeout
     last = "no answer"
@@ -121,11 +75,11 @@ def running_service(store_root: Path, workdir: Path, device: str, max_batch_imag
         env = service_env(store_root, redis.url, LOG_LEVEL=log_level)
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        children = Children(workdir)
+        children = Processes(workdir)
         try:
-            children.start("api", [*imagegen_command(), "serve", "--port", str(port)], env)
+            children.start("api", [*imagegen_command(), "serve", "--port", str(port)], env, cwd=REPO)
             children.start("worker", [*imagegen_command(), "worker", "--device", device,
-                                      "--max-batch-images", str(max_batch_images)], env)
+                                      "--max-batch-images", str(max_batch_images)], env, cwd=REPO)
             wait_ready(url, children, ready_timeout)
             yield Service(url, redis.url, children)
         finally:

@@ -330,7 +330,7 @@ def _quality(card: ModelCard, figures: dict[str, str], clf: ModelCard | None) ->
                    f"and {fd_text(full)} with {q['floor'].get('n', '?'):,}. FD is biased upward at small sample "
                    f"sizes, so the `x floor` columns divide each FD by the floor at the same size.")
     else:
-        out.append(f"**Floor** (FD of 10,000 training images against the test set: what a perfect generator would score): "
+        out.append("**Floor** (FD of 10,000 training images against the test set: what a perfect generator would score): "
                    + (f"**{fd_text(floor)}**. The `x floor` columns divide each FD by it." if floor is not None else "not measured."))
     g = _rows(q, "guidance_sweep")
     out += ["", "### Guidance sweep (classifier-free guidance, DDIM 50 steps, eta 0)", ""]

@@ -16,17 +16,15 @@ import os
 import shlex
 import signal
 import socket
-import subprocess
 import sys
 import time
-from collections import deque
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 from imagegen.device import DEVICES
 from imagegen.errors import UsageError
+from imagegen.processes import Processes, log_tail
 from imagegen.serve_cmd import DEFAULT_HOST, DEFAULT_PORT, check_port
 
 READY_TIMEOUT_S = 180.0
@@ -51,23 +49,6 @@ class Stop(Exception):
 
 class StartError(Exception):
     """Something `up` starts did not start; the message says what and why."""
-
-
-@dataclass
-class Child:
-    """One child process and the file its output goes to."""
-
-    name: str
-    process: subprocess.Popen
-    log: Path
-
-    def tail(self, lines: int = LOG_TAIL_LINES) -> list[str]:
-        """The last lines of its log."""
-        try:
-            with open(self.log, errors="replace") as f:
-                return [line.rstrip("\n") for line in deque(f, maxlen=lines)]
-        except OSError:
-            return []
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -107,50 +88,32 @@ def _check_port_free(host: str, port: int) -> None:
                              "pick another with --port") from None
 
 
-def _start_child(name: str, argv: list[str], env: dict[str, str], logs: Path) -> Child:
-    log = logs / f"{name}.log"
-    with open(log, "wb") as out:
-        # own process group: a Ctrl-C in the terminal reaches only `up`, which then stops the
-        # children in order (workers before the Redis they hand their jobs back to)
-        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                   env=env, process_group=0)
-    return Child(name, process, log)
-
-
-def _stop_children(children: list[Child]) -> None:
+def _stop_children(children: Processes) -> None:
     """SIGTERM all, wait up to STOP_GRACE_S for them together, then SIGKILL what is left."""
-    for child in children:
-        if child.process.poll() is None:
-            child.process.terminate()
-    deadline = time.monotonic() + STOP_GRACE_S
-    for child in children:
-        try:
-            child.process.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            print(f"{PROG}: {child.name} did not stop within {STOP_GRACE_S:g} s; killing it", file=sys.stderr)
-            child.process.kill()
-            child.process.wait()
-
-
-def _died(children: list[Child]) -> Child | None:
-    return next((c for c in children if c.process.poll() is not None), None)
-
-
-def _report_death(child: Child) -> None:
-    print(f"{PROG}: error: {child.name} exited with status {child.process.returncode}; "
-          f"last lines of {child.log}:", file=sys.stderr)
-    for line in child.tail():
-        print(f"  {line}", file=sys.stderr)
+    children.stop(on_kill=lambda name: print(
+        f"{PROG}: {name} did not stop within {STOP_GRACE_S:g} s; killing it", file=sys.stderr))
 
 
 class ChildDied(Exception):
     """A child exited while `up` was running."""
 
-    def __init__(self, child: Child) -> None:
-        self.child = child
+    def __init__(self, children: Processes, name: str, status: int) -> None:
+        self.children, self.name, self.status = children, name, status
+
+    @classmethod
+    def check(cls, children: Processes) -> None:
+        """Raise for the first child that has exited, if any."""
+        for name, status in children.dead().items():
+            raise cls(children, name, status)
+
+    def report(self) -> None:
+        log = self.children.log(self.name)
+        print(f"{PROG}: error: {self.name} exited with status {self.status}; last lines of {log}:", file=sys.stderr)
+        for line in log_tail(log, LOG_TAIL_LINES):
+            print(f"  {line}", file=sys.stderr)
 
 
-def _wait_ready(url: str, children: list[Child], timeout: float) -> dict[str, Any]:
+def _wait_ready(url: str, children: Processes, timeout: float) -> dict[str, Any]:
     """`/readyz`'s document once it answers 200; ChildDied if a child exits first; TimeoutError
     naming what is not ready once `timeout` passes."""
     import httpx
@@ -159,9 +122,7 @@ def _wait_ready(url: str, children: list[Child], timeout: float) -> dict[str, An
     why = "the API did not answer"
     with httpx.Client(base_url=url, timeout=5.0) as http:
         while True:
-            dead = _died(children)
-            if dead is not None:
-                raise ChildDied(dead)
+            ChildDied.check(children)
             try:
                 r = http.get("/readyz")
                 if r.status_code == 200:
@@ -251,13 +212,13 @@ def _run(args: argparse.Namespace, stack: ExitStack) -> int:
     logs.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1"}
     imagegen = [sys.executable, "-m", "imagegen"]
-    children: list[Child] = []
-    # the stack stops the children before Redis, which it entered first
+    children = Processes(logs, grace=STOP_GRACE_S)
+    # the stack stops the children before Redis, which it entered first; each child has a process
+    # group of its own, so that a Ctrl-C in the terminal reaches only `up`, which stops them in order
     stack.callback(_stop_children, children)
-    children.append(_start_child("api", [*imagegen, "serve", "--host", args.host, "--port", str(args.port)],
-                                 env, logs))
+    children.start("api", [*imagegen, "serve", "--host", args.host, "--port", str(args.port)], env, own_group=True)
     for i in range(1, args.workers + 1):
-        children.append(_start_child(f"worker-{i}", [*imagegen, "worker", "--device", args.device], env, logs))
+        children.start(f"worker-{i}", [*imagegen, "worker", "--device", args.device], env, own_group=True)
     print(f"{PROG}: started the API and {args.workers} worker(s); logs in {logs}", flush=True)
 
     try:
@@ -268,9 +229,7 @@ def _run(args: argparse.Namespace, stack: ExitStack) -> int:
     print(f"imagegen is up: {url}  (docs: {url}/docs)", flush=True)
     print(f"try it:\n{curl_example(url, _example_class(url))}\nCtrl-C stops everything.", flush=True)
     while True:
-        dead = _died(children)
-        if dead is not None:
-            raise ChildDied(dead)
+        ChildDied.check(children)
         time.sleep(0.5)
 
 
@@ -291,7 +250,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             return _run(args, stack)
         except ChildDied as e:
-            _report_death(e.child)
+            e.report()
             return 1
         except StartError as e:
             print(f"{PROG}: error: {e}", file=sys.stderr)

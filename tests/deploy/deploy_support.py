@@ -13,17 +13,17 @@ import importlib.metadata
 import json
 import re
 import shlex
-import subprocess
 import time
 import tomllib
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import yaml
+
+from imagegen.processes import Processes  # noqa: F401 - the tests' process group
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -308,54 +308,6 @@ def shell_commands(script: str) -> list[list[str]]:
 
 STOP_TIMEOUT_S = 60.0
 """Most seconds a process gets to exit after SIGTERM (a worker's shutdown grace is 30 s)."""
-
-
-def tail(path: Path, lines: int = 30) -> str:
-    try:
-        with open(path, errors="replace") as f:
-            return "".join(deque(f, maxlen=lines))
-    except OSError:
-        return "(no log)"
-
-
-@dataclass
-class Processes:
-    """Child processes with a log file each; `stop` ends them all, bounded, and gives exit statuses."""
-
-    logs: Path
-    running: dict[str, subprocess.Popen] = field(default_factory=dict)
-
-    def start(self, name: str, argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen:
-        with open(self.logs / f"{name}.log", "wb") as out:
-            process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                       env=env, cwd=cwd)
-        self.running[name] = process
-        return process
-
-    def report(self) -> str:
-        return "\n".join(f"--- {name} (exit status {p.poll()}), {self.logs / f'{name}.log'}:\n"
-                         f"{tail(self.logs / f'{name}.log')}" for name, p in self.running.items())
-
-    def check_alive(self) -> None:
-        dead = {n: p.returncode for n, p in self.running.items() if p.poll() is not None}
-        assert not dead, f"processes died: {dead}\n{self.report()}"
-
-    def stop(self, timeout: float = STOP_TIMEOUT_S) -> dict[str, int | None]:
-        """SIGTERM (what `docker stop` sends) to all, then wait; the exit statuses, None where a
-        process had to be killed."""
-        for p in self.running.values():
-            if p.poll() is None:
-                p.terminate()
-        deadline = time.monotonic() + timeout
-        statuses: dict[str, int | None] = {}
-        for name, p in self.running.items():
-            try:
-                statuses[name] = p.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-                statuses[name] = None
-        return statuses
 
 
 def wait_for(url: str, processes: Processes, timeout: float, ok: tuple[int, ...] = (200,)) -> httpx.Response:

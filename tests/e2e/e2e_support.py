@@ -11,22 +11,19 @@ import http.server
 import json
 import os
 import queue
-import subprocess
 import sys
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
+from imagegen.processes import Processes, log_tail
+
 START_TIMEOUT_S = 120.0
 """Most seconds for the API and a worker (torch import, model load) to be ready on the busy CPU."""
-
-STOP_TIMEOUT_S = 45.0
-"""Most seconds a process gets to exit after SIGTERM (a worker's shutdown grace is 30 s)."""
 
 WEBHOOK_SECRET = "e2e-webhook-secret"
 
@@ -46,47 +43,9 @@ def service_env(store_root: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def tail(path: Path, lines: int = 30) -> str:
-    try:
-        with open(path, errors="replace") as f:
-            return "".join(deque(f, maxlen=lines))
-    except OSError:
-        return "(no log)"
-
-
-@dataclass
-class Processes:
-    """Child processes with their logs; `stop` ends them all, bounded."""
-
-    logs: Path
-    running: dict[str, subprocess.Popen] = field(default_factory=dict)
-
-    def start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
-        with open(self.logs / f"{name}.log", "wb") as out:
-            process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env)
-        self.running[name] = process
-        return process
-
-    def report(self) -> str:
-        """Each process's status and last log lines, for an assertion message."""
-        return "\n".join(f"--- {name} (exit status {p.poll()}) {self.logs / f'{name}.log'}:\n"
-                         f"{tail(self.logs / f'{name}.log')}" for name, p in self.running.items())
-
-    def check_alive(self) -> None:
-        dead = {n: p.returncode for n, p in self.running.items() if p.poll() is not None}
-        assert not dead, f"service processes died: {dead}\n{self.report()}"
-
-    def stop(self) -> None:
-        for p in self.running.values():
-            if p.poll() is None:
-                p.terminate()
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        for p in self.running.values():
-            try:
-                p.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+def tail(path: Path) -> str:
+    """The last lines of a log, for an assertion message."""
+    return "\n".join(log_tail(path))
 
 
 def wait_ready(url: str, processes: Processes, timeout: float = START_TIMEOUT_S) -> None:
