@@ -21,8 +21,8 @@ from PIL import Image
 
 from diffusion.data import load_fashion_mnist
 from diffusion.evaluation import classify
-from diffusion.images import from_png, make_grid, png_bytes
-from diffusion.sampling import SampleSpec, sample
+from diffusion.images import make_grid, png_bytes
+from imagegen.inpainting_demo import half_inpainting
 from imagegen.model_card_doc import sample_grid
 from model_store import ModelStore
 from model_store.loading import load_generator, load_module
@@ -34,30 +34,17 @@ SCALE = 3
 def inpainting_figure(store: ModelStore, path: Path) -> dict:
     gen = load_generator(store, "fashion-mnist", with_classifier=False)
     _, clf = load_module(store, "fmnist-eval-classifier")
-    test = load_fashion_mnist("test")
-    side = gen.image_shape[-1]
-    classes = list(range(gen.num_classes))
-    d = gen.card.defaults
-    # the same inputs and seeds as tests/model_store/test_shipped_inpainting.py
-    inits = [from_png(png_bytes(test.images[int((test.labels == c).nonzero()[0][0])].float() / 127.5 - 1), 1)
-             for c in classes]
-    mask = torch.zeros(1, side, side)
-    mask[:, :, : side // 2] = 1
-    specs = [SampleSpec(c, float(d["guidance_scale"]), "cfg", d["sampler"], int(d["steps"]), seed=100 + c)
-             for c in classes]
-    out = sample(gen.model, gen.schedule, specs, gen.image_shape, gen.num_classes, clip_x0=gen.clip_x0,
-                 init_images=inits, masks=[mask] * len(classes))
-    blanked = torch.stack(inits).clone()
-    blanked[:, :, :, : side // 2] = -1
-    grid = make_grid(torch.cat([torch.stack(inits), blanked, out]), nrow=len(classes))
+    case = half_inpainting(gen, load_fashion_mnist("test"))
+    inits = torch.stack(case.inits)
+    grid = make_grid(torch.cat([inits, case.blanked, case.regenerated]), nrow=len(case.inits))
     img = Image.open(io.BytesIO(png_bytes(grid)))
     img.resize((img.width * SCALE, img.height * SCALE), Image.Resampling.NEAREST).save(path)
-    wanted = torch.tensor(classes)
+    wanted = torch.arange(len(case.inits))
     with torch.no_grad():
-        _, regenerated = classify(clf, out)
-        _, left_blank = classify(clf, blanked)
-    return {"model": gen.card.ref, "defaults": d, "regenerated_correct": int((regenerated == wanted).sum()),
-            "blanked_correct": int((left_blank == wanted).sum()), "of": len(classes)}
+        _, regenerated = classify(clf, case.regenerated)
+        _, left_blank = classify(clf, case.blanked)
+    return {"model": gen.card.ref, "defaults": gen.card.defaults, "regenerated_correct": int((regenerated == wanted).sum()),
+            "blanked_correct": int((left_blank == wanted).sum()), "of": len(case.inits)}
 
 
 def main() -> None:

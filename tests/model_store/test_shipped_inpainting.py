@@ -11,7 +11,7 @@ import torch
 from diffusion.data import load_fashion_mnist
 from diffusion.evaluation import classify
 from diffusion.images import from_png, png_bytes
-from diffusion.sampling import SampleSpec, sample
+from imagegen.inpainting_demo import half_inpainting
 from model_store import ModelStore
 from model_store.loading import load_generator, load_module
 
@@ -36,27 +36,17 @@ def test_half_regenerated_images_keep_their_half_and_show_the_requested_class(sh
     from stores import one_torch_thread
 
     gen, clf, test = shipped
-    defaults = gen.card.defaults
-    classes = list(range(gen.num_classes))
-    # the first test image of each class, as a client would send it (a PNG), the left half regenerated
-    inits = [from_png(png_bytes(test.images[int((test.labels == c).nonzero()[0][0])].float() / 127.5 - 1), 1)
-             for c in classes]
-    mask = torch.zeros(1, SIZE, SIZE)
-    mask[:, :, : SIZE // 2] = 1
-    specs = [SampleSpec(c, float(defaults["guidance_scale"]), "cfg", defaults["sampler"], int(defaults["steps"]),
-                        seed=100 + c) for c in classes]
     with one_torch_thread():
-        out = sample(gen.model, gen.schedule, specs, gen.image_shape, gen.num_classes, clip_x0=gen.clip_x0,
-                     init_images=inits, masks=[mask] * len(classes))
+        case = half_inpainting(gen, test)  # the README's figure: the first test image of each class
+    out, inits = case.regenerated, case.inits
+    assert bool((case.mask[:, :, : SIZE // 2] == 1).all()) and not case.mask[:, :, SIZE // 2:].any()
     # the kept half is the input, pixel for pixel once written as a PNG
     for image, init in zip(out, inits):
         assert torch.equal(from_png(png_bytes(image), 1)[:, :, SIZE // 2:], init[:, :, SIZE // 2:])
-    wanted = torch.tensor(classes)
+    wanted = torch.arange(gen.num_classes)
     with torch.no_grad():
         _, predicted = classify(clf, out)
-        blanked = torch.stack(inits).clone()
-        blanked[:, :, :, : SIZE // 2] = -1  # the background
-        _, predicted_blanked = classify(clf, blanked)
+        _, predicted_blanked = classify(clf, case.blanked)  # the left half set to the background
     correct = int((predicted == wanted).sum())
-    assert correct >= len(classes) - 1, f"classified {predicted.tolist()}, wanted {wanted.tolist()}"
+    assert correct >= len(wanted) - 1, f"classified {predicted.tolist()}, wanted {wanted.tolist()}"
     assert correct > int((predicted_blanked == wanted).sum()), (predicted.tolist(), predicted_blanked.tolist())
