@@ -19,7 +19,7 @@ from sse_starlette import ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
 from service.deps import Backend
-from service.jobs import TERMINAL, JobStatus, events_channel, job_id_time
+from service.jobs import TERMINAL, JobStatus, events_channel, job_document, job_id_time
 from service.problems import Problem, problem_type
 
 TERMINAL_STATUSES = frozenset(s.value for s in TERMINAL)
@@ -32,10 +32,6 @@ SSE_PING_S = 15.0
 
 END_EVENT = "end"
 """Name of the SSE event that carries the final job document; the stream closes after it."""
-
-
-def job_url(root: str, job_id: str) -> str:
-    return f"{root}/jobs/{job_id}"
 
 
 def not_found(job_id: str, result_ttl: int) -> Problem:
@@ -57,28 +53,10 @@ def load(backend: Backend, job_id: str, owner: str | None = None) -> dict[str, A
 
 
 def document(backend: Backend, record: dict[str, Any], root: str = "") -> dict[str, Any]:
-    """The job document of api.md; `root` is the path the app is mounted at (URLs are relative)."""
-    job_id, status = record["id"], record["status"]
-    url = job_url(root, job_id)
-    succeeded = status == JobStatus.SUCCEEDED.value
-    images = [{"index": im["index"], "seed": im["seed"], "url": f"{url}/images/{im['index']}.png"}
-              for im in (record.get("images") or [])] if succeeded else []
-    request = {k: v for k, v in (record.get("request") or {}).items() if k != "model"}
-    return {
-        "id": job_id,
-        "status": status,
-        "model": record.get("model", ""),
-        "request": request,
-        "queue_position": backend.queue_position(job_id) if status == JobStatus.QUEUED.value else None,
-        "progress": record.get("progress"),
-        "created_at": record.get("created_at") or "",
-        "started_at": record.get("started_at") or None,
-        "finished_at": record.get("finished_at") or None,
-        "images": images,
-        "grid_url": f"{url}/grid.png" if succeeded else None,
-        "error": record.get("error") if status == JobStatus.FAILED.value else None,
-        "notes": record.get("notes") or [],
-    }
+    """The job document of api.md, with a queued job's position; `root` is the path the app is
+    mounted at (URLs are relative)."""
+    queued = record["status"] == JobStatus.QUEUED.value
+    return job_document(record, root, backend.queue_position(record["id"]) if queued else None)
 
 
 async def subscribe(backend: Backend, job_id: str) -> PubSub:

@@ -67,6 +67,37 @@ def events_channel(job_id: str) -> str:
     return f"{PREFIX}events:{job_id}"
 
 
+def job_url(root: str, job_id: str) -> str:
+    return f"{root}/jobs/{job_id}"
+
+
+def job_document(record: dict[str, Any], root: str = "", queue_position: int | None = None) -> dict[str, Any]:
+    """The job document of `GET /jobs/{id}` (api.md) for a decoded record: what the API serves and
+    what a webhook posts. `root` is the path the app is mounted at (URLs are relative);
+    `queue_position` is the API's to compute, for a queued job."""
+    job_id, status = record["id"], record["status"]
+    url = job_url(root, job_id)
+    succeeded = status == JobStatus.SUCCEEDED.value
+    return {
+        "id": job_id,
+        "status": status,
+        "model": record.get("model", ""),
+        # the model is the document's own field; api.md's request echo leaves it out
+        "request": {k: v for k, v in (record.get("request") or {}).items() if k != "model"},
+        "queue_position": queue_position if status == JobStatus.QUEUED.value else None,
+        "progress": record.get("progress"),
+        # the record stores "" for a time not reached yet
+        "created_at": record.get("created_at") or "",
+        "started_at": record.get("started_at") or None,
+        "finished_at": record.get("finished_at") or None,
+        "images": [{"index": im["index"], "seed": im["seed"], "url": f"{url}/images/{im['index']}.png"}
+                   for im in (record.get("images") or [])] if succeeded else [],
+        "grid_url": f"{url}/grid.png" if succeeded else None,
+        "error": record.get("error") if status == JobStatus.FAILED.value else None,
+        "notes": record.get("notes") or [],
+    }
+
+
 # JSON-encoded fields of the hash; the rest are plain strings
 _JSON_FIELDS = ("request", "progress", "error", "images", "owner", "notes", "inputs")
 

@@ -13,10 +13,9 @@ from redis import Redis
 from torch import Tensor
 
 from diffusion.images import make_grid, png_bytes
-from service.jobs import JobStatus, JobStore
+from service.jobs import JobStatus, JobStore, job_document
 from service.results import RedisResultStore
 from service.settings import Settings
-from worker.documents import render
 from worker.engine import JobError, StepReport
 from worker.metrics import record_job_end, record_step
 from worker.webhooks import WebhookSender
@@ -114,4 +113,4 @@ class JobReporter:
         record_job_end(self.redis, status.value, num_images)
         record = self.jobs.get(job_id)
         if record and record.get("webhook_url"):
-            self.webhooks.send(record["webhook_url"], render(record))
+            self.webhooks.send(record["webhook_url"], job_document(record))

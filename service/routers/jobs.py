@@ -18,9 +18,9 @@ from model_store import ModelCard
 from model_store.errors import InvalidModelNameError, UnknownModelError
 from service.auth import Caller, CallerDep, authenticate
 from service.deps import Backend, BackendDep
-from service.documents import (TERMINAL_STATUSES, close, document, job_events, job_url, load, not_found, subscribe,
+from service.documents import (TERMINAL_STATUSES, close, document, job_events, load, not_found, subscribe,
                                wait_for_end)
-from service.jobs import PREFIX, JobStatus, JobStore, job_id_time, new_job_id
+from service.jobs import PREFIX, JobStatus, JobStore, job_id_time, job_url, new_job_id
 from service.problems import Problem, invalid, problem_type, responses
 from service.routers.models import find_generator
 from service.schemas import GenerateRequest, JobDocument

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from service.jobs import job_document  # what the worker posts
 from service.schemas import JobDocument
 from service.webhooks import verify
-from worker.documents import render
 from worker.webhooks import WebhookSender
 from worker_process import WebhookReceiver
 
@@ -23,7 +23,7 @@ RECORD = {"id": "j1", "status": "succeeded", "model": "fashion-mnist@1",
 def test_delivery_retries_with_backoff_until_the_receiver_accepts():
     with WebhookReceiver(fail_first=2) as hook:
         sender = WebhookSender("secret", timeout=2, max_attempts=5, base_delay=0.01)
-        sender.send(hook.url, render(RECORD))
+        sender.send(hook.url, job_document(RECORD))
         assert sender.drain(10)
     assert hook.attempts == 3 and len(hook.received) == 1
     headers, body = hook.received[0]
@@ -34,20 +34,20 @@ def test_delivery_retries_with_backoff_until_the_receiver_accepts():
 def test_delivery_gives_up_after_max_attempts():
     with WebhookReceiver(fail_first=100) as hook:
         sender = WebhookSender("secret", timeout=2, max_attempts=3, base_delay=0.01)
-        sender.send(hook.url, render(RECORD))
+        sender.send(hook.url, job_document(RECORD))
         assert sender.drain(10) and sender.pending() == 0
     assert hook.attempts == 3 and hook.received == []
 
 
 def test_the_document_has_the_shape_of_get_jobs_id():
-    doc = render(RECORD)
+    doc = job_document(RECORD)
     # every field of the API's schema, and nothing else
     assert set(doc) == set(JobDocument.model_fields)
     assert doc["notes"] == []
     assert doc["request"] == {"class_label": 7, "num_images": 2, "seed": 5} and doc["queue_position"] is None
     assert doc["images"][1] == {"index": 1, "seed": 6, "url": "/jobs/j1/images/1.png"}
     assert doc["grid_url"] == "/jobs/j1/grid.png"
-    failed = render({**RECORD, "status": "failed", "images": [], "started_at": "",
+    failed = job_document({**RECORD, "status": "failed", "images": [], "started_at": "",
                      "error": {"code": "timeout", "message": "too long"}})
     assert failed["images"] == [] and failed["grid_url"] is None and failed["started_at"] is None
     assert failed["error"] == {"code": "timeout", "message": "too long"}
@@ -60,4 +60,4 @@ def test_the_webhook_document_is_the_one_the_api_serves(status):
     rec = {**RECORD, "status": status}
     if status != "succeeded":
         rec |= {"images": [], "error": {"code": "model_error", "message": "boom"} if status == "failed" else None}
-    assert render(rec) == document(None, rec)
+    assert job_document(rec) == document(None, rec)
