@@ -30,6 +30,12 @@ working tree without .git, so `git rev-parse` cannot answer there."""
 
 DEFAULT_STORE = REPO / "model_store" / "models"
 
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+"""The first bytes of every PNG: how a benchmark checks that an image came back."""
+
+TERMINAL = ("succeeded", "failed", "canceled")
+"""Job statuses after which a job document no longer changes."""
+
 
 # --- where it ran --------------------------------------------------------------------------------
 

@@ -21,13 +21,11 @@ from typing import Any
 import httpx
 
 from bench import render
-from bench.common import (add_common_arguments, engine_request, environment, exit_on_sigterm, resolve_device,
+from bench.common import (PNG_MAGIC, TERMINAL, add_common_arguments, engine_request, environment, exit_on_sigterm, resolve_device,
                           run_jobs, store_root, summary, sync, worker_accel, worker_engine, worker_generators,
                           write_result)
 from bench.stack import READY_TIMEOUT_S, counters_delta, running_service, worker_counters
 
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-TERMINAL = ("succeeded", "failed", "canceled")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -24,13 +24,11 @@ from typing import Any
 import httpx
 
 from bench import render
-from bench.common import (add_common_arguments, engine_request, environment, exit_on_sigterm, resolve_device,
+from bench.common import (PNG_MAGIC, TERMINAL, add_common_arguments, engine_request, environment, exit_on_sigterm, resolve_device,
                           run_jobs, store_root, summary, timed_runs, worker_accel, worker_engine, worker_generators,
                           write_result)
 from bench.stack import READY_TIMEOUT_S, aworker_counters, counters_delta, running_service
 
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-TERMINAL = ("succeeded", "failed", "canceled")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -18,7 +18,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -26,10 +25,10 @@ from typing import Any
 import httpx
 
 from bench import render
-from bench.common import REPO, environment, exit_on_sigterm, resolve_device, summary, write_result
+from bench.common import PNG_MAGIC, REPO, environment, exit_on_sigterm, resolve_device, summary, write_result
+from imagegen.processes import lines_of
 
 UP_TIMEOUT_S = 300.0
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 REQUEST = {"class_label": "sneaker", "num_images": 4}
 """The README's first request, every other field left to its default."""
 
@@ -85,18 +84,6 @@ def alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
     except OSError:
         return False
-
-
-def lines_of(stream: Any) -> queue.Queue:
-    lines: queue.Queue = queue.Queue()
-
-    def pump() -> None:
-        for line in stream:
-            lines.put(line.rstrip("\n"))
-        lines.put(None)
-
-    threading.Thread(target=pump, daemon=True).start()
-    return lines
 
 
 def one_start(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:

@@ -104,7 +104,7 @@ def _check(args: argparse.Namespace) -> None:
     if args.fill_card and (args.tables is not None or args.write_card):
         raise UsageError("--fill-card measures what the card lists as not measured: drop --tables and --write-card")
     if args.choose_defaults and not (args.write_card or args.fill_card):
-        raise UsageError("--choose-defaults sets the card's defaults: add --write-card")
+        raise UsageError("--choose-defaults sets the card's defaults: add --write-card (or --fill-card)")
     if args.out is None and not (args.write_card or args.fill_card):
         raise UsageError("say where the results go: --out FILE, or --write-card (with --tables)")
 

@@ -3,12 +3,14 @@ and the like that `imagegen up` runs, and that the benchmarks and the tests run 
 
 from __future__ import annotations
 
+import queue
 import subprocess
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import IO, Callable
 
 LOG_TAIL_LINES = 30
 """Lines of each log that `report` shows."""
@@ -21,6 +23,20 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> list[str]:
             return [line.rstrip("\n") for line in deque(f, maxlen=lines)]
     except OSError:
         return []
+
+
+def lines_of(stream: IO[str]) -> queue.Queue:
+    """The lines of a child's output as they come, through a queue (so that reading them can time
+    out), without their newlines; None once the stream ends."""
+    lines: queue.Queue = queue.Queue()
+
+    def pump() -> None:
+        for line in stream:
+            lines.put(line.rstrip("\n"))
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return lines
 
 
 @dataclass

@@ -15,12 +15,13 @@ import shutil
 import signal
 import socket
 import subprocess
-import threading
 import time
 from pathlib import Path
 
 import pytest
 from e2e_support import imagegen_command, service_env, tail
+
+from imagegen.processes import lines_of
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 
@@ -28,19 +29,6 @@ UP_TIMEOUT_S = 180.0
 """Most seconds from `imagegen up` to its URL (a private Redis, the API, a worker importing torch)."""
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def lines_of(stream) -> queue.Queue:
-    """The lines of `stream` as they come, through a queue (so that reading them can time out)."""
-    lines: queue.Queue = queue.Queue()
-
-    def pump() -> None:
-        for line in stream:
-            lines.put(line.rstrip("\n"))
-        lines.put(None)
-
-    threading.Thread(target=pump, daemon=True).start()
-    return lines
 
 
 def children_of(pid: int) -> dict[int, str]:
