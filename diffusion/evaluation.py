@@ -54,6 +54,30 @@ def accuracy(predicted: torch.Tensor, wanted: torch.Tensor) -> float:
     return float((predicted == wanted).float().mean())
 
 
+NOISE_LEVELS = (0, 100, 250, 500, 750, 900, 999)
+"""Timesteps at which a guidance classifier's held-out accuracy is measured (0: clean images)."""
+
+
+@torch.no_grad()
+def noised_accuracy(classifier: nn.Module, schedule, images: torch.Tensor, labels: torch.Tensor,
+                    timesteps: Iterable[int] = NOISE_LEVELS, seed: int = 0, batch_size: int = 1000,
+                    device: torch.device | str = "cpu") -> dict[int, float]:
+    """Accuracy of a noise-aware classifier p(y | x_t, t) (Dhariwal & Nichol 2021, sec. 4) on `images`
+    in [-1, 1] noised to each t by q(x_t | x_0) (Ho et al. 2020, eq. 4); one seeded eps per image,
+    the same at every t, so the levels differ only in how much of it they mix in."""
+    eps = torch.randn(images.shape, generator=torch.Generator().manual_seed(seed))
+    out = {}
+    for t in timesteps:
+        correct = 0
+        for i in range(0, len(images), batch_size):
+            x0 = images[i:i + batch_size].to(device).float()
+            tt = torch.full((len(x0),), int(t), device=device, dtype=torch.long)
+            x_t = schedule.q_sample(x0, tt, eps[i:i + batch_size].to(device))
+            correct += int((classifier(x_t, tt).argmax(-1).cpu() == labels[i:i + batch_size]).sum())
+        out[int(t)] = correct / len(images)
+    return out
+
+
 @dataclass
 class QualityReport:
     fd: float

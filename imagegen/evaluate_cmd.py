@@ -78,6 +78,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "to its tables, with the card's images per class, seeds and evaluation classifier, on the "
                         "device it was measured on (each added row records its own commit and time); "
                         "--max-minutes applies, cheapest settings first")
+    p.add_argument("--guidance-classifier", metavar="NAME[@VERSION]", default=None,
+                   help="instead of a generator: a guidance classifier's accuracy on the test split noised to "
+                        "several timesteps (with --write-card, into its card's quality)")
     p.add_argument("--choose-defaults", action="store_true",
                    help="with --write-card or --fill-card: also set the card's sampling defaults from the tables, with the "
                         "reason in quality.defaults_choice and the notes (rule: imagegen/quality_card.py)")
@@ -98,7 +101,10 @@ def _check(args: argparse.Namespace) -> None:
         raise UsageError("--eta is only for --sampler ddim")
     if not args.max_minutes >= 0:
         raise UsageError(f"--max-minutes must be >= 0 (got {args.max_minutes})")
-    if args.write_card and not args.tables:
+    if args.guidance_classifier is not None and (args.tables is not None or args.fill_card):
+        raise UsageError("--guidance-classifier measures a classifier, not a generator's tables: drop --tables "
+                         "and --fill-card")
+    if args.write_card and not args.tables and args.guidance_classifier is None:
         raise UsageError("--write-card writes the tables into the card: add --tables (e.g. --tables guidance steps "
                          "classifier floor)")
     if args.fill_card and (args.tables is not None or args.write_card):
@@ -113,6 +119,8 @@ def run(args: argparse.Namespace) -> int:
     """Load the models, measure, write the JSON file (and the card), print a summary line."""
     _check(args)
     store = ModelStore(args.store)
+    if args.guidance_classifier is not None:
+        return _guidance_classifier(store, args)
     card = pick_generator(store, args.model)
     fill = _fill_plan(card, args) if args.fill_card else None
     clf_card = resolve_kind(store, args.eval_classifier, "eval-classifier", "--eval-classifier")
@@ -124,10 +132,7 @@ def run(args: argparse.Namespace) -> int:
 
     def save(results: dict[str, Any]) -> None:
         if out is not None:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = out.with_name(out.name + ".tmp")
-            tmp.write_text(json.dumps(results, indent=2) + "\n")
-            os.replace(tmp, out)
+            _write_json(out, results)
 
     results = evaluate(store, card.ref, clf_card.ref, args, device, on_row=save, fill=fill)
     save(results)
@@ -146,6 +151,34 @@ def run(args: argparse.Namespace) -> int:
             if choice is None:
                 print(f"imagegen evaluate: defaults of {written.ref} unchanged: the tables measured hold neither "
                       "a guidance sweep nor a steps sweep", file=sys.stderr)
+    print(json.dumps(summary))
+    return 0
+
+
+def _write_json(out: Path, results: dict[str, Any]) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(results, indent=2) + "\n")
+    os.replace(tmp, out)
+
+
+def _guidance_classifier(store: ModelStore, args: argparse.Namespace) -> int:
+    """`--guidance-classifier`: its held-out accuracy by noise level, as JSON and into its card."""
+    from diffusion.data import load_fashion_mnist
+    from diffusion.schedules import NoiseSchedule, ScheduleConfig
+    from imagegen.train_cmd import classifier_quality
+    from model_store.loading import load_module
+
+    card = resolve_kind(store, args.guidance_classifier, "guidance-classifier", "--guidance-classifier")
+    device = check_device(args.device)
+    _, model = load_module(store, card.ref, device=device)
+    quality = classifier_quality(model, load_fashion_mnist("test"), device, NoiseSchedule(ScheduleConfig(**card.schedule)))
+    summary: dict[str, Any] = {"model": card.ref, **quality}
+    if args.out:
+        _write_json(Path(args.out), summary)
+    if args.write_card:
+        store.update_card(card, {"quality": quality})
+        summary["card"] = str(store.root / card.name / str(card.version) / "card.json")
     print(json.dumps(summary))
     return 0
 

@@ -32,7 +32,8 @@ _NOTES = {
     "generator": "Sampling defaults are placeholders, not yet chosen from measured quality (FID, "
                  "classifier accuracy); the quality table is empty until the model is evaluated.",
     "guidance-classifier": "Noise-aware classifier for classifier guidance; final_accuracy is measured on "
-                           "noised training batches, not on held-out data.",
+                           "noised training batches, not on held-out data; quality.test_accuracy_by_t is on the "
+                           "held-out test split noised to each t.",
     "eval-classifier": "Clean-image classifier whose penultimate features define FD (evaluation.md); "
                        "never used for guidance. final_accuracy is on augmented training batches; "
                        "quality.test_accuracy is on the held-out test split.",

@@ -88,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
     written += [str(p) for k, p in figures.items() if k != "grid"]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render(card, {k: os.path.relpath(p, out.parent) for k, p in figures.items()},
-                          eval_classifier_card(store, quality), grid_settings(images / GRID_PNG)))
+                          stored_card(store, quality.get("eval_classifier")), grid_settings(images / GRID_PNG),
+                          stored_card(store, card.links.get("guidance_classifier"))))
     if args.readme:
         try:
             write_readme_quality(Path(args.readme), card)
@@ -101,8 +102,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def eval_classifier_card(store: ModelStore, quality: dict) -> ModelCard | None:
-    ref = quality.get("eval_classifier")
+def stored_card(store: ModelStore, ref: str | None) -> ModelCard | None:
+    """The card of `ref` (a linked or measuring model), or None where it is not in this store."""
     if not ref:
         return None
     try:
@@ -301,7 +302,18 @@ def _defaults(card: ModelCard) -> str:
     return f"{line}.\n\nThese are not chosen from measured tables: the card has none yet."
 
 
-def _quality(card: ModelCard, figures: dict[str, str], clf: ModelCard | None) -> str:
+def _guide_accuracy(guide: ModelCard) -> str:
+    """A sentence on the guidance classifier and its measured held-out accuracy by noise level."""
+    by_t = (guide.quality or {}).get("test_accuracy_by_t")
+    if not isinstance(by_t, dict) or not by_t:
+        return f"Guided by `{guide.ref}`, whose card has no measured held-out accuracy."
+    levels = ", ".join(f"t = {t}: {100 * a:.1f}%" for t, a in by_t.items())
+    return (f"Guided by `{guide.ref}`; its accuracy on the {guide.quality.get('test_images', '?'):,} test images "
+            f"noised to each level (measured on {guide.quality.get('measured_on', '?')}, commit "
+            f"`{str(guide.quality.get('commit', '?'))[:7]}`): {levels}.")
+
+
+def _quality(card: ModelCard, figures: dict[str, str], clf: ModelCard | None, guide: ModelCard | None = None) -> str:
     q = card.quality or {}
     floor = _floor(q)
     tables = [k for k in ("guidance_sweep", "steps_sweep", "classifier_guidance") if _rows(q, k)]
@@ -365,6 +377,8 @@ def _quality(card: ModelCard, figures: dict[str, str], clf: ModelCard | None) ->
              _fmt("fd", cfg[r["guidance_scale"]]["fd"]) if r["guidance_scale"] in cfg else "–",
              _fmt("accuracy", cfg[r["guidance_scale"]].get("accuracy")) if r["guidance_scale"] in cfg else "–"]
             for r in sorted(c, key=lambda r: r["guidance_scale"])]))
+        if guide is not None:
+            out.append("\n" + _guide_accuracy(guide))
         out.append("\nClassifier scale 0 is the unguided conditional model; CFG columns are the guidance sweep's row at "
                    "the same number where it has one (the two scales mean different things).")
     else:
@@ -377,9 +391,11 @@ def _quality(card: ModelCard, figures: dict[str, str], clf: ModelCard | None) ->
     return "\n".join(out)
 
 
-def render(card: ModelCard, figures: dict[str, str], clf: ModelCard | None = None, grid: dict | None = None) -> str:
+def render(card: ModelCard, figures: dict[str, str], clf: ModelCard | None = None, grid: dict | None = None,
+           guide: ModelCard | None = None) -> str:
     """The markdown of the model card; `figures` maps tradeoff, steps and grid to paths relative to
-    the doc; `clf` is the evaluation classifier's card, `grid` the settings the grid records."""
+    the doc; `clf` is the evaluation classifier's card, `grid` the settings the grid records, `guide`
+    the card of the guidance classifier it links."""
     names = ", ".join(card.class_names)
     parts = [
         f"# Model card: `{card.ref}`", "",
@@ -401,7 +417,7 @@ def render(card: ModelCard, figures: dict[str, str], clf: ModelCard | None = Non
     parts += ["", "## How it was trained", "", _training(card)]
     if card.notes:
         parts += ["", "Notes from the card:", "", "> " + card.notes.replace("\n\n", "\n>\n> ")]
-    parts += ["", "## Sampling defaults", "", _defaults(card), "", "## Quality", "", _quality(card, figures, clf),
+    parts += ["", "## Sampling defaults", "", _defaults(card), "", "## Quality", "", _quality(card, figures, clf, guide),
               "", "## Compared with the papers", ""]
     parts += comparisons(card.quality or {})
     return "\n".join(parts).rstrip() + "\n"

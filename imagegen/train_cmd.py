@@ -209,8 +209,8 @@ def run(args: argparse.Namespace) -> int:
         # e.g. a --run-dir holding a checkpoint of another config: the fix is a flag, not the code
         raise UsageError(str(e)) from None
 
-    # --- held-out accuracy of an evaluation classifier ----------------------------------------------
-    quality = held_out_accuracy(result, cfg) if cfg.task == "eval-classifier" else None
+    # --- held-out accuracy of a classifier (the guidance classifier's at several noise levels) ------
+    quality = held_out_accuracy(result, cfg) if cfg.task in ("eval-classifier", "guidance-classifier") else None
 
     # --- export -------------------------------------------------------------------------------------
     card = None
@@ -236,21 +236,39 @@ def run(args: argparse.Namespace) -> int:
 
 
 def held_out_accuracy(result, cfg) -> dict | None:
-    """The evaluation classifier's accuracy on Fashion-MNIST's 10,000 test images (the card's
-    `quality`), or None when the training data was not Fashion-MNIST."""
-    from datetime import datetime, timezone
-
+    """A classifier's accuracy on Fashion-MNIST's 10,000 test images (the card's `quality`): clean
+    for the evaluation classifier, noised to several timesteps for a guidance classifier; None when
+    the training data was not Fashion-MNIST."""
     from diffusion.data import load_fashion_mnist
-    from diffusion.evaluation import accuracy, classify
+    from diffusion.schedules import NoiseSchedule, ScheduleConfig
     from diffusion.train import resolve_device
-    from imagegen.export import git_commit
 
     if not cfg.data.startswith("fashion-mnist"):
         return None
     test = load_fashion_mnist("test")
     device = resolve_device(cfg.device)
-    _, predicted = classify(result.model.to(device), test.images.float() / 127.5 - 1, device=device)
-    result.model.cpu()
-    return {"test_accuracy": round(accuracy(predicted, test.labels), 4), "test_images": len(test),
-            "measured_on": result.device, "commit": git_commit(),
+    schedule = NoiseSchedule(ScheduleConfig(cfg.schedule)) if cfg.task == "guidance-classifier" else None
+    try:
+        return classifier_quality(result.model.to(device), test, device, schedule, measured_on=result.device)
+    finally:
+        result.model.cpu()
+
+
+def classifier_quality(model, test, device: str, schedule=None, measured_on: str | None = None) -> dict:
+    """The `quality` of a classifier card on the test split `test`: `test_accuracy` on clean images,
+    or with a `schedule` (a guidance classifier) `test_accuracy_by_t` on images noised to each of
+    diffusion.evaluation.NOISE_LEVELS (one seeded noise draw per image)."""
+    from datetime import datetime, timezone
+
+    from diffusion.evaluation import accuracy, classify, noised_accuracy
+    from imagegen.export import git_commit
+
+    images = test.images.float() / 127.5 - 1
+    if schedule is None:
+        _, predicted = classify(model, images, device=device)
+        figures: dict = {"test_accuracy": round(accuracy(predicted, test.labels), 4)}
+    else:
+        by_t = noised_accuracy(model, schedule, images, test.labels, seed=0, device=device)
+        figures = {"test_accuracy_by_t": {str(t): round(a, 4) for t, a in by_t.items()}, "noise_seed": 0}
+    return {**figures, "test_images": len(test), "measured_on": measured_on or device, "commit": git_commit(),
             "measured_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}

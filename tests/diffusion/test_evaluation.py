@@ -58,3 +58,32 @@ def test_augment_shifts_by_at_most_two_pixels_and_pads_with_background():
     lit = out[:, 0] > 0
     rows = lit.any(2).float().argmax(1)
     assert set(rows.tolist()) <= set(range(8, 13)) and len(set(rows.tolist())) > 1
+
+
+class _SignOfMean(torch.nn.Module):
+    """Class 1 where the noised image's mean is positive, else 0; records the timesteps it saw."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, x, t):
+        self.seen.append(t.clone())
+        positive = (x.mean(dim=(1, 2, 3)) > 0).float()
+        return torch.stack([1 - positive, positive], dim=1)
+
+
+def test_noised_accuracy_falls_from_clean_to_pure_noise_and_is_seeded():
+    from diffusion.evaluation import noised_accuracy
+    from diffusion.schedules import NoiseSchedule
+
+    images = torch.cat([torch.full((100, 1, 28, 28), 1.0), torch.full((100, 1, 28, 28), -1.0)])
+    labels = torch.cat([torch.ones(100, dtype=torch.long), torch.zeros(100, dtype=torch.long)])
+    clf = _SignOfMean()
+    acc = noised_accuracy(clf, NoiseSchedule(), images, labels, timesteps=(0, 500, 999), batch_size=64)
+    assert list(acc) == [0, 500, 999]
+    assert acc[0] == 1.0 and acc[999] < 0.8  # at t = 999 the signal is about 0.6% of x_t
+    assert acc[0] >= acc[500] >= acc[999]
+    # the classifier is told the level it sees, batch by batch
+    assert [int(t[0]) for t in clf.seen] == [0] * 4 + [500] * 4 + [999] * 4 and all((t == t[0]).all() for t in clf.seen)
+    assert noised_accuracy(clf, NoiseSchedule(), images, labels, timesteps=(999,), seed=0)[999] == acc[999]

@@ -132,6 +132,7 @@ def test_write_card_puts_the_tables_into_the_card_and_keeps_the_sha256(store, tm
     (["--write-card"], "--tables"), (["--tables", "floor", "--choose-defaults", "--out", "x.json"], "--write-card"),
     ([], "--out FILE"), (["--max-minutes", "-1", "--out", "x.json"], "--max-minutes"),
     (["--fill-card", "--tables", "floor"], "--fill-card"),
+    (["--guidance-classifier", "fmnist-classifier", "--fill-card"], "--guidance-classifier"),
 ])
 def test_card_flags_are_checked_before_anything_loads(store, tmp_path, capsys, flags, message):
     root, _ = store
@@ -173,3 +174,25 @@ def test_fill_card_measures_what_a_budget_left_out_with_the_cards_own_sample_siz
     code = main(["evaluate", "--model", "fashion-mnist", "--store", str(card_root), "--device", "cpu", "--fill-card"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "nothing to fill" in err
+
+
+def test_a_guidance_classifier_is_measured_on_the_noised_test_split_into_its_card(store, tmp_path, capsys):
+    root, _ = store
+    card_root = tmp_path / "store"
+    shutil.copytree(root, card_root)
+    out = tmp_path / "clf.json"
+    assert main(["evaluate", "--guidance-classifier", "fmnist-classifier", "--store", str(card_root), "--device", "cpu",
+                 "--out", str(out), "--write-card"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    card = ModelStore(card_root).resolve("fmnist-classifier")
+    by_t = card.quality["test_accuracy_by_t"]
+    assert list(by_t) == ["0", "100", "250", "500", "750", "900", "999"]
+    assert all(0 <= a <= 1 for a in by_t.values()) and card.quality["test_images"] == 10_000
+    assert card.quality["commit"] and card.quality["measured_on"] == "cpu"
+    assert summary["test_accuracy_by_t"] == by_t == json.loads(out.read_text())["test_accuracy_by_t"]
+    load_module(ModelStore(card_root), card.ref)  # the weights and their sha256 are untouched
+    # a generator is not a guidance classifier: said in one line
+    code = main(["evaluate", "--guidance-classifier", "fashion-mnist", "--store", str(card_root), "--device", "cpu",
+                 "--write-card"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "--guidance-classifier" in err

@@ -169,3 +169,13 @@ def test_rows_added_by_a_fill_say_their_own_commit_in_the_doc_and_the_readme(sto
     # a card measured in one go says no such thing
     write_quality(store, "fashion-mnist", quality(), choose=True)
     assert "added later" not in render(store, tmp_path)
+
+
+def test_the_classifier_guidance_table_names_its_classifier_and_its_measured_accuracy(store, tmp_path):
+    write_quality(store, "fashion-mnist", quality(), choose=True)
+    section = lambda doc: doc.split("### Classifier guidance beside CFG")[1].split("###")[0]  # noqa: E731
+    assert "Guided by `fmnist-classifier@1`, whose card has no measured held-out accuracy." in section(render(store, tmp_path))
+    store.update_card("fmnist-classifier", {"quality": {"test_accuracy_by_t": {"0": 0.91, "500": 0.6, "999": 0.1},
+                                                        "test_images": 10_000, "measured_on": "cpu", "commit": "fedcba98"}})
+    assert ("Guided by `fmnist-classifier@1`; its accuracy on the 10,000 test images noised to each level (measured on "
+            "cpu, commit `fedcba9`): t = 0: 91.0%, t = 500: 60.0%, t = 999: 10.0%.") in section(render(store, tmp_path))
