@@ -151,9 +151,14 @@ def floor_line(quality: dict) -> list[str]:
     if not (isinstance(floor, dict) and _num(floor.get("fd")) and floor["fd"] > 0 and fds):
         return []
     best = min(fds, key=lambda r: r["fd"])
-    return [f"- *Against the floor*: the best FD measured, {fd_text(best['fd'])} ({best.get('sampler')} {best.get('steps')} "
-            f"steps, {best.get('guidance', 'cfg')} s = {best['guidance_scale']:g}), is {best['fd'] / floor['fd']:.1f} "
-            f"times the FD of real training images ({fd_text(floor['fd'])})."]
+    head = (f"- *Against the floor*: the best FD measured, {fd_text(best['fd'])} ({best.get('sampler')} {best.get('steps')} "
+            f"steps, {best.get('guidance', 'cfg')} s = {best['guidance_scale']:g}), is ")
+    same = floor.get("same_n")
+    if isinstance(same, dict) and _num(same.get("fd")) and same["fd"] > 0:
+        # FD grows at small n: tables of fewer images are compared with as many real images
+        return [head + f"{best['fd'] / same['fd']:.1f} times the FD of as many real training images "
+                f"({fd_text(same['fd'])} with {same.get('n', '?'):,}; {fd_text(floor['fd'])} with {floor.get('n', '?'):,})."]
+    return [head + f"{best['fd'] / floor['fd']:.1f} times the FD of real training images ({fd_text(floor['fd'])})."]
 
 
 def comparisons(quality: dict) -> list[str]:
