@@ -221,9 +221,13 @@ def evaluate(store: ModelStore, model_ref: str, classifier_ref: str, args: argpa
 
     budget = Budget(60 * args.max_minutes if args.max_minutes else None)
     tables = args.tables
-    need_classifier = (tables is None and fill is None and args.guidance == "classifier"
-                       or (tables and "classifier" in tables) or any(m["guidance"] == "classifier" for m in fill or []))
-    gen = load_generator(store, model_ref, device=device, with_classifier=bool(need_classifier))
+    if fill is not None:
+        need_classifier = any(m["guidance"] == "classifier" for m in fill)
+    elif tables is not None:
+        need_classifier = "classifier" in tables
+    else:
+        need_classifier = args.guidance == "classifier"
+    gen = load_generator(store, model_ref, device=device, with_classifier=need_classifier)
     _, eval_clf = load_module(store, classifier_ref, device=device)
     test = load_fashion_mnist("test")
     real_feats, _ = classify(eval_clf, test.images.float() / 127.5 - 1, device=device)
