@@ -46,12 +46,16 @@ carry=[".whl"])`. Each benchmark's flags: `python -m bench.<name> --help`.
 
 CPU_RESULTS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "load-cpu": ("3. Service under load, on the 2-core CPU machine", render.load),
+    "mixed-cpu": ("4. Mixed load: continuous against static batching, on the 2-core CPU machine", render.mixed),
 }
 """Benchmarks that benchmarks.md also runs on the CPU ("CPU here, GPU on the device"): committed as
 CPU results beside, never instead of, the GPU ones."""
 
 LOAD_CPU_RUN = ("`.venv/bin/python -m bench.load --device cpu --out docs/benchmarks/load-cpu.json` here, with nothing "
                 "else running")
+
+MIXED_CPU_RUN = ("`.venv/bin/python -m bench.mixed --device cpu --out docs/benchmarks/mixed-cpu.json` here, with "
+                 "nothing else running")
 
 QUICKSTART_RUN = "`.venv/bin/python -m bench.quickstart` here, on the 2-core machine, with nothing else running."
 
@@ -192,7 +196,8 @@ def summary_page(results: dict[str, dict[str, Any]], plots: list[str],
     if plots:
         lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
     lines += ["## How to produce them", "", "Benchmarks 1-4, on the GPU:", "", GPU_RUN,
-              f"Benchmark 3 on the CPU: {LOAD_CPU_RUN}.", "", f"Benchmark 5: {QUICKSTART_RUN}", "", "## Notes", "",
+              f"Benchmark 3 on the CPU: {LOAD_CPU_RUN}.", "", f"Benchmark 4 on the CPU: {MIXED_CPU_RUN}.", "",
+              f"Benchmark 5: {QUICKSTART_RUN}", "", "## Notes", "",
               NOTES]
     return "\n".join(lines)
 

@@ -115,6 +115,21 @@ def test_report_renders_results_and_names_what_is_owed(results, tmp_path):
     assert "project and peer samples agree" in page
     assert "bash bench/run_all_gpu.sh" in page and "Owed" in page and "quickstart" in page
     assert (folder / "engine.md").exists() and (folder / "mixed.md").exists()
+    assert "## On the CPU" not in page
+
+
+def test_report_lists_the_cpu_runs_of_benchmarks_3_and_4_apart_from_the_gpu_results(results, tmp_path):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "mixed-cpu.json").write_text((results / "mixed.json").read_text())
+    assert report.main(["--dir", str(folder)]) == 0
+    page = (folder / "README.md").read_text()
+    cpu_part = page.split("## On the CPU", 1)[1].split("## ", 1)[0]
+    assert "4. Mixed load: continuous against static batching, on the 2-core CPU machine: [mixed-cpu.md]" in cpu_part
+    assert "load-cpu" not in cpu_part  # not measured in this folder
+    # still owed: a CPU run stands in for no GPU figure
+    assert "- 4. Mixed load: continuous against static batching (GPU)" in page.split("## Owed", 1)[1]
+    assert "Short requests, static over continuous" in (folder / "mixed-cpu.md").read_text()
 
 
 def test_helpers():
