@@ -250,8 +250,9 @@ def _write(store: ModelStore, card: ModelCard, quality: dict[str, Any], choose: 
     d = quality.get("defaults_choice")
     if isinstance(d, dict) and "reason" in d:
         commits = [str(quality.get("commit", "unknown"))] + later_commits(quality)
+        at = (f"commit {commits[0]}" if len(commits) == 1
+              else f"commits {', '.join(commits[:-1])} and {commits[-1]}")
         paragraph = (f"{NOTES_MARKER} {d['sampler']}, {d['steps']} steps, CFG scale {d['guidance_scale']:g} "
-                     f"(measured on {quality.get('device', 'an unrecorded device')} at commit "
-                     f"{' and '.join(commits)}). {d['reason']}")
+                     f"(measured on {quality.get('device', 'an unrecorded device')} at {at}). {d['reason']}")
     changes["notes"] = notes_with(card.notes, paragraph)
     return store.update_card(card, changes), choice

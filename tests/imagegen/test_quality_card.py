@@ -204,12 +204,12 @@ def test_fill_quality_chooses_again_from_the_fuller_tables_and_says_both_commits
     # without the 20-step rows, the fewest evaluations within 10% of the best is a 50-step row
     write_quality(store, "fashion-mnist", results(steps_sweep=[r for r in STEPS if r["steps"] != 20]), choose=True)
     before = store.resolve("fashion-mnist")
-    assert before.defaults["steps"] == 50
+    assert before.defaults["steps"] == 50 and "at commit abc123)" in before.notes
     after, choice = fill_quality(store, "fashion-mnist", {"steps_sweep": _stamped([r for r in STEPS if r["steps"] == 20])},
                                  choose=True)
     assert after.defaults == choice.defaults and (choice.defaults["sampler"], choice.defaults["steps"]) == ("dpmpp_2m", 20)
     assert after.sha256 == before.sha256 and after.notes.count(NOTES_MARKER) == 1
-    assert "at commit abc123 and def456" in after.notes
+    assert "at commits abc123 and def456" in after.notes
     # without choosing, a fill keeps the defaults and their paragraph
     kept, none = fill_quality(store, "fashion-mnist", {"classifier_guidance": _stamped(CLASSIFIER)})
     assert none is None and kept.defaults == after.defaults and kept.notes == after.notes
