@@ -190,13 +190,14 @@ ROW_ORDER = {"guidance_sweep": lambda r: r["guidance_scale"], "classifier_guidan
 
 def later_commits(quality: dict[str, Any]) -> list[str]:
     """The commits of rows added by `imagegen evaluate --fill-card` (rows that carry their own commit
-    because it may differ from the tables'), in the order first seen."""
-    seen: list[str] = []
+    because it may differ from the tables'), oldest first: by the first `measured_at` of each."""
+    first: dict[str, str] = {}
     for key in ROW_ORDER:
         for r in quality.get(key) or []:
-            if isinstance(r, dict) and r.get("commit") and r["commit"] not in seen:
-                seen.append(r["commit"])
-    return seen
+            if isinstance(r, dict) and r.get("commit"):
+                when = str(r.get("measured_at", ""))
+                first[r["commit"]] = min(first.get(r["commit"], when), when)
+    return sorted(first, key=lambda c: first[c])
 
 
 def filled_quality(quality: dict[str, Any], results: dict[str, Any]) -> dict[str, Any]:

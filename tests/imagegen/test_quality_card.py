@@ -11,8 +11,8 @@ import sys
 import pytest
 from tables import CLASSIFIER, FLOOR, GUIDANCE, STEPS, quality, row
 
-from imagegen.quality_card import (NOTES_MARKER, card_quality, choose_defaults, choose_scale, choose_steps, fill_quality,
-                                   filled_quality, later_commits, notes_with, write_quality)
+from imagegen.quality_card import (NOTES_MARKER, ROW_ORDER, card_quality, choose_defaults, choose_scale, choose_steps,
+                                   fill_quality, filled_quality, later_commits, notes_with, write_quality)
 from imagegen.settings import check_defaults
 from model_store import ModelStore
 from model_store.loading import load_generator
@@ -198,6 +198,17 @@ def test_filled_rows_join_their_tables_in_order_and_leave_only_what_the_fill_lef
     assert card_q["steps_sweep"] == short  # the card's own quality is not changed in place
     done = filled_quality(merged, {"classifier_guidance": _stamped(CLASSIFIER[::-1])})
     assert "not_measured" not in done and [r["guidance_scale"] for r in done["classifier_guidance"]] == [0, 1, 2, 4, 8]
+
+
+def test_later_commits_are_listed_oldest_first_whatever_the_tables_order():
+    # the first fill added steps-sweep rows, a later one classifier-guidance rows (which come first in
+    # ROW_ORDER, the order the tables are read in): the notes and the doc name the commits in the order they were measured in
+    card_q = quality(steps_sweep=[r for r in STEPS if r["steps"] != 20], classifier_guidance=None)
+    first = filled_quality(card_q, {"steps_sweep": _stamped([r for r in STEPS if r["steps"] == 20])})
+    later = [{**r, "commit": "789abc", "measured_at": "2026-11-30T00:00:00Z"} for r in CLASSIFIER]
+    both = filled_quality(first, {"classifier_guidance": later})
+    assert list(ROW_ORDER).index("classifier_guidance") < list(ROW_ORDER).index("steps_sweep")
+    assert later_commits(both) == ["def456", "789abc"]
 
 
 def test_fill_quality_chooses_again_from_the_fuller_tables_and_says_both_commits(store):
