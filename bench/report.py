@@ -54,8 +54,9 @@ CPU results beside, never instead of, the GPU ones."""
 LOAD_CPU_RUN = ("`.venv/bin/python -m bench.load --device cpu --out docs/benchmarks/load-cpu.json` here, with nothing "
                 "else running")
 
-MIXED_CPU_RUN = ("`.venv/bin/python -m bench.mixed --device cpu --out docs/benchmarks/mixed-cpu.json` here, with "
-                 "nothing else running")
+MIXED_CPU_RUN = ("`.venv/bin/python -m bench.mixed --device cpu --requests 100 --timeout 300 --out "
+                 "docs/benchmarks/mixed-cpu.json` here, with nothing else running (100 requests: a trace of about a "
+                 "minute at the CPU's pace, against about 200 s per policy for the default 300)")
 
 QUICKSTART_RUN = "`.venv/bin/python -m bench.quickstart` here, on the 2-core machine, with nothing else running."
 
