@@ -25,7 +25,7 @@ from imagegen.model_card_plots import floor_of as _floor
 from imagegen.model_card_plots import plot_steps, plot_tradeoff
 from imagegen.model_card_plots import rows_of as _rows
 from imagegen.paper_shapes import comparisons, fd_text
-from imagegen.quality_card import ROW_ORDER, later_commits
+from imagegen.quality_card import ROW_ORDER, later_commits, spoken_list
 from model_store import ModelCard, ModelStore
 
 GRID_PER_CLASS = 10
@@ -240,7 +240,8 @@ def readme_quality(card: ModelCard) -> str:
                 "([docs/gpu-runbook.md](docs/gpu-runbook.md)).")
     floor = _floor(q)
     n = q.get("per_class")
-    later = "".join(f", later rows `{c[:7]}`" for c in later_commits(q))
+    commits = [f"`{c[:7]}`" for c in later_commits(q)]
+    later = f"; rows added later at {spoken_list(commits)}" if commits else ""
     out = [f"Measured for `{card.ref}` on {q.get('device', '?')} (commit `{str(q.get('commit', '?'))[:7]}`{later}), "
            + (f"{n * card.num_classes:,} images per setting ({n} per class)" if isinstance(n, int) else "")
            + f", in the features of `{q.get('eval_classifier', '?')}`; the floor (real training images at the "

@@ -71,6 +71,11 @@ def plot_tradeoff(quality: dict, default_scale: float | None, path: Path) -> boo
     return True
 
 
+STEPS_STYLE = {"ddpm": ("-o", 6), "ddim": ("-s", 8), "dpmpp_2m": ("-^", 7), "euler": ("--x", 9), "heun": ("-D", 5)}
+"""Line and marker (and marker size) per sampler: deterministic DDIM and Euler give the same images,
+so Euler is dashed with open crosses over DDIM's squares, and both stay visible."""
+
+
 def plot_steps(quality: dict, path: Path) -> bool:
     """FD against steps, one line per sampler of the steps sweep; False (and no file) without rows."""
     rows = rows_of(quality, "steps_sweep")
@@ -81,7 +86,8 @@ def plot_steps(quality: dict, path: Path) -> bool:
     for sampler in SAMPLERS:
         mine = sorted((r for r in rows if r.get("sampler") == sampler), key=lambda r: r["steps"])
         if mine:
-            ax.plot([r["steps"] for r in mine], [r["fd"] for r in mine], "-o", label=sampler)
+            style, size = STEPS_STYLE.get(sampler, ("-o", 6))
+            ax.plot([r["steps"] for r in mine], [r["fd"] for r in mine], style, ms=size, label=sampler)
     floor = floor_of(quality)
     if floor is not None:
         ax.axhline(floor, ls="--", color="gray", lw=1, label=f"floor {floor:g}")

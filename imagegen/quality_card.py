@@ -188,6 +188,11 @@ ROW_ORDER = {"guidance_sweep": lambda r: r["guidance_scale"], "classifier_guidan
 """How the rows of each table are ordered in a card."""
 
 
+def spoken_list(items: list[str]) -> str:
+    """"a", "a and b", "a, b and c"."""
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
 def later_commits(quality: dict[str, Any]) -> list[str]:
     """The commits of rows added by `imagegen evaluate --fill-card` (rows that carry their own commit
     because it may differ from the tables'), oldest first: by the first `measured_at` of each."""
@@ -251,8 +256,7 @@ def _write(store: ModelStore, card: ModelCard, quality: dict[str, Any], choose: 
     d = quality.get("defaults_choice")
     if isinstance(d, dict) and "reason" in d:
         commits = [str(quality.get("commit", "unknown"))] + later_commits(quality)
-        at = (f"commit {commits[0]}" if len(commits) == 1
-              else f"commits {', '.join(commits[:-1])} and {commits[-1]}")
+        at = f"commit{'s' if len(commits) > 1 else ''} {spoken_list(commits)}"
         paragraph = (f"{NOTES_MARKER} {d['sampler']}, {d['steps']} steps, CFG scale {d['guidance_scale']:g} "
                      f"(measured on {quality.get('device', 'an unrecorded device')} at {at}). {d['reason']}")
     changes["notes"] = notes_with(card.notes, paragraph)
