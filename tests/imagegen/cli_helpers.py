@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
 import sys
-from dataclasses import asdict
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
-import torch
 from PIL import Image
-
-from diffusion.classifier import CLASSIFIER_PRESETS, NoiseClassifier
-from diffusion.data import FASHION_MNIST_CLASSES
-from diffusion.schedules import ScheduleConfig
-from diffusion.unet import UNET_PRESETS
 
 from stores import CARD_DEFAULTS, classifier_fields, fp16, generator_fields, one_torch_thread, randomized_classifier  # noqa: F401,E402
 
 REPO = Path(__file__).resolve().parents[2]
-
 
 
 def write_image_folder(root: Path, classes: tuple[str, ...] = ("bag", "boot", "shirt"), per_class: int = 4,

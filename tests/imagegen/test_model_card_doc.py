@@ -167,7 +167,7 @@ def test_rows_added_by_a_fill_say_their_own_commit_in_the_doc_and_the_readme(sto
     readme = tmp_path / "README.md"
     readme.write_text(f"{model_card_doc.README_BEGIN}\n{model_card_doc.README_END}\n")
     model_card_doc.write_readme_quality(readme, store.resolve("fashion-mnist"))
-    assert "(commit `abc123`, later rows `def4567`)" in readme.read_text()
+    assert "(commit `abc123`; rows added later at `def4567`)" in readme.read_text()
     # a card measured in one go says no such thing
     write_quality(store, "fashion-mnist", quality(), choose=True)
     assert "added later" not in render(store, tmp_path)

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from diffusion.images import from_png
-from diffusion.sampling import SampleSpec, sample, specs_for_request
+from diffusion.sampling import sample, specs_for_request
 from model_store.loading import Generator
 from worker.engine import PREVIEWS_PER_JOB, BatchEngine, decode_inputs, spec_from_request
 

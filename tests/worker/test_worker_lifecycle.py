@@ -9,19 +9,14 @@ import signal
 import pytest
 from redis import Redis
 from rq import Queue, Worker
-from rq.job import Job
 from rq.job import JobStatus as RQStatus
 from rq.serializers import JSONSerializer
 
 from service.jobs import JobStore
-from worker_process import record, request, submit, wait_ended, wait_for, worker_process
+from worker_process import record, request, rq_status, submit, wait_ended, wait_for, worker_process
 
 # a worker process each (torch import and model load: several seconds on the busy 2-core machine)
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
-
-
-def rq_status(r: Redis, job_id: str) -> RQStatus:
-    return Job.fetch(job_id, connection=r, serializer=JSONSerializer).get_status()
 
 
 def running_at_step(r: Redis, job_id: str, step: int):

@@ -6,15 +6,10 @@ version (a real SIGKILL) is test_worker_death.py."""
 
 from __future__ import annotations
 
-import contextlib
-import signal
-from typing import Iterator
-
 import numpy as np
 import pytest
 from redis import Redis
 from rq import Queue
-from rq.job import Job
 from rq.job import JobStatus as RQStatus
 from rq.serializers import JSONSerializer
 
@@ -23,18 +18,7 @@ from service.settings import Settings
 from worker.engine import BatchEngine
 from worker.main import BatchWorker
 from worker.recovery import LOCK_KEY
-from worker_process import lone_png, png_pixels, record, request, submit
-
-
-@contextlib.contextmanager
-def own_signal_handlers() -> Iterator[None]:
-    """rq workers install SIGINT/SIGTERM handlers; give pytest its own back afterwards."""
-    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, handler in saved.items():
-            signal.signal(s, handler)
+from worker_process import lone_png, own_signal_handlers, png_pixels, record, request, rq_status, submit
 
 
 def make_worker(r: Redis, generators, name: str, max_attempts: int = 3) -> BatchWorker:
@@ -56,10 +40,6 @@ def ghost_takes_jobs(r: Redis, generators, name: str) -> BatchWorker:
 
 def queue(r: Redis) -> Queue:
     return Queue("imagegen", connection=r, serializer=JSONSerializer)
-
-
-def rq_status(r: Redis, job_id: str) -> RQStatus:
-    return Job.fetch(job_id, connection=r, serializer=JSONSerializer).get_status()
 
 
 def run_survivor(r: Redis, survivor: BatchWorker) -> None:

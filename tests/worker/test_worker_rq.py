@@ -4,10 +4,6 @@ timeouts, jobs canceled while queued or without a record, jobs of other function
 
 from __future__ import annotations
 
-import contextlib
-import signal
-from typing import Iterator
-
 import numpy as np
 from redis import Redis
 from rq import Queue, SimpleWorker
@@ -20,22 +16,7 @@ from service.settings import Settings
 from worker.engine import BatchEngine
 from worker.main import BatchWorker
 from worker.metrics import METRICS_KEY
-from worker_process import lone_png, png_pixels, record, request, submit
-
-
-@contextlib.contextmanager
-def own_signal_handlers() -> Iterator[None]:
-    """rq workers install SIGINT/SIGTERM handlers; give pytest its own back afterwards."""
-    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, handler in saved.items():
-            signal.signal(s, handler)
-
-
-def rq_job(r: Redis, job_id: str) -> Job:
-    return Job.fetch(job_id, connection=r, serializer=JSONSerializer)
+from worker_process import lone_png, own_signal_handlers, png_pixels, record, request, rq_job, submit
 
 
 def failure(r: Redis, job_id: str) -> str:

@@ -8,6 +8,7 @@ import contextlib
 import http.server
 import io
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -19,6 +20,8 @@ import numpy as np
 from PIL import Image
 from redis import Redis
 from rq import Queue
+from rq.job import Job
+from rq.job import JobStatus as RQStatus
 from rq.serializers import JSONSerializer
 
 from diffusion.images import png_bytes
@@ -63,6 +66,26 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str, proc: subproce
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.05)
+
+
+def rq_job(redis: Redis, job_id: str) -> Job:
+    """RQ's own view of a job (the API and the worker enqueue with the JSON serializer)."""
+    return Job.fetch(job_id, connection=redis, serializer=JSONSerializer)
+
+
+def rq_status(redis: Redis, job_id: str) -> RQStatus:
+    return rq_job(redis, job_id).get_status()
+
+
+@contextlib.contextmanager
+def own_signal_handlers() -> Iterator[None]:
+    """rq workers install SIGINT/SIGTERM handlers; give pytest its own back afterwards."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
 
 
 def record(redis: Redis, job_id: str) -> dict[str, Any]:
