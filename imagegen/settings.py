@@ -62,12 +62,25 @@ DEFAULT_LIMITS = Limits()
 
 class InvalidField(UsageError):
     """A request field that cannot be used: `field` is its API name, `reason` what is wrong with it
-    (without the name), the message the whole sentence in the caller's vocabulary."""
+    (without the name), the message the whole sentence in the caller's vocabulary. `more`: the other
+    fields of the same request that cannot be used, so that one answer names them all."""
 
-    def __init__(self, field: str, reason: str, message: str) -> None:
-        super().__init__(message)
+    def __init__(self, field: str, reason: str, message: str, more: tuple[InvalidField, ...] = ()) -> None:
+        super().__init__("; ".join([message, *(str(m) for m in more)]))
         self.field = field
         self.reason = " ".join(reason.split())
+        self.more = more
+
+    @property
+    def fields(self) -> list[tuple[str, str]]:
+        """(field, reason) of every offending field, this one first."""
+        return [(self.field, self.reason), *((m.field, m.reason) for m in self.more)]
+
+    @classmethod
+    def of(cls, problems: list[InvalidField]) -> InvalidField:
+        """One error naming every problem of `problems` (not empty)."""
+        first, *rest = problems
+        return cls(first.field, first.reason, first.message, tuple(rest))
 
 
 @dataclass(frozen=True)
@@ -192,53 +205,65 @@ def resolve_settings(
     limits: Limits = DEFAULT_LIMITS,
 ) -> GenerateSettings:
     """Fill the defaults (the request, then the card, then FALLBACK_DEFAULTS) and check everything,
-    raising InvalidField naming the field (in `vocab`'s spelling) at the first problem."""
+    raising InvalidField naming every field that cannot be used (in `vocab`'s spelling); a check that
+    depends on another field is skipped while that field is itself invalid."""
     n_ = vocab.names
-    label = resolve_class(card, class_label, vocab)
-    n = _pick("num_images", num_images, card, 4, vocab, limits)
+    errors: list[InvalidField] = []
+
+    def pick(key: str, given: Any, fallback: Any) -> Any:
+        try:
+            return _pick(key, given, card, fallback, vocab, limits)
+        except InvalidField as e:
+            errors.append(e)
+            return None
+
+    def check(key: str, value: Any) -> Any:
+        why = problem(key, value, limits)
+        if why:
+            errors.append(_invalid(vocab, key, why))
+            return None
+        return value
+
+    try:
+        label, label_ok = resolve_class(card, class_label, vocab), True
+    except InvalidField as e:
+        errors.append(e)
+        label, label_ok = None, False
+    n = pick("num_images", num_images, 4)
     # the API's default guidance is cfg whatever the card says: a card cannot make a request
     # depend on a classifier that the caller did not ask for
-    kind = guidance if guidance is not None else "cfg"
-    if kind not in GUIDANCE_KINDS:
-        raise _invalid(vocab, "guidance", problem("guidance", kind))
-    sampler_name = _pick("sampler", sampler, card, FALLBACK_DEFAULTS["sampler"], vocab, limits)
-    k = _pick("steps", steps, card, FALLBACK_DEFAULTS["steps"], vocab, limits)
-    scale = float(_pick("guidance_scale", guidance_scale, card, FALLBACK_DEFAULTS["guidance_scale"], vocab, limits))
+    kind = check("guidance", guidance if guidance is not None else "cfg")
+    sampler_name = pick("sampler", sampler, FALLBACK_DEFAULTS["sampler"])
+    k = pick("steps", steps, FALLBACK_DEFAULTS["steps"])
+    scale = pick("guidance_scale", guidance_scale, FALLBACK_DEFAULTS["guidance_scale"])
     # a card's eta default belongs to its ddim default: a request that picks another sampler and
     # says nothing about eta must not be refused for the card's eta
-    if eta is None and sampler_name != "ddim":
-        e = 0.0
-    else:
-        e = float(_pick("eta", eta, card, 0.0, vocab, limits))
-    if e != 0 and sampler_name != "ddim":
-        raise _invalid(vocab, "eta", f"is only for {n_['sampler']} ddim (got {n_['eta']} {e} with "
-                                      f"{n_['sampler']} {sampler_name})")
+    e = 0.0 if eta is None and sampler_name != "ddim" else pick("eta", eta, 0.0)
+    if e is not None and e != 0 and sampler_name is not None and sampler_name != "ddim":
+        errors.append(_invalid(vocab, "eta", f"is only for {n_['sampler']} ddim (got {n_['eta']} {e} with "
+                                             f"{n_['sampler']} {sampler_name})"))
     if seed is None:
         # leave room for seed + i of every image below MAX_SEED
-        s = secrets.randbelow(MAX_SEED - n + 2)
+        s = secrets.randbelow(MAX_SEED - (n or 1) + 2)
     else:
-        why = problem("seed", seed, limits)
-        if why:
-            raise _invalid(vocab, "seed", why)
-        if seed + n - 1 > MAX_SEED:
-            raise _invalid(vocab, "seed", f"must be at most 2**63-1 - {n - 1} with {n_['num_images']} {n}, "
-                                          f"since image i uses seed + i (got {seed})")
-        s = seed
-    st = 1.0 if strength is None else strength
-    if why := problem("strength", st, limits):
-        raise _invalid(vocab, "strength", why)
-    rs = 1 if resample_steps is None else resample_steps
-    if why := problem("resample_steps", rs, limits):
-        raise _invalid(vocab, "resample_steps", why)
+        s = check("seed", seed)
+        if s is not None and n is not None and seed + n - 1 > MAX_SEED:
+            errors.append(_invalid(vocab, "seed", f"must be at most 2**63-1 - {n - 1} with {n_['num_images']} {n}, "
+                                                  f"since image i uses seed + i (got {seed})"))
+    st = check("strength", 1.0 if strength is None else strength)
+    rs = check("resample_steps", 1 if resample_steps is None else resample_steps)
     if kind == "classifier":
-        if label is None:
-            raise _invalid(vocab, "guidance", f"classifier needs a class: {n_['class_label']} {vocab.null_class} "
-                                              f"is unconditional; use {n_['guidance']} cfg")
+        if label_ok and label is None:
+            errors.append(_invalid(vocab, "guidance", f"classifier needs a class: {n_['class_label']} "
+                                                      f"{vocab.null_class} is unconditional; use {n_['guidance']} cfg"))
         if not card.links.get("guidance_classifier"):
-            raise _invalid(vocab, "guidance", f"classifier: model {card.ref} has no guidance classifier "
-                                              f"(its card has no links.guidance_classifier); use {n_['guidance']} cfg")
+            errors.append(_invalid(vocab, "guidance", f"classifier: model {card.ref} has no guidance classifier "
+                                                      f"(its card has no links.guidance_classifier); use "
+                                                      f"{n_['guidance']} cfg"))
+    if errors:
+        raise InvalidField.of(errors)
     return GenerateSettings(
         class_label=label, class_name=None if label is None else card.class_names[label], num_images=n,
-        guidance=kind, guidance_scale=scale, sampler=sampler_name, steps=k, eta=e, seed=s,
+        guidance=kind, guidance_scale=float(scale), sampler=sampler_name, steps=k, eta=float(e), seed=s,
         strength=float(st), resample_steps=rs,
     )

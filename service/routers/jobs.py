@@ -67,7 +67,7 @@ def normalize(backend: Backend, body: GenerateRequest) -> tuple[ModelCard, dict[
         inputs = resolve_image_inputs(card, init_image, mask, strength=s.strength, resample_steps=s.resample_steps,
                                       resize=bool(body.resize))
     except InvalidField as e:
-        raise invalid([{"field": e.field, "message": e.reason}]) from None
+        raise invalid([{"field": field, "message": reason} for field, reason in e.fields]) from None
     if s.guidance == "classifier":
         link = card.links["guidance_classifier"]
         try:

@@ -61,6 +61,9 @@ CASES = [
      ["--guidance classifier", "plain@1", "links.guidance_classifier"]),
     (["--class-label", "none", "--guidance", "classifier"], ["--guidance classifier needs a class"]),
     (["--class-label", "1", "--bogus"], ["unrecognized arguments: --bogus"]),
+    # every bad value at once, in one line
+    (["--class-label", "hoodie", "--steps", "0", "--num-images", "65"],
+     ["--class-label: unknown class 'hoodie'", "; --num-images must be between 1 and 64 (got 65); --steps must be"]),
     ([], ["--class-label"]),  # required
 ]
 
