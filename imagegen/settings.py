@@ -162,18 +162,14 @@ def _invalid(vocab: Vocabulary, key: str, reason: str) -> InvalidField:
     return InvalidField(key, reason, f"{vocab.names[key]} {reason}")
 
 
-def _pick(key: str, given: Any, card: ModelCard, fallback: Any, vocab: Vocabulary, limits: Limits) -> Any:
-    """The value given in the request, else the card's default, else `fallback`, checked."""
+def _given_or_default(key: str, given: Any, card: ModelCard, fallback: Any) -> tuple[Any, str]:
+    """The value given in the request, else the card's default, else `fallback`; and where it came
+    from, as messages say it ("" or " from the defaults of REF")."""
     if given is not None:
-        value, source = given, ""
-    elif key in card.defaults:
-        value, source = card.defaults[key], f" from the defaults of {card.ref}"
-    else:
-        value, source = fallback, ""
-    why = problem(key, value, limits)
-    if why:
-        raise _invalid(vocab, key, f"{why}{source}")
-    return value
+        return given, ""
+    if key in card.defaults:
+        return card.defaults[key], f" from the defaults of {card.ref}"
+    return fallback, ""
 
 
 def resolve_class(card: ModelCard, label: int | str | None, vocab: Vocabulary = CLI) -> int | None:
@@ -210,19 +206,16 @@ def resolve_settings(
     n_ = vocab.names
     errors: list[InvalidField] = []
 
-    def pick(key: str, given: Any, fallback: Any) -> Any:
-        try:
-            return _pick(key, given, card, fallback, vocab, limits)
-        except InvalidField as e:
-            errors.append(e)
-            return None
-
-    def check(key: str, value: Any) -> Any:
+    def check(key: str, value: Any, source: str = "") -> Any:
+        """`value`, or None with its problem noted."""
         why = problem(key, value, limits)
         if why:
-            errors.append(_invalid(vocab, key, why))
+            errors.append(_invalid(vocab, key, f"{why}{source}"))
             return None
         return value
+
+    def pick(key: str, given: Any, fallback: Any) -> Any:
+        return check(key, *_given_or_default(key, given, card, fallback))
 
     try:
         label, label_ok = resolve_class(card, class_label, vocab), True

@@ -202,7 +202,8 @@ def test_filled_rows_join_their_tables_in_order_and_leave_only_what_the_fill_lef
 
 def test_later_commits_are_listed_oldest_first_whatever_the_tables_order():
     # the first fill added steps-sweep rows, a later one classifier-guidance rows (which come first in
-    # ROW_ORDER, the order the tables are read in): the notes and the doc name the commits in the order they were measured in
+    # ROW_ORDER, the order the tables are read in): the notes and the doc name the commits in the order
+    # they were measured in
     card_q = quality(steps_sweep=[r for r in STEPS if r["steps"] != 20], classifier_guidance=None)
     first = filled_quality(card_q, {"steps_sweep": _stamped([r for r in STEPS if r["steps"] == 20])})
     later = [{**r, "commit": "789abc", "measured_at": "2026-11-30T00:00:00Z"} for r in CLASSIFIER]

@@ -50,7 +50,7 @@ def test_a_short_job_overtakes_a_long_one_and_a_cancel_stops_it_at_the_next_step
         assert JobStore(r).cancel(long) == "running"
         canceled = wait_ended(r, [long], 10, proc)[long]
         assert canceled["status"] == "canceled"
-        # one step is a few tens of ms here, and progress is written every 0.5 s at most, so the
+        # one step takes about 10 ms here, and progress is written every 0.5 s at most, so the
         # job stopped well before its end, within a few steps of the cancel
         assert step_at_cancel <= canceled["progress"]["step"] < 1000
         queue = Queue("imagegen", connection=r, serializer=JSONSerializer)
