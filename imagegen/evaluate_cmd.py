@@ -32,7 +32,9 @@ STEPS_SWEEP = (10, 20, 50, 100)
 """Table 2: every sampler at these step counts (and DDPM at 1000)."""
 CLASSIFIER_SWEEP = (0.0, 1.0, 2.0, 4.0, 8.0)
 """Table 3: classifier guidance at these scales (0 = the unguided conditional model), DDIM 50."""
-TABLES = ("guidance", "steps", "classifier", "floor")
+TABLES = ("guidance", "steps", "classifier", "floor", "spread")
+REPEATS = 5
+"""`--tables spread`: how many disjoint seed ranges the default setting is measured with."""
 
 
 COMMIT_ENV = "IMAGEGEN_COMMIT"
@@ -47,7 +49,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tables", nargs="*", choices=TABLES, default=None,
                    help="measure these tables of evaluation.md instead of one setting: guidance (CFG sweep), "
                         "steps (every sampler; at the best-FD scale of the guidance table, or --guidance-scale), "
-                        "classifier (classifier guidance), floor (training images against the test set)")
+                        "classifier (classifier guidance), floor (training images against the test set), spread "
+                        "(the card's default setting again with --repeats disjoint seed ranges, and --repeats draws "
+                        "of as many training images: how much FD moves between repeats at this sample size; alone "
+                        "with --write-card it is added to the card's tables)")
+    p.add_argument("--repeats", type=int, default=REPEATS,
+                   help=f"--tables spread: measurements of each (default: {REPEATS})")
     p.add_argument("--sampler", choices=list(SAMPLERS), default="ddim", help="one setting: sampler (default: ddim)")
     p.add_argument("--steps", type=int, default=50, help=f"one setting: steps 1..{MAX_STEPS} (default: 50)")
     p.add_argument("--guidance", choices=list(GUIDANCE_KINDS), default="cfg", help="one setting: guidance (default: cfg)")
@@ -93,6 +100,8 @@ def _check(args: argparse.Namespace) -> None:
         raise UsageError(f"--per-class must be >= 2 (a covariance needs two images) (got {args.per_class})")
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1 (got {args.batch_size})")
+    if args.repeats < 2:
+        raise UsageError(f"--repeats must be >= 2 (a standard deviation needs two measurements) (got {args.repeats})")
     if args.guidance_scale is not None and args.guidance_scale < 0:
         raise UsageError(f"--guidance-scale must be >= 0 (got {args.guidance_scale})")
     if not 0 <= args.eta <= 1:
@@ -111,6 +120,8 @@ def _check(args: argparse.Namespace) -> None:
         raise UsageError("--fill-card measures what the card lists as not measured: drop --tables and --write-card")
     if args.choose_defaults and not (args.write_card or args.fill_card):
         raise UsageError("--choose-defaults sets the card's defaults: add --write-card (or --fill-card)")
+    if args.choose_defaults and adds_spread(args.tables):
+        raise UsageError("--choose-defaults: the spread alone decides no default; drop it, or add the tables that do")
     if args.out is None and not (args.write_card or args.fill_card):
         raise UsageError("say where the results go: --out FILE, or --write-card (with --tables)")
 
@@ -123,11 +134,14 @@ def run(args: argparse.Namespace) -> int:
         return _guidance_classifier(store, args)
     card = pick_generator(store, args.model)
     fill = _fill_plan(card, args) if args.fill_card else None
+    if args.write_card and adds_spread(args.tables):
+        _spread_plan(card, args)
     clf_card = resolve_kind(store, args.eval_classifier, "eval-classifier", "--eval-classifier")
     device = check_device(args.device)
-    if fill is not None and (device == "cpu") != (card.quality.get("device") == "cpu"):
-        raise UsageError(f"--fill-card: the tables of {card.ref} were measured on {card.quality.get('device')}; "
-                         f"fill them on the same device (--device), or measure them all anew with --tables")
+    adding = "--fill-card" if fill is not None else "--tables spread" if args.write_card and adds_spread(args.tables) else None
+    if adding and (device == "cpu") != (card.quality.get("device") == "cpu"):
+        raise UsageError(f"{adding}: the tables of {card.ref} were measured on {card.quality.get('device')}; "
+                         f"add to them on the same device (--device), or measure them all anew with --tables")
     out = Path(args.out) if args.out else None
 
     def save(results: dict[str, Any]) -> None:
@@ -138,12 +152,14 @@ def run(args: argparse.Namespace) -> int:
     save(results)
     summary: dict[str, Any] = {"out": str(out) if out else None,
                                **{k: v for k, v in results.items() if k in ("floor", "setting")}}
+    if "spread" in results:
+        summary["spread"] = {"fd": results["spread"].get("fd"), "floor_fd": results["spread"]["floor"]["fd"]}
     if results.get("not_measured"):
         summary["not_measured"] = len(results["not_measured"])
     if args.write_card or args.fill_card:
-        from imagegen.quality_card import fill_quality, write_quality
+        from imagegen.quality_card import add_spread, fill_quality, write_quality
 
-        write = fill_quality if args.fill_card else write_quality
+        write = fill_quality if args.fill_card else add_spread if adds_spread(args.tables) else write_quality
         written, choice = write(store, card.ref, results, choose=args.choose_defaults)
         summary["card"] = str(store.root / written.name / str(written.version) / "card.json")
         if args.choose_defaults:
@@ -198,6 +214,33 @@ def _fill_plan(card: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
     return todo
 
 
+def adds_spread(tables: list[str] | None) -> bool:
+    """Whether `--tables` asks for the spread alone: with --write-card it is added to the card's
+    tables, which it is meant to qualify, rather than replacing them."""
+    return bool(tables) and set(tables) == {"spread"}
+
+
+def _spread_plan(card: Any, args: argparse.Namespace) -> None:
+    """`--tables spread --write-card`: the card's images per class, seeds and evaluation classifier,
+    so that the spread is that of the card's own figures."""
+    quality = card.quality or {}
+    missing = [k for k in ("per_class", "seed", "eval_classifier", "device") if k not in quality]
+    if missing:
+        raise UsageError(f"--tables spread --write-card adds to the tables of {card.ref}, whose quality does not "
+                         f"record {', '.join(missing)}: measure its tables first (--tables ... --write-card)")
+    args.per_class, args.seed, args.eval_classifier = quality["per_class"], quality["seed"], quality["eval_classifier"]
+
+
+def _stats(values: list[float]) -> dict[str, float] | None:
+    """Mean, sample standard deviation, min and max of two or more values (None with fewer)."""
+    import statistics
+
+    if len(values) < 2:
+        return None
+    return {"mean": round(statistics.fmean(values), 4), "sd": round(statistics.stdev(values), 4),
+            "min": min(values), "max": max(values)}
+
+
 def _commit() -> str:
     from imagegen.export import git_commit
 
@@ -243,10 +286,11 @@ def evaluate(store: ModelStore, model_ref: str, classifier_ref: str, args: argpa
     }
     images = gen.num_classes * args.per_class
 
-    def measure(setting: Setting, label: str) -> dict:
+    def measure(setting: Setting, label: str, seed: int | None = None) -> dict:
         with tqdm(total=images, desc=label, unit="img", file=sys.stderr, dynamic_ncols=True) as bar:
             row = evaluate_setting(sample_batch, setting, gen.num_classes, args.per_class, eval_clf, reference,
-                                   args.batch_size, args.seed, device, progress=bar.update)
+                                   args.batch_size, args.seed if seed is None else seed, device,
+                                   progress=bar.update)
         print(json.dumps(row), file=sys.stderr)
         return row
 
@@ -303,18 +347,23 @@ def evaluate(store: ModelStore, model_ref: str, classifier_ref: str, args: argpa
         return results
     if "classifier" in tables and gen.classifier is None:  # refused before minutes of other tables
         raise UsageError(f"--tables classifier: {model_ref} links no guidance classifier")
+    train_split: list = []  # loaded once, when a table needs it
+
+    def real_fd(per_class: int, seed: int) -> float:
+        """FD of per_class seeded random training images of every class against the test set."""
+        if not train_split:
+            train_split.append(load_fashion_mnist("train"))
+        real = train_split[0].subset(per_class=per_class, seed=seed)
+        feats, _ = classify(eval_clf, real.images.float() / 127.5 - 1, device=device)
+        return round(frechet_distance(FeatureStats.of(feats), reference), 4)
+
     if "floor" in tables:
-        train_split = load_fashion_mnist("train")
-        train = train_split.subset(per_class=len(test) // gen.num_classes, seed=args.seed)
-        train_feats, _ = classify(eval_clf, train.images.float() / 127.5 - 1, device=device)
-        results["floor"] = {"fd": round(frechet_distance(FeatureStats.of(train_feats), reference), 4),
-                            "n": len(train), "what": "training images against the test set"}
-        if args.per_class * gen.num_classes < len(train):
+        full = len(test) // gen.num_classes
+        results["floor"] = {"fd": real_fd(full, args.seed), "n": full * gen.num_classes,
+                            "what": "training images against the test set"}
+        if args.per_class < full:
             # FD is biased upward at small n: the floor a perfect generator would score at this n
-            few = train_split.subset(per_class=args.per_class, seed=args.seed)
-            few_feats, _ = classify(eval_clf, few.images.float() / 127.5 - 1, device=device)
-            results["floor"]["same_n"] = {"fd": round(frechet_distance(FeatureStats.of(few_feats), reference), 4),
-                                          "n": len(few)}
+            results["floor"]["same_n"] = {"fd": real_fd(args.per_class, args.seed), "n": images}
         if on_row:
             on_row(results)
     if "guidance" in tables:
@@ -339,4 +388,40 @@ def evaluate(store: ModelStore, model_ref: str, classifier_ref: str, args: argpa
     if "classifier" in tables:
         table("classifier_guidance", [Setting("ddim", 50, "classifier", s) for s in CLASSIFIER_SWEEP],
               lambda st: f"classifier s={st.guidance_scale}")
+    if "spread" in tables:
+        d = gen.card.defaults
+        if args.choose_defaults:  # the defaults this run's tables pick, which the card is about to get
+            from imagegen.quality_card import choose_defaults
+
+            choice = choose_defaults(results, d)
+            d = choice.defaults if choice is not None else d
+        setting = Setting(d.get("sampler", "ddim"), int(d.get("steps", 50)), d.get("guidance", "cfg"),
+                          float(d.get("guidance_scale", default_scale)), float(d.get("eta", 0.0)))
+        # seed ranges after the tables' own (seed .. seed + images - 1), so that no image repeats one
+        # of theirs; the real draws use other subset seeds than the floor's same-n row (seed)
+        floor_seeds = [args.seed + 1 + r for r in range(args.repeats)]
+        floor_fds = [real_fd(args.per_class, s) for s in floor_seeds]
+        spread: dict[str, Any] = {
+            "setting": setting.__dict__, "n": images, "repeats_asked": args.repeats, "repeats": [],
+            "floor": {"n": images, "seeds": floor_seeds, "fds": floor_fds, "fd": _stats(floor_fds)},
+            "commit": results["commit"], "measured_at": results["measured_at"], "device": results["device"],
+            "torch": results["torch"]}
+        for r in range(args.repeats):
+            first = args.seed + (r + 1) * images
+            ok, why = budget.fits(setting.guidance, cost(setting))
+            if not ok:
+                spread["left_out"] = {"repeats": args.repeats - r, "why": why}
+                print(f"not measured: spread repeats {r + 1}..{args.repeats}: {why}", file=sys.stderr)
+                break
+            started = time.perf_counter()
+            row = measure(setting, f"spread {r + 1}/{args.repeats} (seeds from {first})", seed=first)
+            budget.record(setting.guidance, cost(setting), time.perf_counter() - started)
+            spread["repeats"].append({"seed": first, **{k: row[k] for k in ("fd", "accuracy", "sampling_seconds")}})
+            fds = [x["fd"] for x in spread["repeats"]]
+            accs = [x["accuracy"] for x in spread["repeats"] if x["accuracy"] is not None]
+            spread["fd"], spread["accuracy"] = _stats(fds), _stats(accs)
+            results["spread"] = spread
+            if on_row:
+                on_row(results)
+        results["spread"] = spread
     return results

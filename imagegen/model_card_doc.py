@@ -24,7 +24,7 @@ from diffusion.names import SAMPLERS
 from imagegen.model_card_plots import floor_of as _floor
 from imagegen.model_card_plots import plot_steps, plot_tradeoff
 from imagegen.model_card_plots import rows_of as _rows
-from imagegen.paper_shapes import comparisons, fd_text
+from imagegen.paper_shapes import SPREAD_SDS, comparisons, fd_text, spread_margin
 from imagegen.quality_card import ROW_ORDER, later_commits, spoken_list
 from model_store import ModelCard, ModelStore
 
@@ -314,6 +314,50 @@ def _guide_accuracy(guide: ModelCard) -> str:
             f"`{str(guide.quality.get('commit', '?'))[:7]}`): {levels}.")
 
 
+def _spread(q: dict, defaults: dict) -> list[str]:
+    """The section on how far FD moves between repeats at the tables' sample size (`imagegen evaluate
+    --tables spread`), or [] when the card has no spread. `defaults`: the card's sampling defaults."""
+    sp = q.get("spread")
+    if not isinstance(sp, dict) or not isinstance(sp.get("repeats"), list) or not sp["repeats"]:
+        return []
+    st = sp.get("setting") or {}
+    setting = (f"{st.get('sampler')} {st.get('steps')} steps, {st.get('guidance', 'cfg')} scale "
+               f"{st.get('guidance_scale', 0):g}")
+    is_default = all(defaults.get(k) == st.get(k) for k in ("sampler", "steps", "guidance_scale"))
+    n = sp.get("n", "?")
+    out = ["", "### How far FD moves between repeats", "",
+           f"{'The default setting' if is_default else 'The setting'} ({setting}) measured again with {len(sp['repeats'])} other seed ranges of "
+           f"{n:,} images each, disjoint from the tables' seeds and from each other (measured on "
+           f"{sp.get('device', '?')}, commit `{str(sp.get('commit', '?'))[:7]}`, {str(sp.get('measured_at', '?'))[:10]}):", ""]
+    out.append(_table(["seeds from", "FD", "accuracy", "seconds"], [
+        [str(r.get("seed")), _fmt("fd", r.get("fd")), _fmt("accuracy", r.get("accuracy")), _fmt("", r.get("sampling_seconds"))]
+        for r in sp["repeats"]]))
+    fd, acc, real = sp.get("fd"), sp.get("accuracy"), (sp.get("floor") or {}).get("fd")
+    lines = []
+    if isinstance(fd, dict):
+        lines.append(f"FD {fd_text(fd['mean'])} ± {fd_text(fd['sd'])} (mean ± standard deviation; "
+                     f"{fd_text(fd['min'])} to {fd_text(fd['max'])})"
+                     + (f", accuracy {100 * acc['mean']:.1f}% ± {100 * acc['sd']:.1f} points" if isinstance(acc, dict) else "")
+                     + ".")
+    if isinstance(real, dict):
+        lines.append(f"Real training images, {len(sp['floor'].get('fds', []))} random draws of {sp['floor'].get('n', '?'):,}: "
+                     f"FD {fd_text(real['mean'])} ± {fd_text(real['sd'])} ({fd_text(real['min'])} to {fd_text(real['max'])}).")
+    margin = spread_margin(q)
+    if margin is not None:
+        lines.append(f"So two FDs of these tables that differ by at most {fd_text(margin)} ({SPREAD_SDS:g} standard "
+                     f"deviations of a difference of two measurements, {SPREAD_SDS:g} x sqrt(2) x sd) cannot be told "
+                     "apart at this sample size: the seeds alone move FD that much. The comparisons with the papers "
+                     "say where a difference they rest on is within this spread. The spread was measured at one "
+                     "setting; the others are taken to vary alike.")
+    left = sp.get("left_out")
+    if isinstance(left, dict):
+        lines.append(f"{left.get('repeats')} of the {sp.get('repeats_asked')} repeats asked for were left out: "
+                     f"{left.get('why', '')}.")
+    if lines:
+        out += ["", " ".join(lines)]
+    return out
+
+
 def _quality(card: ModelCard, figures: dict[str, str], clf: ModelCard | None, guide: ModelCard | None = None) -> str:
     q = card.quality or {}
     floor = _floor(q)
@@ -345,6 +389,7 @@ def _quality(card: ModelCard, figures: dict[str, str], clf: ModelCard | None, gu
     else:
         out.append("**Floor** (FD of 10,000 training images against the test set: what a perfect generator would score): "
                    + (f"**{fd_text(floor)}**. The `x floor` columns divide each FD by it." if floor is not None else "not measured."))
+    out += _spread(q, card.defaults)
     g = _rows(q, "guidance_sweep")
     out += ["", "### Guidance sweep (classifier-free guidance, DDIM 50 steps, eta 0)", ""]
     if g:

@@ -11,6 +11,11 @@ nothing. Torch-free: used by the model-card doc, testable on hand-made tables.
 - DPM-Solver++ (Lu et al. 2022), as evaluation.md expects: 2M at 20 steps close to the best figure.
 - Classifier guidance (Dhariwal & Nichol 2021): a larger classifier scale raises the share of
   samples of the wanted class.
+
+Where the card holds a spread (`imagegen evaluate --tables spread`: the default setting measured again
+with other seeds), a difference between two FDs is called within the repeat spread when it is at most
+`SPREAD_SDS` standard deviations of the difference of two independent measurements (sqrt(2) sd each):
+a gap that size could come from the seeds alone, so it decides nothing.
 """
 
 from __future__ import annotations
@@ -23,6 +28,10 @@ SMALL_SCALE = 2.0
 
 CLOSE = 0.10
 """DPM-Solver++ at 20 steps is "close to the best" within this share of the best FD."""
+
+
+SPREAD_SDS = 2.0
+"""A difference of two FDs up to this many standard deviations of a difference is "within the spread"."""
 
 
 def _num(v: Any) -> bool:
@@ -45,6 +54,29 @@ def fd_text(v: float) -> str:
     """An FD for people: two decimals, or three significant digits below 1 (a weak evaluation
     classifier's FDs are small)."""
     return f"{v:.2f}" if abs(v) >= 1 else f"{v:.3g}"
+
+
+def spread_sd(quality: dict) -> float | None:
+    """The standard deviation of FD between the repeats of the card's spread (None without one)."""
+    spread = quality.get("spread")
+    fd = spread.get("fd") if isinstance(spread, dict) else None
+    sd = fd.get("sd") if isinstance(fd, dict) else None
+    return sd if _num(sd) else None
+
+
+def spread_margin(quality: dict) -> float | None:
+    """The largest FD difference that is within the repeat spread (None without a spread)."""
+    sd = spread_sd(quality)
+    return None if sd is None else SPREAD_SDS * math.sqrt(2) * sd
+
+
+def _gap(a: float, b: float, quality: dict) -> str:
+    """'; difference X, within the repeat spread' (or beyond it), to end a parenthesis; '' without a
+    spread."""
+    margin = spread_margin(quality)
+    if margin is None:
+        return ""
+    return f"; difference {fd_text(abs(a - b))}, {'within' if abs(a - b) <= margin else 'beyond'} the repeat spread"
 
 
 def _rises(rows: list[dict], what: str) -> str:
@@ -85,7 +117,14 @@ def cfg_shape(quality: dict) -> list[str]:
     else:
         fd = (f"**Agrees in part**: {where}: a minimum between the ends, but at a larger scale than the paper's 1.1 to 1.3 "
               f"(above {SMALL_SCALE:g}).")
-    return [head, f"  - FD: {fd}", f"  - Accuracy (the part the paper's Inception score plays): {_rises(rows, 'accuracy')}"]
+    lines = [head, f"  - FD: {fd}"]
+    margin = spread_margin(quality)
+    if margin is not None:
+        near = [r for r in rows if r is not best and r["fd"] - best["fd"] <= margin]
+        lines.append(f"  - Within the repeat spread of the lowest FD (at most {fd_text(margin)} above it): "
+                     + (", ".join(f"s = {r['guidance_scale']:g} ({fd_text(r['fd'])})" for r in near) if near
+                        else "no other scale") + ".")
+    return [*lines, f"  - Accuracy (the part the paper's Inception score plays): {_rises(rows, 'accuracy')}"]
 
 
 def ddim_shape(quality: dict) -> list[str]:
@@ -108,10 +147,20 @@ def ddim_shape(quality: dict) -> list[str]:
         verdict = (f"**Agrees in part**: DDIM is better at {', '.join(map(str, better))} steps, not at "
                    f"{', '.join(map(str, worse))} ({pairs}).")
     lines = [head, f"  {verdict}"]
+    margin = spread_margin(quality)
+    if margin is not None:
+        inside = [k for k in few if abs(fd["ddim", k] - fd["ddpm", k]) <= margin]
+        outside = [k for k in few if k not in inside]
+        lines.append(f"  Against the repeat spread (differences up to {fd_text(margin)}): "
+                     + "; ".join(part for part in (
+                         f"beyond it at {', '.join(map(str, outside))} steps" if outside else "",
+                         f"within it at {', '.join(map(str, inside))} steps" if inside else "") if part) + ".")
     if ("ddpm", 1000) in fd:
         ddim_best = min((r for r in rows if r.get("sampler") == "ddim"), key=lambda r: r["fd"], default=None)
         lines.append(f"  DDPM with all 1000 steps: FD {fd_text(fd['ddpm', 1000])}"
-                     + (f" (DDIM's best: {fd_text(ddim_best['fd'])} at {ddim_best['steps']} steps)." if ddim_best else "."))
+                     + (f" (DDIM's best: {fd_text(ddim_best['fd'])} at {ddim_best['steps']} steps"
+                        f"{_gap(fd['ddpm', 1000], ddim_best['fd'], quality)})."
+                        if ddim_best else "."))
     return lines
 
 
@@ -124,9 +173,10 @@ def dpmpp_shape(quality: dict) -> list[str]:
     best = min(rows, key=lambda r: r["fd"])
     gap = mine["fd"] / best["fd"] - 1 if best["fd"] > 0 else 0.0
     where = f"dpmpp_2m 20 steps: FD {fd_text(mine['fd'])}; best: {best['sampler']} {best['steps']} steps, {fd_text(best['fd'])}"
+    noise = _gap(mine["fd"], best["fd"], quality)
     if gap <= CLOSE:
-        return [head, f"  **Agrees**: {where} ({100 * gap:.1f}% above it, within {CLOSE:.0%})."]
-    return [head, f"  **Differs**: {where} ({100 * gap:.1f}% above it, more than {CLOSE:.0%})."]
+        return [head, f"  **Agrees**: {where} ({100 * gap:.1f}% above it, within {CLOSE:.0%}{noise})."]
+    return [head, f"  **Differs**: {where} ({100 * gap:.1f}% above it, more than {CLOSE:.0%}{noise})."]
 
 
 def classifier_shape(quality: dict) -> list[str]:
@@ -141,7 +191,8 @@ def classifier_shape(quality: dict) -> list[str]:
         c, g = min(rows, key=lambda r: r["fd"]), min(cfg, key=lambda r: r["fd"])
         lines.append(f"  Best FD: classifier guidance {fd_text(c['fd'])} (s = {c['guidance_scale']:g}, accuracy "
                      f"{_pct(c['accuracy'])}); classifier-free guidance {fd_text(g['fd'])} (s = {g['guidance_scale']:g}"
-                     + (f", accuracy {_pct(g['accuracy'])})." if _num(g.get("accuracy")) else ")."))
+                     + (f", accuracy {_pct(g['accuracy'])})" if _num(g.get("accuracy")) else ")")
+                     + f"{_gap(c['fd'], g['fd'], quality)}.")
     return lines
 
 

@@ -46,8 +46,9 @@ RULE = (f"scale: the lowest FD among the guidance-sweep scales whose accuracy is
         f"the best FD of that sweep")
 """The rule, in words, as the card records it."""
 
-TABLE_KEYS = ("guidance_sweep", "steps_sweep", "classifier_guidance", "floor")
-"""The tables of evaluation.md, as `imagegen evaluate --tables` names them in its JSON."""
+TABLE_KEYS = ("guidance_sweep", "steps_sweep", "classifier_guidance", "floor", "spread")
+"""The tables of evaluation.md, as `imagegen evaluate --tables` names them in its JSON, and the
+spread (the default setting measured again with other seeds: how far FD moves between repeats)."""
 
 PROVENANCE_KEYS = ("model", "eval_classifier", "per_class", "reference", "seed", "device", "torch", "commit",
                    "measured_at", "sampling", "not_measured")
@@ -234,6 +235,27 @@ def fill_quality(store: ModelStore, ref: str, results: dict[str, Any], choose: b
     card (`filled_quality`); with `choose`, choose the defaults again from the fuller tables."""
     card = _generator(store, ref)
     return _write(store, card, filled_quality(card.quality or {}, results), choose)
+
+
+def add_spread(store: ModelStore, ref: str, results: dict[str, Any], choose: bool = False
+               ) -> tuple[ModelCard, DefaultsChoice | None]:
+    """Add the `spread` of `imagegen evaluate --tables spread` results to the tables of generator
+    `ref`'s card (replacing an earlier spread), keeping the tables. The spread records its own commit
+    and time; it must be of the card's sample size and evaluation classifier, or it says nothing about
+    the card's figures. `choose` is accepted for the caller's sake: the spread changes no default."""
+    card = _generator(store, ref)
+    quality = dict(card.quality or {})
+    if not any(quality.get(k) for k in TABLE_KEYS if k != "spread"):
+        raise ValueError(f"{card.ref} has no quality tables for a spread to qualify: measure them first")
+    spread = results.get("spread")
+    if not isinstance(spread, dict):
+        raise ValueError("the results hold no spread")
+    for key in ("per_class", "eval_classifier"):
+        if results.get(key) != quality.get(key):
+            raise ValueError(f"the spread was measured with {key} {results.get(key)!r}, the card's tables with "
+                             f"{quality.get(key)!r}: it would not describe them")
+    quality["spread"] = spread
+    return _write(store, card, quality, False)
 
 
 def _generator(store: ModelStore, ref: str) -> ModelCard:

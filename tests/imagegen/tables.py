@@ -42,3 +42,16 @@ def quality(**overrides) -> dict:
          "sampling": "worker engine: bf16 autocast, channels_last, CUDA graphs (worker.accel)"}
     q.update(overrides)
     return {k: v for k, v in q.items() if v is not None}
+
+
+def spread(sd: float, fds: tuple[float, ...] = (8.0, 8.5, 7.5)) -> dict:
+    """A `quality.spread` whose FD standard deviation is `sd` (the repeats' own FDs are illustrative)."""
+    return {"setting": {"sampler": "dpmpp_2m", "steps": 20, "guidance": "cfg", "guidance_scale": 3.0, "eta": 0.0},
+            "n": 10_000, "repeats_asked": len(fds),
+            "repeats": [{"seed": 10_000 * (i + 1), "fd": fd, "accuracy": 0.9, "sampling_seconds": 10.0}
+                        for i, fd in enumerate(fds)],
+            "fd": {"mean": sum(fds) / len(fds), "sd": sd, "min": min(fds), "max": max(fds)},
+            "accuracy": {"mean": 0.9, "sd": 0.01, "min": 0.89, "max": 0.91},
+            "floor": {"n": 10_000, "seeds": [1, 2, 3], "fds": [2.0, 2.1, 1.9],
+                      "fd": {"mean": 2.0, "sd": 0.1, "min": 1.9, "max": 2.1}},
+            "commit": "def456", "measured_at": "2026-11-29T12:00:00Z", "device": "NVIDIA H200", "torch": "2.11.0"}

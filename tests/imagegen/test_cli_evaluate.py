@@ -7,6 +7,7 @@ import io
 import json
 import math
 import shutil
+import statistics
 
 import pytest
 from cli_helpers import last_json
@@ -89,6 +90,7 @@ def test_unconditional_rows_have_no_accuracy(store, tmp_path):
 @pytest.mark.parametrize("flags, message", [
     (["--per-class", "1"], "--per-class"), (["--steps", "0"], "--steps"),
     (["--eta", "0.5", "--sampler", "heun"], "--eta"), (["--eval-classifier", "nope"], "--eval-classifier"),
+    (["--tables", "spread", "--repeats", "1"], "--repeats"),
 ])
 def test_bad_flags_are_one_line_errors(store, tmp_path, capsys, flags, message):
     root, _ = store
@@ -133,6 +135,7 @@ def test_write_card_puts_the_tables_into_the_card_and_keeps_the_sha256(store, tm
     ([], "--out FILE"), (["--max-minutes", "-1", "--out", "x.json"], "--max-minutes"),
     (["--fill-card", "--tables", "floor"], "--fill-card"),
     (["--guidance-classifier", "fmnist-classifier", "--fill-card"], "--guidance-classifier"),
+    (["--tables", "spread", "--write-card", "--choose-defaults"], "decides no default"),
 ])
 def test_card_flags_are_checked_before_anything_loads(store, tmp_path, capsys, flags, message):
     root, _ = store
@@ -174,6 +177,66 @@ def test_fill_card_measures_what_a_budget_left_out_with_the_cards_own_sample_siz
     code = main(["evaluate", "--model", "fashion-mnist", "--store", str(card_root), "--device", "cpu", "--fill-card"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "nothing to fill" in err
+
+
+def test_the_spread_repeats_the_default_setting_with_disjoint_seeds_and_draws_real_images(store, tmp_path):
+    root, _ = store
+    sp = evaluate(root, tmp_path, "--tables", "spread", "--repeats", "3", "--per-class", "2")["spread"]
+    # the card's defaults (tests/stores.py): ddim 4 steps, cfg 2
+    assert sp["setting"] == {"sampler": "ddim", "steps": 4, "guidance": "cfg", "guidance_scale": 2.0, "eta": 0.0}
+    # 20 images per repeat; the tables' own seeds are 0..19, so the repeats start at 20, 40, 60
+    assert sp["n"] == 20 and [r["seed"] for r in sp["repeats"]] == [20, 40, 60]
+    fds = [r["fd"] for r in sp["repeats"]]
+    assert len(set(fds)) == 3  # other seeds, other images, other FDs
+    assert sp["fd"]["sd"] == round(statistics.stdev(fds), 4) and sp["fd"]["sd"] > 0
+    assert (sp["fd"]["min"], sp["fd"]["max"]) == (min(fds), max(fds))
+    assert sp["accuracy"]["mean"] == round(statistics.fmean(r["accuracy"] for r in sp["repeats"]), 4)
+    # each repeat is the one setting measured from its first seed
+    assert evaluate(root, tmp_path, "--per-class", "2", "--steps", "4", "--seed", "40")["setting"]["fd"] == fds[1]
+    real = sp["floor"]
+    assert real["n"] == 20 and real["seeds"] == [1, 2, 3] and len(set(real["fds"])) == 3
+    assert real["fd"]["sd"] == round(statistics.stdev(real["fds"]), 4)
+    assert sp["commit"] and sp["measured_at"] and sp["device"] == "cpu"
+
+
+def test_a_spread_written_to_a_card_joins_its_tables_at_their_sample_size(store, tmp_path, capsys):
+    root, _ = store
+    card_root = tmp_path / "store"
+    shutil.copytree(root, card_root)
+    flags = ["evaluate", "--model", "fashion-mnist", "--store", str(card_root), "--device", "cpu"]
+    # a card without tables: nothing for a spread to describe, said in one line
+    assert main([*flags, "--tables", "spread", "--write-card"]) == 2
+    assert "measure its tables first" in capsys.readouterr().err
+    assert main([*flags, "--tables", "floor", "--per-class", "2", "--write-card"]) == 0
+    before = ModelStore(card_root).resolve("fashion-mnist")
+    # no --per-class: the card's 2 per class, not the default 1000
+    assert main([*flags, "--tables", "spread", "--repeats", "2", "--write-card"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    after = ModelStore(card_root).resolve("fashion-mnist")
+    assert after.quality["floor"] == before.quality["floor"] and after.sha256 == before.sha256
+    sp = after.quality["spread"]
+    assert sp["n"] == 20 and [r["seed"] for r in sp["repeats"]] == [20, 40]
+    assert summary["spread"]["fd"] == sp["fd"] and summary["spread"]["floor_fd"] == sp["floor"]["fd"]
+
+
+def test_a_spread_measured_with_the_tables_that_choose_the_defaults_repeats_the_chosen_setting(store, tmp_path):
+    root, _ = store
+    card_root = tmp_path / "store"
+    shutil.copytree(root, card_root)
+    assert main(["evaluate", "--model", "fashion-mnist", "--store", str(card_root), "--device", "cpu", "--per-class", "2",
+                 "--tables", "guidance", "spread", "--repeats", "2", "--write-card", "--choose-defaults"]) == 0
+    card = ModelStore(card_root).resolve("fashion-mnist")
+    # the guidance sweep is DDIM 50 steps: the chosen defaults, not the card's earlier ddim 4 steps
+    assert card.defaults["steps"] == 50
+    assert card.quality["spread"]["setting"] == {k: card.defaults[k] for k in ("sampler", "steps", "guidance",
+                                                                                  "guidance_scale")} | {"eta": 0.0}
+
+
+def test_a_spread_cut_short_by_the_budget_says_how_many_repeats_it_left_out(store, tmp_path):
+    root, _ = store
+    sp = evaluate(root, tmp_path, "--tables", "spread", "--per-class", "2", "--max-minutes", "0.001")["spread"]
+    assert sp["repeats"] == [] and sp["left_out"]["repeats"] == 5 and "--max-minutes" in sp["left_out"]["why"]
+    assert "fd" not in sp and len(sp["floor"]["fds"]) == 5  # the real draws cost no sampling
 
 
 def test_a_guidance_classifier_is_measured_on_the_noised_test_split_into_its_card(store, tmp_path, capsys):

@@ -21,6 +21,10 @@ SCRIPT = REPO / "scripts" / "gpu_models.sh"
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
+SHIPPED = ModelStore(REPO / "model_store" / "models")
+GEN, GCLF = (SHIPPED.resolve(name).version + 1 for name in ("fashion-mnist", "fashion-mnist-guidance-classifier"))
+"""The versions the pipeline exports: the next after the shipped ones."""
+
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
@@ -36,8 +40,8 @@ def smoke(tmp_path_factory):
 def test_what_comes_back_fits_the_device_limits(smoke):
     files = [p for p in (smoke / "out").rglob("*") if p.is_file()]
     names = sorted(p.name for p in files)
-    assert names == ["docs.tar.gz", "gpu_models.log", "model-fashion-mnist-3.tar",
-                     "model-fashion-mnist-guidance-classifier-2.tar", "results.json", "runs.tar.gz"]
+    assert names == ["docs.tar.gz", "gpu_models.log", f"model-fashion-mnist-{GEN}.tar",
+                     f"model-fashion-mnist-guidance-classifier-{GCLF}.tar", "results.json", "runs.tar.gz"]
     assert len(files) <= 8 and all(p.stat().st_size < 16 * 2**20 for p in files)
     assert all(p.parent == smoke / "out" for p in files)
 
@@ -47,9 +51,9 @@ def test_unpacked_models_load_with_their_quality_card_and_doc(smoke, tmp_path):
                           env={**os.environ, "UNPACK_ROOT": str(tmp_path)}, timeout=60)
     assert done.returncode == 0, done.stderr
     store = ModelStore(tmp_path / "model_store" / "models")
-    assert [c.ref for c in store.list()] == ["fashion-mnist@3", "fashion-mnist-guidance-classifier@2"]
+    assert [c.ref for c in store.list()] == [f"fashion-mnist@{GEN}", f"fashion-mnist-guidance-classifier@{GCLF}"]
     card = store.resolve("fashion-mnist")
-    assert card.links == {"guidance_classifier": "fashion-mnist-guidance-classifier@2"}
+    assert card.links == {"guidance_classifier": f"fashion-mnist-guidance-classifier@{GCLF}"}
     # exported from a copy without git: the stamped commit, not "unknown"
     assert card.training["commit"] not in ("", "unknown") and card.training["preset"] == "tiny"
     q = card.quality
@@ -64,6 +68,6 @@ def test_unpacked_models_load_with_their_quality_card_and_doc(smoke, tmp_path):
         assert card.defaults == {k: q["defaults_choice"][k] for k in ("sampler", "steps", "guidance_scale", "guidance")}
     load_generator(store, card.ref)  # sha256 checked
     doc = (tmp_path / "docs" / "model-card.md").read_text()
-    assert "# Model card: `fashion-mnist@3`" in doc and "Measured on cpu" in doc
+    assert f"# Model card: `fashion-mnist@{GEN}`" in doc and "Measured on cpu" in doc
     for png in ("model-card-grid.png", "model-card-tradeoff.png"):
         assert f"](images/{png})" in doc and (tmp_path / "docs" / "images" / png).exists()

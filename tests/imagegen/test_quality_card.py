@@ -9,9 +9,9 @@ import subprocess
 import sys
 
 import pytest
-from tables import CLASSIFIER, FLOOR, GUIDANCE, STEPS, quality, row
+from tables import CLASSIFIER, FLOOR, GUIDANCE, STEPS, quality, row, spread
 
-from imagegen.quality_card import (NOTES_MARKER, ROW_ORDER, card_quality, choose_defaults, choose_scale, choose_steps,
+from imagegen.quality_card import (NOTES_MARKER, add_spread, ROW_ORDER, card_quality, choose_defaults, choose_scale, choose_steps,
                                    fill_quality, filled_quality, later_commits, notes_with, write_quality)
 from imagegen.settings import check_defaults
 from model_store import ModelStore
@@ -166,6 +166,24 @@ def test_card_quality_keeps_tables_and_provenance_only():
     assert set(q) == {"guidance_sweep", "steps_sweep", "classifier_guidance", "floor", "model", "eval_classifier",
                       "per_class", "reference", "seed", "device", "torch", "commit", "measured_at", "sampling",
                       "not_measured"}
+
+
+def test_a_spread_is_added_beside_the_tables_and_must_be_of_their_sample_size(store):
+    written, _ = write_quality(store, "fashion-mnist", results(), choose=True)
+    measured = {"per_class": 1000, "eval_classifier": "fmnist-eval-classifier@1", "spread": spread(0.5)}
+    added, choice = add_spread(store, "fashion-mnist", measured)
+    assert choice is None and added.quality == {**written.quality, "spread": spread(0.5)}
+    assert added.defaults == written.defaults and added.notes == written.notes and added.sha256 == written.sha256
+    again, _ = add_spread(store, "fashion-mnist", {**measured, "spread": spread(0.25)})  # a rerun replaces it
+    assert again.quality["spread"]["fd"]["sd"] == 0.25
+    with pytest.raises(ValueError, match="per_class 30"):
+        add_spread(store, "fashion-mnist", {**measured, "per_class": 30})
+    with pytest.raises(ValueError, match="hold no spread"):
+        add_spread(store, "fashion-mnist", {k: v for k, v in measured.items() if k != "spread"})
+    fresh = ModelStore(store.root)
+    fresh.update_card(fresh.resolve("fashion-mnist"), {"quality": {}})
+    with pytest.raises(ValueError, match="no quality tables"):
+        add_spread(fresh, "fashion-mnist", measured)
 
 
 # --- filling a card's left-out rows (imagegen evaluate --fill-card) -----------------------------------
