@@ -24,7 +24,7 @@ from bench import render
 from bench.common import (PNG_MAGIC, TERMINAL, add_common_arguments, engine_request, environment, exit_on_sigterm, resolve_device,
                           run_jobs, store_root, summary, sync, worker_accel, worker_engine, worker_generators,
                           write_result)
-from bench.stack import READY_TIMEOUT_S, counters_delta, running_service, worker_counters
+from bench.stack import add_service_arguments, counters_delta, running_service, worker_counters
 
 
 
@@ -38,12 +38,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=50, help="DDIM steps (default: 50)")
     p.add_argument("--guidance-scale", type=float, default=3.0, help="CFG scale (default: 3)")
     p.add_argument("--class-label", type=int, default=7, help="class of the image (default: 7)")
-    p.add_argument("--wait", type=float, default=60.0,
-                   help="?wait= seconds of each POST, 60 at most (default: 60); then polls")
-    p.add_argument("--log-level", default="warning", help="LOG_LEVEL of the service (default: warning)")
-    p.add_argument("--ready-timeout", type=float, default=READY_TIMEOUT_S,
-                   help=f"seconds for the service to be ready (default: {READY_TIMEOUT_S:g})")
-    p.add_argument("--workdir", type=Path, default=None, help="logs and Redis data (default: a temporary folder)")
+    add_service_arguments(p)
     return p.parse_args(argv)
 
 

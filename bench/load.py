@@ -27,7 +27,7 @@ from bench import render
 from bench.common import (PNG_MAGIC, TERMINAL, add_common_arguments, engine_request, environment, exit_on_sigterm, resolve_device,
                           run_jobs, store_root, summary, timed_runs, worker_accel, worker_engine, worker_generators,
                           write_result)
-from bench.stack import READY_TIMEOUT_S, aworker_counters, counters_delta, running_service
+from bench.stack import add_service_arguments, aworker_counters, counters_delta, running_service
 
 
 
@@ -43,8 +43,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--guidance-scale", type=float, default=3.0, help="CFG scale (default: 3)")
     p.add_argument("--max-batch-images", type=int, default=None,
                    help="the worker's MAX_BATCH_IMAGES (default: the largest --clients level)")
-    p.add_argument("--wait", type=float, default=60.0,
-                   help="?wait= seconds of each POST, 60 at most (default: 60); then polls")
     p.add_argument("--request-timeout", type=float, default=None,
                    help="seconds a request may take, POST to PNG, before it counts as an error (default: twice "
                         "--wait; on a CPU, 256 one-image jobs in one batch take minutes)")
@@ -53,10 +51,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup-requests", type=int, default=8, help="untimed requests first, 8 at a time (default: 8)")
     p.add_argument("--engine-min-seconds", type=float, default=2.0,
                    help="time the direct engine at each level for at least this long (default: 2)")
-    p.add_argument("--log-level", default="warning", help="LOG_LEVEL of the service (default: warning)")
-    p.add_argument("--ready-timeout", type=float, default=READY_TIMEOUT_S,
-                   help=f"seconds for the service to be ready (default: {READY_TIMEOUT_S:g})")
-    p.add_argument("--workdir", type=Path, default=None, help="logs and Redis data (default: a temporary folder)")
+    add_service_arguments(p)
     return p.parse_args(argv)
 
 

@@ -7,6 +7,7 @@ Every wait is bounded; everything started here is stopped by its process id on t
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import sys
@@ -22,6 +23,17 @@ from imagegen.processes import Processes
 
 READY_TIMEOUT_S = 300.0
 """Most seconds for the API and the worker (torch import, model load, warm-up) to be ready."""
+
+
+def add_service_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of a benchmark that runs the whole service (`running_service`) and sends it requests:
+    --wait, --log-level, --ready-timeout, --workdir."""
+    p.add_argument("--wait", type=float, default=60.0,
+                   help="?wait= seconds of each POST, 60 at most (default: 60); then polls")
+    p.add_argument("--log-level", default="warning", help="LOG_LEVEL of the service (default: warning)")
+    p.add_argument("--ready-timeout", type=float, default=READY_TIMEOUT_S,
+                   help=f"seconds for the service to be ready (default: {READY_TIMEOUT_S:g})")
+    p.add_argument("--workdir", type=Path, default=None, help="logs and Redis data (default: a temporary folder)")
 
 
 def imagegen_command() -> list[str]:
