@@ -27,6 +27,7 @@ GEN_BATCH=${GEN_BATCH:-512}
 GEN_LR=${GEN_LR:-3e-4}
 TRAIN_MINUTES=${TRAIN_MINUTES:-3.5}     # the generator's training, torch.compile included
 GCLF_MINUTES=${GCLF_MINUTES:-0.5}       # the guidance classifier's; 0 = keep the store's newest one
+GCLF_INIT=${GCLF_INIT-fashion-mnist-guidance-classifier}  # continue from the store's newest; "" = from scratch
 EVAL_MINUTES=${EVAL_MINUTES:-3.75}     # imagegen evaluate --max-minutes
 EVAL_BATCH=${EVAL_BATCH:-2048}
 PER_CLASS=${PER_CLASS:-1000}
@@ -104,8 +105,9 @@ pipeline() {  # runs from $WORK/src; writes $WORK/status when it ends
     "$PY" -c "import matplotlib, imagegen.model_card_doc" || { echo "pipeline: the doc renderer cannot load"; return 1; }
 
     if [ "$GCLF_MINUTES" != 0 ]; then
-        log "guidance classifier: $GCLF_MINUTES min"
+        log "guidance classifier: $GCLF_MINUTES min${GCLF_INIT:+, continuing from $GCLF_INIT}"
         timeout --kill-after=15 "$(secs "$GCLF_MINUTES" 150)" "$PY" -m imagegen train --task guidance-classifier \
+            ${GCLF_INIT:+--init-from "$GCLF_INIT"} \
             --preset fmnist --batch-size 512 --lr 1e-3 --warmup-steps 200 --lr-decay constant --steps 1000000 --no-compile \
             --ema-decay 0.999 --max-minutes "$GCLF_MINUTES" --device "$DEVICE" --run-dir "$WORK/runs/gclf" \
             --log-every 100 --checkpoint-every 0 ${SMOKE_GCLF:-} \
@@ -210,7 +212,7 @@ case "$MODE" in
     smoke)
         # everything above on the CPU at tiny sizes, in the foreground, into $OUT (default $WORK/out)
         # evaluation bounded by --max-minutes: what does not fit is listed as not measured, as on the GPU
-        export DEVICE=cpu GCLF_MINUTES=0.02 TRAIN_MINUTES=0.05 EVAL_MINUTES=${SMOKE_EVAL_MINUTES:-0.75} PER_CLASS=2
+        export DEVICE=cpu GCLF_MINUTES=0.02 GCLF_INIT= TRAIN_MINUTES=0.05 EVAL_MINUTES=${SMOKE_EVAL_MINUTES:-0.75} PER_CLASS=2
         export EVAL_BATCH=20 GRID_PER_CLASS=2
         export GEN_PRESET=tiny SMOKE_GCLF="--preset tiny --steps 5 --limit 256 --batch-size 16"
         export SMOKE_GEN="--steps 5 --limit 256 --batch-size 16 --sample-every 0"
