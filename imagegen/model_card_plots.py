@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from diffusion.names import SAMPLERS
+from imagegen.paper_shapes import spread_margin, spread_sd
 
 
 def _pyplot():
@@ -43,6 +44,16 @@ def floor_of(quality: dict) -> float | None:
     return floor["fd"] if isinstance(floor.get("fd"), (int, float)) else None
 
 
+def spread_band(quality: dict, rows: list[dict]) -> tuple[float, float] | None:
+    """(the lowest FD of `rows`, that FD plus the largest difference within the repeat spread): the
+    FDs a plot shades as not told apart from the best, or None without a spread or rows."""
+    margin = spread_margin(quality)
+    if margin is None or not rows:
+        return None
+    best = min(r["fd"] for r in rows)
+    return best, best + margin
+
+
 def plot_tradeoff(quality: dict, default_scale: float | None, path: Path) -> bool:
     """FD against accuracy along the guidance sweep, one point per conditional scale; False (and no
     file) when the card has no such points."""
@@ -53,6 +64,10 @@ def plot_tradeoff(quality: dict, default_scale: float | None, path: Path) -> boo
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot([100 * r["accuracy"] for r in points], [r["fd"] for r in points], "-o", color="tab:blue", zorder=2)
+    sd = spread_sd(quality)
+    if sd is not None:  # the repeat spread of the default setting, taken to hold at every scale
+        ax.errorbar([100 * r["accuracy"] for r in points], [r["fd"] for r in points], yerr=sd, fmt="none",
+                    ecolor="tab:blue", alpha=0.5, capsize=3, label=f"FD ± {sd:g} (sd between repeats)")
     for r in points:
         chosen = r["guidance_scale"] == default_scale
         ax.annotate(f"s={r['guidance_scale']:g}" + (" (default)" if chosen else ""), (100 * r["accuracy"], r["fd"]),
@@ -62,6 +77,7 @@ def plot_tradeoff(quality: dict, default_scale: float | None, path: Path) -> boo
     floor = floor_of(quality)
     if floor is not None:
         ax.axhline(floor, ls="--", color="gray", lw=1, label=f"floor {floor:g} (training images)")
+    if floor is not None or sd is not None:
         ax.legend(loc="upper left", fontsize=8)
     ax.set_xlabel("accuracy: share classified as the requested class (%)")
     ax.set_ylabel("FD (lower is better)")
@@ -91,6 +107,9 @@ def plot_steps(quality: dict, path: Path) -> bool:
     floor = floor_of(quality)
     if floor is not None:
         ax.axhline(floor, ls="--", color="gray", lw=1, label=f"floor {floor:g}")
+    band = spread_band(quality, rows)
+    if band is not None:
+        ax.axhspan(*band, color="tab:green", alpha=0.12, lw=0, label="within the repeat spread of the best")
     ax.set_xscale("log")
     ticks = sorted({r["steps"] for r in rows})
     ax.set_xticks(ticks, [str(t) for t in ticks])

@@ -3,13 +3,14 @@ papers from measured numbers only, and a card with no tables saying they are owe
 
 from __future__ import annotations
 
+import math
 import shutil
 
 import pytest
 from PIL import Image
 from tables import CLASSIFIER, STEPS, quality, row, spread
 
-from imagegen import model_card_doc, paper_shapes
+from imagegen import model_card_doc, model_card_plots, paper_shapes
 from imagegen.quality_card import add_spread, fill_quality, write_quality
 from model_store import ModelStore
 
@@ -135,6 +136,19 @@ def test_the_spread_section_shows_each_repeat_and_the_margin_it_implies(store, t
     other["setting"] = {**other["setting"], "sampler": "ddim", "steps": 50}
     add_spread(store, "fashion-mnist", {"per_class": 1000, "eval_classifier": "fmnist-eval-classifier@1", "spread": other})
     assert "The setting (ddim 50 steps, cfg scale 3) measured again" in render(store, tmp_path)
+
+
+def test_the_plots_show_the_repeat_spread(tmp_path):
+    q = quality(spread=spread(0.5))
+    steps = model_card_plots.rows_of(q, "steps_sweep")
+    low, high = model_card_plots.spread_band(q, steps)
+    assert low == 7.5 and high == pytest.approx(7.5 + 2 * math.sqrt(2) * 0.5)  # best: ddpm 1000 steps
+    assert model_card_plots.spread_band(quality(), steps) is None
+    # drawn: error bars on the guidance sweep, the band on the steps plot; without a spread, neither
+    for name, plot in (("steps", lambda qq, path: model_card_plots.plot_steps(qq, path)),
+                       ("tradeoff", lambda qq, path: model_card_plots.plot_tradeoff(qq, 3.0, path))):
+        assert plot(q, tmp_path / f"{name}-spread.png") and plot(quality(), tmp_path / f"{name}.png")
+        assert (tmp_path / f"{name}-spread.png").read_bytes() != (tmp_path / f"{name}.png").read_bytes()
 
 
 def test_missing_tables_are_not_compared():
