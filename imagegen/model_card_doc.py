@@ -24,7 +24,7 @@ from diffusion.names import SAMPLERS
 from imagegen.model_card_plots import floor_of as _floor
 from imagegen.model_card_plots import plot_steps, plot_tradeoff
 from imagegen.model_card_plots import rows_of as _rows
-from imagegen.paper_shapes import SPREAD_SDS, comparisons, fd_text, spread_margin
+from imagegen.paper_shapes import SPREAD_SDS, comparisons, fd_text, spread_margin, spread_sd
 from imagegen.quality_card import ROW_ORDER, later_commits, spoken_list
 from model_store import ModelCard, ModelStore
 
@@ -230,6 +230,17 @@ README_END = "<!-- quality:end -->"
 """The markers around the README's measured-quality summary, which `--readme` rewrites."""
 
 
+def _readme_spread(q: dict) -> str:
+    """' FD moves by ...' for the README when the card has a spread, else ''."""
+    sd, margin = spread_sd(q), spread_margin(q)
+    if sd is None or margin is None:
+        return ""
+    sp = q["spread"]
+    return (f" Measured again with {len(sp['repeats'])} other seed ranges, the default setting's FD moves with a "
+            f"standard deviation of {fd_text(sd)} (mean {fd_text(sp['fd']['mean'])}), so two FDs below that differ by "
+            f"at most {fd_text(margin)} cannot be told apart.")
+
+
 def readme_quality(card: ModelCard) -> str:
     """The README's summary of a card's measured quality: where and how it was measured, the guidance
     sweep and the steps sweep; or a line saying the tables are owed."""
@@ -247,7 +258,8 @@ def readme_quality(card: ModelCard) -> str:
            + f", in the features of `{q.get('eval_classifier', '?')}`; the floor (real training images at the "
              f"same count) is {fd_text(floor) if floor is not None else 'not measured'}. Sampling defaults: "
            + ", ".join(f"{k} `{card.defaults[k]}`" for k in ("sampler", "steps", "guidance_scale") if k in card.defaults)
-           + ". All tables, the plots and the comparison with the papers: [docs/model-card.md](docs/model-card.md)."]
+           + "." + _readme_spread(q)
+           + " All tables, the plots and the comparison with the papers: [docs/model-card.md](docs/model-card.md)."]
     if g:
         out += ["", "Guidance sweep (CFG, DDIM 50 steps):", "", _guidance_table(card, g, floor, seconds=False)]
     if s:

@@ -131,6 +131,12 @@ def test_the_spread_section_shows_each_repeat_and_the_margin_it_implies(store, t
     assert "differ by at most 1.41" in section
     # the tables are still the card's own
     assert "| **3** (default) | 11.00 | 5.5x | 97.0% |" in doc
+    summary = model_card_doc.readme_quality(store.resolve("fashion-mnist"))
+    assert "the default setting's FD moves with a standard deviation of 0.5 (mean 8.00), so two FDs below that " \
+           "differ by at most 1.41 cannot be told apart." in summary
+    assert "moves with" not in model_card_doc.readme_quality(write_quality(store, "fashion-mnist", quality())[0])
+    add_spread(store, "fashion-mnist", {"per_class": 1000, "eval_classifier": "fmnist-eval-classifier@1",
+                                        "spread": spread(0.5)})
     # a spread of another setting than the card's defaults is not called the default's
     other = spread(0.5)
     other["setting"] = {**other["setting"], "sampler": "ddim", "steps": 50}
