@@ -237,8 +237,9 @@ def _readme_spread(q: dict) -> str:
         return ""
     sp = q["spread"]
     return (f" Measured again with {len(sp['repeats'])} other seed ranges, the default setting's FD moves with a "
-            f"standard deviation of {fd_text(sd)} (mean {fd_text(sp['fd']['mean'])}), so two FDs below that differ by "
-            f"at most {fd_text(margin)} cannot be told apart.")
+            f"standard deviation of {fd_text(sd)} (mean {fd_text(sp['fd']['mean'])}): FDs measured with independent "
+            f"seeds that differ by at most {fd_text(margin)} cannot be told apart (the rows below share seeds, so "
+            "their differences are more precise than that).")
 
 
 def readme_quality(card: ModelCard) -> str:
@@ -356,11 +357,15 @@ def _spread(q: dict, defaults: dict) -> list[str]:
                      f"FD {fd_text(real['mean'])} ± {fd_text(real['sd'])} ({fd_text(real['min'])} to {fd_text(real['max'])}).")
     margin = spread_margin(q)
     if margin is not None:
-        lines.append(f"So two FDs of these tables that differ by at most {fd_text(margin)} ({SPREAD_SDS:g} standard "
-                     f"deviations of a difference of two measurements, {SPREAD_SDS:g} x sqrt(2) x sd) cannot be told "
-                     "apart at this sample size: the seeds alone move FD that much. The comparisons with the papers "
-                     "say where a difference they rest on is within this spread. The spread was measured at one "
-                     "setting; the others are taken to vary alike.")
+        lines.append(f"So two FDs measured with independent seeds that differ by at most {fd_text(margin)} "
+                     f"({SPREAD_SDS:g} standard deviations of a difference of two measurements, {SPREAD_SDS:g} x "
+                     "sqrt(2) x sd) cannot be told apart at this sample size: the seeds alone move FD that much. "
+                     "That is the margin for comparing these figures with anything measured on other seeds "
+                     "(another model, a rerun, the GPU tables). The rows of the tables above and below share "
+                     "their seeds, so their differences are paired and much of this noise cancels in them: a "
+                     "difference beyond the margin holds, and one within it is not shown to be noise, only not "
+                     "settled by this measure. The comparisons with the papers say which is which. The spread "
+                     "was measured at one setting; the others are taken to vary alike.")
     left = sp.get("left_out")
     if isinstance(left, dict):
         lines.append(f"{left.get('repeats')} of the {sp.get('repeats_asked')} repeats asked for were left out: "

@@ -78,7 +78,7 @@ def plot_tradeoff(quality: dict, default_scale: float | None, path: Path) -> boo
     if floor is not None:
         ax.axhline(floor, ls="--", color="gray", lw=1, label=f"floor {floor:g} (training images)")
     if floor is not None or sd is not None:
-        ax.legend(loc="upper left", fontsize=8)
+        ax.legend(loc="upper center", fontsize=8)
     ax.set_xlabel("accuracy: share classified as the requested class (%)")
     ax.set_ylabel("FD (lower is better)")
     ax.set_title("Guidance sweep: DDIM 50 steps, classifier-free guidance", fontsize=10)

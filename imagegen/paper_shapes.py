@@ -13,9 +13,11 @@ nothing. Torch-free: used by the model-card doc, testable on hand-made tables.
   samples of the wanted class.
 
 Where the card holds a spread (`imagegen evaluate --tables spread`: the default setting measured again
-with other seeds), a difference between two FDs is called within the repeat spread when it is at most
-`SPREAD_SDS` standard deviations of the difference of two independent measurements (sqrt(2) sd each):
-a gap that size could come from the seeds alone, so it decides nothing.
+with other seeds), a difference between two FDs is set against `SPREAD_SDS` standard deviations of the
+difference of two independent measurements (sqrt(2) sd each). Beyond that margin the difference holds
+even for measurements with independent seeds. The rows of the tables share their seeds, so their
+differences are paired and much of the seed noise cancels in them: a difference within the margin is
+therefore not shown to be noise, only not settled by this measure.
 """
 
 from __future__ import annotations
@@ -71,12 +73,14 @@ def spread_margin(quality: dict) -> float | None:
 
 
 def _gap(a: float, b: float, quality: dict) -> str:
-    """'; difference X, within the repeat spread' (or beyond it), to end a parenthesis; '' without a
-    spread."""
+    """'; difference X, beyond the repeat spread' (or within it: not settled), to end a parenthesis;
+    '' without a spread."""
     margin = spread_margin(quality)
     if margin is None:
         return ""
-    return f"; difference {fd_text(abs(a - b))}, {'within' if abs(a - b) <= margin else 'beyond'} the repeat spread"
+    d = abs(a - b)
+    return f"; difference {fd_text(d)}, " + ("within the repeat spread, not settled" if d <= margin
+                                             else "beyond the repeat spread")
 
 
 def _rises(rows: list[dict], what: str) -> str:
@@ -121,7 +125,8 @@ def cfg_shape(quality: dict) -> list[str]:
     margin = spread_margin(quality)
     if margin is not None:
         near = [r for r in rows if r is not best and r["fd"] - best["fd"] <= margin]
-        lines.append(f"  - Within the repeat spread of the lowest FD (at most {fd_text(margin)} above it): "
+        lines.append(f"  - Within the repeat spread of the lowest FD (at most {fd_text(margin)} above it, so not "
+                     f"settled against it): "
                      + (", ".join(f"s = {r['guidance_scale']:g} ({fd_text(r['fd'])})" for r in near) if near
                         else "no other scale") + ".")
     return [*lines, f"  - Accuracy (the part the paper's Inception score plays): {_rises(rows, 'accuracy')}"]
@@ -154,7 +159,8 @@ def ddim_shape(quality: dict) -> list[str]:
         lines.append(f"  Against the repeat spread (differences up to {fd_text(margin)}): "
                      + "; ".join(part for part in (
                          f"beyond it at {', '.join(map(str, outside))} steps" if outside else "",
-                         f"within it at {', '.join(map(str, inside))} steps" if inside else "") if part) + ".")
+                         f"within it, not settled, at {', '.join(map(str, inside))} steps" if inside else "") if part)
+                     + ".")
     if ("ddpm", 1000) in fd:
         ddim_best = min((r for r in rows if r.get("sampler") == "ddim"), key=lambda r: r["fd"], default=None)
         lines.append(f"  DDPM with all 1000 steps: FD {fd_text(fd['ddpm', 1000])}"

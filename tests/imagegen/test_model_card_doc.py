@@ -100,17 +100,19 @@ def test_the_repeat_spread_says_which_differences_the_seeds_alone_could_make():
     # sd 0.5: differences up to 2 x sqrt(2) x 0.5 = 1.41 are within the spread
     text = "\n".join(paper_shapes.comparisons(quality(spread=spread(0.5))))
     # lowest FD 8.00 at s = 1.3; 8.50 (s = 1.5) and 9.00 (s = 2) are within 1.41 of it, 10.00 (s = 1.1) is not
-    assert "Within the repeat spread of the lowest FD (at most 1.41 above it): s = 1.5 (8.50), s = 2 (9.00)." in text
+    assert ("Within the repeat spread of the lowest FD (at most 1.41 above it, so not settled against it): "
+            "s = 1.5 (8.50), s = 2 (9.00).") in text
     # DDIM against DDPM: 28, 16 and 6 apart at 10, 20 and 50 steps
     assert "Against the repeat spread (differences up to 1.41): beyond it at 10, 20, 50 steps." in text
     # dpmpp_2m 20 (8.10) against the best (ddpm 1000, 7.50): 0.6 apart
-    assert "(8.0% above it, within 10%; difference 0.6, within the repeat spread)." in text
-    assert "DDPM with all 1000 steps: FD 7.50 (DDIM's best: 7.80 at 100 steps; difference 0.3, within the repeat spread)." in text
+    assert "(8.0% above it, within 10%; difference 0.6, within the repeat spread, not settled)." in text
+    assert "DDPM with all 1000 steps: FD 7.50 (DDIM's best: 7.80 at 100 steps; difference 0.3, within the repeat spread, " \
+           "not settled)." in text
     # best classifier guidance 10.50 against best CFG 8.00
     assert "classifier-free guidance 8.00 (s = 1.3, accuracy 88.0%); difference 2.50, beyond the repeat spread." in text
     # a larger spread swallows the 50-step gap (6) too: 2 x sqrt(2) x 3 = 8.49
     wide = "\n".join(paper_shapes.ddim_shape(quality(spread=spread(3.0))))
-    assert "beyond it at 10, 20 steps; within it at 50 steps." in wide
+    assert "beyond it at 10, 20 steps; within it, not settled, at 50 steps." in wide
     # without a spread nothing is said about it
     assert "spread" not in "\n".join(paper_shapes.comparisons(quality()))
 
@@ -128,12 +130,12 @@ def test_the_spread_section_shows_each_repeat_and_the_margin_it_implies(store, t
     assert "| 20000 | 8.50 | 90.0% | 10 |" in section
     assert "FD 8.00 ± 0.5 (mean ± standard deviation; 7.50 to 8.50), accuracy 90.0% ± 1.0 points." in section
     assert "Real training images, 3 random draws of 10,000: FD 2.00 ± 0.1 (1.90 to 2.10)." in section
-    assert "differ by at most 1.41" in section
+    assert "differ by at most 1.41" in section and "share their seeds, so their differences are paired" in section
     # the tables are still the card's own
     assert "| **3** (default) | 11.00 | 5.5x | 97.0% |" in doc
     summary = model_card_doc.readme_quality(store.resolve("fashion-mnist"))
-    assert "the default setting's FD moves with a standard deviation of 0.5 (mean 8.00), so two FDs below that " \
-           "differ by at most 1.41 cannot be told apart." in summary
+    assert "the default setting's FD moves with a standard deviation of 0.5 (mean 8.00): FDs measured with " \
+           "independent seeds that differ by at most 1.41 cannot be told apart" in summary
     assert "moves with" not in model_card_doc.readme_quality(write_quality(store, "fashion-mnist", quality())[0])
     add_spread(store, "fashion-mnist", {"per_class": 1000, "eval_classifier": "fmnist-eval-classifier@1",
                                         "spread": spread(0.5)})
