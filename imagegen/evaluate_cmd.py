@@ -55,6 +55,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "with --write-card it is added to the card's tables)")
     p.add_argument("--repeats", type=int, default=REPEATS,
                    help=f"--tables spread: measurements of each (default: {REPEATS})")
+    p.add_argument("--paired-with", metavar="SAMPLER:STEPS", default=None,
+                   help="--tables spread: also measure this sampler and step count (same guidance) on the same "
+                        "seed ranges, for the spread of a difference between two rows that share their seeds, as "
+                        "the tables' rows do; with --write-card, repeats the card's spread already holds are reused")
     p.add_argument("--sampler", choices=list(SAMPLERS), default="ddim", help="one setting: sampler (default: ddim)")
     p.add_argument("--steps", type=int, default=50, help=f"one setting: steps 1..{MAX_STEPS} (default: 50)")
     p.add_argument("--guidance", choices=list(GUIDANCE_KINDS), default="cfg", help="one setting: guidance (default: cfg)")
@@ -120,6 +124,12 @@ def _check(args: argparse.Namespace) -> None:
         raise UsageError("--fill-card measures what the card lists as not measured: drop --tables and --write-card")
     if args.choose_defaults and not (args.write_card or args.fill_card):
         raise UsageError("--choose-defaults sets the card's defaults: add --write-card (or --fill-card)")
+    if args.paired_with is not None:
+        args.paired = _paired(args.paired_with)
+        if "spread" not in (args.tables or []):
+            raise UsageError("--paired-with is part of the spread: add --tables spread")
+    else:
+        args.paired = None
     if args.choose_defaults and adds_spread(args.tables):
         raise UsageError("--choose-defaults: the spread alone decides no default; drop it, or add the tables that do")
     if args.out is None and not (args.write_card or args.fill_card):
@@ -212,6 +222,15 @@ def _fill_plan(card: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
                          "tables anew with --tables ... --write-card")
     args.per_class, args.seed, args.eval_classifier = quality["per_class"], quality["seed"], quality["eval_classifier"]
     return todo
+
+
+def _paired(value: str) -> tuple[str, int]:
+    """`--paired-with SAMPLER:STEPS` as (sampler, steps)."""
+    sampler, _, steps = value.partition(":")
+    if sampler not in SAMPLERS or not steps.isdigit() or not 1 <= int(steps) <= MAX_STEPS:
+        raise UsageError(f"--paired-with must be SAMPLER:STEPS with a sampler of {', '.join(SAMPLERS)} and steps "
+                         f"1..{MAX_STEPS} (got {value!r})")
+    return sampler, int(steps)
 
 
 def adds_spread(tables: list[str] | None) -> bool:
@@ -406,22 +425,54 @@ def evaluate(store: ModelStore, model_ref: str, classifier_ref: str, args: argpa
             "floor": {"n": images, "seeds": floor_seeds, "fds": floor_fds, "fd": _stats(floor_fds)},
             "commit": results["commit"], "measured_at": results["measured_at"], "device": results["device"],
             "torch": results["torch"]}
+        # a card's spread of the same setting and size: its repeats are reused (each keeps its commit)
+        old = (gen.card.quality or {}).get("spread") if args.write_card and adds_spread(tables) else None
+        known = {}
+        if isinstance(old, dict) and old.get("setting") == setting.__dict__ and old.get("n") == images:
+            known = {r["seed"]: {**r, "commit": r.get("commit", old.get("commit")),
+                                 "measured_at": r.get("measured_at", old.get("measured_at"))}
+                     for r in old.get("repeats") or [] if isinstance(r, dict) and "seed" in r}
+
+        def repeat(st: Setting, first: int, label: str) -> dict | None:
+            """One repeat's row (fd, accuracy, seconds), or None where the budget ends."""
+            ok, why = budget.fits(st.guidance, cost(st))
+            if not ok:
+                print(f"not measured: {label}: {why}", file=sys.stderr)
+                spread.setdefault("left_out", {"why": why})
+                return None
+            started = time.perf_counter()
+            row = measure(st, f"{label} (seeds from {first})", seed=first)
+            budget.record(st.guidance, cost(st), time.perf_counter() - started)
+            return {"seed": first, **{k: row[k] for k in ("fd", "accuracy", "sampling_seconds")}}
+
         for r in range(args.repeats):
             first = args.seed + (r + 1) * images
-            ok, why = budget.fits(setting.guidance, cost(setting))
-            if not ok:
-                spread["left_out"] = {"repeats": args.repeats - r, "why": why}
-                print(f"not measured: spread repeats {r + 1}..{args.repeats}: {why}", file=sys.stderr)
+            row = known.get(first) or repeat(setting, first, f"spread {r + 1}/{args.repeats}")
+            if row is None:
+                spread["left_out"]["repeats"] = args.repeats - r
                 break
-            started = time.perf_counter()
-            row = measure(setting, f"spread {r + 1}/{args.repeats} (seeds from {first})", seed=first)
-            budget.record(setting.guidance, cost(setting), time.perf_counter() - started)
-            spread["repeats"].append({"seed": first, **{k: row[k] for k in ("fd", "accuracy", "sampling_seconds")}})
+            spread["repeats"].append(row)
             fds = [x["fd"] for x in spread["repeats"]]
             accs = [x["accuracy"] for x in spread["repeats"] if x["accuracy"] is not None]
             spread["fd"], spread["accuracy"] = _stats(fds), _stats(accs)
             results["spread"] = spread
             if on_row:
                 on_row(results)
+        if args.paired is not None:
+            # the same seed ranges with another sampler or step count: the spread of a paired difference
+            other = Setting(args.paired[0], args.paired[1], setting.guidance, setting.guidance_scale)
+            paired: dict[str, Any] = {"setting": other.__dict__, "repeats": [], "differences": []}
+            spread["paired"] = paired
+            for i, base in enumerate(spread["repeats"]):
+                row = repeat(other, base["seed"], f"paired {i + 1}/{len(spread['repeats'])}")
+                if row is None:
+                    spread["left_out"]["paired"] = len(spread["repeats"]) - i
+                    break
+                paired["repeats"].append(row)
+                paired["differences"].append(round(row["fd"] - base["fd"], 4))
+                paired["difference"] = _stats(paired["differences"])
+                results["spread"] = spread
+                if on_row:
+                    on_row(results)
         results["spread"] = spread
     return results

@@ -366,10 +366,27 @@ def _spread(q: dict, defaults: dict) -> list[str]:
                      "difference beyond the margin holds, and one within it is not shown to be noise, only not "
                      "settled by this measure. The comparisons with the papers say which is which. The spread "
                      "was measured at one setting; the others are taken to vary alike.")
+    pr = sp.get("paired")
+    if isinstance(pr, dict) and pr.get("repeats"):
+        ps = pr.get("setting") or {}
+        diffs = ", ".join(f"{d:+.2f}" for d in pr.get("differences", []))
+        line = (f"Paired: {ps.get('sampler')} {ps.get('steps')} steps measured on the same "
+                f"{len(pr['repeats'])} seed ranges gives FD "
+                + ", ".join(fd_text(r["fd"]) for r in pr["repeats"]) + f"; its differences from the default are {diffs}")
+        d = pr.get("difference")
+        if isinstance(d, dict):
+            line += (f" (mean {d['mean']:+.2f}, sd {fd_text(d['sd'])}). A difference between two rows that share "
+                     f"their seeds moves that much: the comparisons with the papers take {SPREAD_SDS:g} sd of it, "
+                     f"{fd_text(SPREAD_SDS * d['sd'])}, as the margin within which the seeds alone could make a "
+                     "difference, assuming other pairs of rows vary alike.")
+        else:
+            line += "."
+        lines.append(line)
     left = sp.get("left_out")
     if isinstance(left, dict):
-        lines.append(f"{left.get('repeats')} of the {sp.get('repeats_asked')} repeats asked for were left out: "
-                     f"{left.get('why', '')}.")
+        parts = [f"{left['repeats']} of the {sp.get('repeats_asked')} repeats" if left.get("repeats") else "",
+                 f"{left['paired']} paired repeats" if left.get("paired") else ""]
+        lines.append(f"{' and '.join(p for p in parts if p) or 'Repeats'} asked for were left out: {left.get('why', '')}.")
     if lines:
         out += ["", " ".join(lines)]
     return out

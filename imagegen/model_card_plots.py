@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from diffusion.names import SAMPLERS
-from imagegen.paper_shapes import spread_margin, spread_sd
+from imagegen.paper_shapes import spread_sd, table_margin
 
 
 def _pyplot():
@@ -45,13 +45,13 @@ def floor_of(quality: dict) -> float | None:
 
 
 def spread_band(quality: dict, rows: list[dict]) -> tuple[float, float] | None:
-    """(the lowest FD of `rows`, that FD plus the largest difference within the repeat spread): the
+    """(the lowest FD of `rows`, that FD plus the table margin of `paper_shapes.table_margin`): the
     FDs a plot shades as not told apart from the best, or None without a spread or rows."""
-    margin = spread_margin(quality)
-    if margin is None or not rows:
+    m = table_margin(quality)
+    if m is None or not rows:
         return None
     best = min(r["fd"] for r in rows)
-    return best, best + margin
+    return best, best + m[0]
 
 
 def plot_tradeoff(quality: dict, default_scale: float | None, path: Path) -> bool:
@@ -109,7 +109,8 @@ def plot_steps(quality: dict, path: Path) -> bool:
         ax.axhline(floor, ls="--", color="gray", lw=1, label=f"floor {floor:g}")
     band = spread_band(quality, rows)
     if band is not None:
-        ax.axhspan(*band, color="tab:green", alpha=0.12, lw=0, label="within the repeat spread of the best")
+        kind = "paired" if table_margin(quality)[1] else "repeat"
+        ax.axhspan(*band, color="tab:green", alpha=0.12, lw=0, label=f"within the {kind} spread of the best")
     ax.set_xscale("log")
     ticks = sorted({r["steps"] for r in rows})
     ax.set_xticks(ticks, [str(t) for t in ticks])

@@ -17,7 +17,10 @@ with other seeds), a difference between two FDs is set against `SPREAD_SDS` stan
 difference of two independent measurements (sqrt(2) sd each). Beyond that margin the difference holds
 even for measurements with independent seeds. The rows of the tables share their seeds, so their
 differences are paired and much of the seed noise cancels in them: a difference within the margin is
-therefore not shown to be noise, only not settled by this measure.
+therefore not shown to be noise, only not settled by this measure. Where the spread also holds a
+paired setting (`--paired-with`: another sampler or step count on the same seed ranges), the margin
+is `SPREAD_SDS` standard deviations of that measured paired difference instead, and a difference
+within it is one the seeds alone could make.
 """
 
 from __future__ import annotations
@@ -67,20 +70,49 @@ def spread_sd(quality: dict) -> float | None:
 
 
 def spread_margin(quality: dict) -> float | None:
-    """The largest FD difference that is within the repeat spread (None without a spread)."""
+    """The largest difference of two FDs measured with independent seeds that is within the repeat
+    spread (None without a spread)."""
     sd = spread_sd(quality)
     return None if sd is None else SPREAD_SDS * math.sqrt(2) * sd
 
 
-def _gap(a: float, b: float, quality: dict) -> str:
-    """'; difference X, beyond the repeat spread' (or within it: not settled), to end a parenthesis;
-    '' without a spread."""
+def paired_sd(quality: dict) -> float | None:
+    """The standard deviation of the difference between two settings measured on the same seed ranges
+    (the spread's `paired` repeats), or None where the card has none."""
+    spread = quality.get("spread")
+    paired = spread.get("paired") if isinstance(spread, dict) else None
+    diff = paired.get("difference") if isinstance(paired, dict) else None
+    sd = diff.get("sd") if isinstance(diff, dict) else None
+    return sd if _num(sd) else None
+
+
+def table_margin(quality: dict) -> tuple[float, bool] | None:
+    """The margin for a difference between two rows of the tables, which share their seeds, and
+    whether it is measured for such paired rows (True: SPREAD_SDS sd of a measured paired difference)
+    or only the bound from independent repeats (False); None without a spread."""
+    sd = paired_sd(quality)
+    if sd is not None:
+        return SPREAD_SDS * sd, True
     margin = spread_margin(quality)
-    if margin is None:
+    return None if margin is None else (margin, False)
+
+
+def _within(quality: dict) -> str:
+    """How a difference inside the table margin is called: seed noise where the paired spread was
+    measured, not settled where only the independent bound is known."""
+    return "within the paired spread, so the seeds alone could make it" if table_margin(quality)[1] else \
+        "within the repeat spread, not settled"
+
+
+def _gap(a: float, b: float, quality: dict) -> str:
+    """'; difference X, beyond the repeat spread' (or within it), to end a parenthesis; '' without a
+    spread."""
+    m = table_margin(quality)
+    if m is None:
         return ""
     d = abs(a - b)
-    return f"; difference {fd_text(d)}, " + ("within the repeat spread, not settled" if d <= margin
-                                             else "beyond the repeat spread")
+    return f"; difference {fd_text(d)}, " + (_within(quality) if d <= m[0]
+                                             else f"beyond the {'paired' if m[1] else 'repeat'} spread")
 
 
 def _rises(rows: list[dict], what: str) -> str:
@@ -122,11 +154,13 @@ def cfg_shape(quality: dict) -> list[str]:
         fd = (f"**Agrees in part**: {where}: a minimum between the ends, but at a larger scale than the paper's 1.1 to 1.3 "
               f"(above {SMALL_SCALE:g}).")
     lines = [head, f"  - FD: {fd}"]
-    margin = spread_margin(quality)
-    if margin is not None:
+    m = table_margin(quality)
+    if m is not None:
+        margin = m[0]
         near = [r for r in rows if r is not best and r["fd"] - best["fd"] <= margin]
-        lines.append(f"  - Within the repeat spread of the lowest FD (at most {fd_text(margin)} above it, so not "
-                     f"settled against it): "
+        lines.append(f"  - Within the {'paired' if m[1] else 'repeat'} spread of the lowest FD (at most "
+                     f"{fd_text(margin)} above it, "
+                     + ("so the seeds alone could put it lowest" if m[1] else "so not settled against it") + "): "
                      + (", ".join(f"s = {r['guidance_scale']:g} ({fd_text(r['fd'])})" for r in near) if near
                         else "no other scale") + ".")
     return [*lines, f"  - Accuracy (the part the paper's Inception score plays): {_rises(rows, 'accuracy')}"]
@@ -152,14 +186,15 @@ def ddim_shape(quality: dict) -> list[str]:
         verdict = (f"**Agrees in part**: DDIM is better at {', '.join(map(str, better))} steps, not at "
                    f"{', '.join(map(str, worse))} ({pairs}).")
     lines = [head, f"  {verdict}"]
-    margin = spread_margin(quality)
-    if margin is not None:
-        inside = [k for k in few if abs(fd["ddim", k] - fd["ddpm", k]) <= margin]
+    m = table_margin(quality)
+    if m is not None:
+        inside = [k for k in few if abs(fd["ddim", k] - fd["ddpm", k]) <= m[0]]
         outside = [k for k in few if k not in inside]
-        lines.append(f"  Against the repeat spread (differences up to {fd_text(margin)}): "
+        lines.append(f"  Against the {'paired' if m[1] else 'repeat'} spread (differences up to {fd_text(m[0])}): "
                      + "; ".join(part for part in (
                          f"beyond it at {', '.join(map(str, outside))} steps" if outside else "",
-                         f"within it, not settled, at {', '.join(map(str, inside))} steps" if inside else "") if part)
+                         f"within it ({'seed noise' if m[1] else 'not settled'}) at {', '.join(map(str, inside))} "
+                         f"steps" if inside else "") if part)
                      + ".")
     if ("ddpm", 1000) in fd:
         ddim_best = min((r for r in rows if r.get("sampler") == "ddim"), key=lambda r: r["fd"], default=None)

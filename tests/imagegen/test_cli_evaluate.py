@@ -91,6 +91,9 @@ def test_unconditional_rows_have_no_accuracy(store, tmp_path):
     (["--per-class", "1"], "--per-class"), (["--steps", "0"], "--steps"),
     (["--eta", "0.5", "--sampler", "heun"], "--eta"), (["--eval-classifier", "nope"], "--eval-classifier"),
     (["--tables", "spread", "--repeats", "1"], "--repeats"),
+    (["--tables", "spread", "--paired-with", "ddim"], "--paired-with"),
+    (["--tables", "spread", "--paired-with", "nope:5"], "--paired-with"),
+    (["--paired-with", "ddim:5"], "--tables spread"),
 ])
 def test_bad_flags_are_one_line_errors(store, tmp_path, capsys, flags, message):
     root, _ = store
@@ -217,6 +220,31 @@ def test_a_spread_written_to_a_card_joins_its_tables_at_their_sample_size(store,
     sp = after.quality["spread"]
     assert sp["n"] == 20 and [r["seed"] for r in sp["repeats"]] == [20, 40]
     assert summary["spread"]["fd"] == sp["fd"] and summary["spread"]["floor_fd"] == sp["floor"]["fd"]
+
+
+def test_a_paired_setting_is_measured_on_the_spreads_seeds_and_a_rerun_reuses_the_cards_repeats(store, tmp_path, capsys):
+    root, _ = store
+    card_root = tmp_path / "store"
+    shutil.copytree(root, card_root)
+    flags = ["evaluate", "--model", "fashion-mnist", "--store", str(card_root), "--device", "cpu"]
+    assert main([*flags, "--tables", "floor", "--per-class", "2", "--write-card"]) == 0
+    assert main([*flags, "--tables", "spread", "--repeats", "2", "--write-card"]) == 0
+    first = ModelStore(card_root).resolve("fashion-mnist").quality["spread"]
+    capsys.readouterr()
+    assert main([*flags, "--tables", "spread", "--repeats", "2", "--paired-with", "dpmpp_2m:2", "--write-card"]) == 0
+    assert "spread 1/2" not in capsys.readouterr().err  # the card's repeats are reused, not sampled again
+    sp = ModelStore(card_root).resolve("fashion-mnist").quality["spread"]
+    assert [{k: r[k] for k in ("seed", "fd", "sampling_seconds")} for r in sp["repeats"]] == \
+        [{k: r[k] for k in ("seed", "fd", "sampling_seconds")} for r in first["repeats"]]
+    assert all(r["commit"] == first["commit"] for r in sp["repeats"])
+    paired = sp["paired"]
+    assert paired["setting"]["sampler"] == "dpmpp_2m" and paired["setting"]["steps"] == 2
+    assert [r["seed"] for r in paired["repeats"]] == [20, 40]
+    assert paired["differences"] == [round(p["fd"] - b["fd"], 4) for p, b in zip(paired["repeats"], sp["repeats"])]
+    assert paired["difference"]["sd"] == round(statistics.stdev(paired["differences"]), 4)
+    # each paired repeat is the one setting measured from its first seed
+    again = evaluate(root, tmp_path, "--per-class", "2", "--sampler", "dpmpp_2m", "--steps", "2", "--seed", "40")
+    assert again["setting"]["fd"] == paired["repeats"][1]["fd"]
 
 
 def test_a_spread_measured_with_the_tables_that_choose_the_defaults_repeats_the_chosen_setting(store, tmp_path):

@@ -112,9 +112,28 @@ def test_the_repeat_spread_says_which_differences_the_seeds_alone_could_make():
     assert "classifier-free guidance 8.00 (s = 1.3, accuracy 88.0%); difference 2.50, beyond the repeat spread." in text
     # a larger spread swallows the 50-step gap (6) too: 2 x sqrt(2) x 3 = 8.49
     wide = "\n".join(paper_shapes.ddim_shape(quality(spread=spread(3.0))))
-    assert "beyond it at 10, 20 steps; within it, not settled, at 50 steps." in wide
+    assert "beyond it at 10, 20 steps; within it (not settled) at 50 steps." in wide
     # without a spread nothing is said about it
     assert "spread" not in "\n".join(paper_shapes.comparisons(quality()))
+
+
+def test_a_measured_paired_spread_becomes_the_margin_of_the_tables_own_differences(store, tmp_path):
+    q = quality(spread=spread(0.5))
+    q["spread"]["paired"] = {"setting": {**q["spread"]["setting"], "sampler": "ddpm"}, "differences": [0.4, 0.6, 1.1],
+                             "repeats": [row("ddpm", 20, fd=fd) for fd in (8.4, 9.1, 8.6)],
+                             "difference": {"mean": 0.7, "sd": 0.2, "min": 0.4, "max": 1.1}}
+    # 2 sd of the paired difference, 0.4, not the independent bound 1.41
+    assert paper_shapes.table_margin(q) == (pytest.approx(0.4), True)
+    text = "\n".join(paper_shapes.comparisons(q))
+    assert "Within the paired spread of the lowest FD (at most 0.4 above it, so the seeds alone could put it lowest): " \
+           "no other scale." in text
+    assert "difference 0.3, within the paired spread, so the seeds alone could make it" in text  # ddpm 1000 vs ddim 100
+    assert "difference 0.6, beyond the paired spread" in text  # dpmpp_2m 20 vs the best
+    write_quality(store, "fashion-mnist", q, choose=True)
+    doc = render(store, tmp_path)
+    assert "Paired: ddpm 20 steps measured on the same 3 seed ranges gives FD 8.40, 9.10, 8.60; its differences " \
+           "from the default are +0.40, +0.60, +1.10 (mean +0.70, sd 0.2)." in doc
+    assert "as the margin within which the seeds alone could make a difference" in doc
 
 
 def test_the_spread_section_shows_each_repeat_and_the_margin_it_implies(store, tmp_path):
