@@ -24,7 +24,8 @@ from diffusion.names import SAMPLERS
 from imagegen.model_card_plots import floor_of as _floor
 from imagegen.model_card_plots import plot_steps, plot_tradeoff
 from imagegen.model_card_plots import rows_of as _rows
-from imagegen.paper_shapes import SPREAD_SDS, comparisons, fd_text, spread_margin, spread_sd
+from imagegen.paper_shapes import (SPREAD_SDS, comparisons, fd_text, paired_sd, spread_margin, spread_sd,
+                                   table_margin)
 from imagegen.quality_card import ROW_ORDER, later_commits, spoken_list
 from model_store import ModelCard, ModelStore
 
@@ -236,10 +237,16 @@ def _readme_spread(q: dict) -> str:
     if sd is None or margin is None:
         return ""
     sp = q["spread"]
-    return (f" Measured again with {len(sp['repeats'])} other seed ranges, the default setting's FD moves with a "
-            f"standard deviation of {fd_text(sd)} (mean {fd_text(sp['fd']['mean'])}): FDs measured with independent "
-            f"seeds that differ by at most {fd_text(margin)} cannot be told apart (the rows below share seeds, so "
-            "their differences are more precise than that).")
+    out = (f" Measured again with {len(sp['repeats'])} other seed ranges, the default setting's FD moves with a "
+           f"standard deviation of {fd_text(sd)} (mean {fd_text(sp['fd']['mean'])}): FDs measured with independent "
+           f"seeds that differ by at most {fd_text(margin)} cannot be told apart")
+    paired, m = paired_sd(q), table_margin(q)
+    if paired is None or m is None:
+        return out + " (the rows below share seeds, so their differences are more precise than that)."
+    ps = sp["paired"]["setting"]
+    return out + (f". The rows below share seeds: on the same seed ranges, {ps.get('sampler')} {ps.get('steps')} steps "
+                  f"differs from the default with a standard deviation of {fd_text(paired)}, so differences between "
+                  f"rows up to {fd_text(m[0])} could be the seeds alone.")
 
 
 def readme_quality(card: ModelCard) -> str:

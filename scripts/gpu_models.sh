@@ -130,7 +130,7 @@ pipeline() {  # runs from $WORK/src; writes $WORK/status when it ends
 
     log "evaluate $gen: $PER_CLASS per class, at most $EVAL_MINUTES min"
     timeout --kill-after=15 "$(secs "$EVAL_MINUTES" 300)" "$PY" -m imagegen evaluate --model "$gen" --store "$store" \
-        --tables floor guidance classifier steps spread --per-class "$PER_CLASS" --batch-size "$EVAL_BATCH" \
+        --tables floor guidance classifier steps spread --paired-with ddpm:50 --per-class "$PER_CLASS" --batch-size "$EVAL_BATCH" \
         --device "$DEVICE" --max-minutes "$EVAL_MINUTES" --out "$WORK/results.json" --write-card --choose-defaults \
         || { echo "pipeline: evaluate failed"; status=1; }
     if [ ! -s "$WORK/results.json" ] || ! grep -q '"fd"' "$WORK/results.json"; then status=1; fi

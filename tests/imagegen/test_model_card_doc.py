@@ -134,6 +134,9 @@ def test_a_measured_paired_spread_becomes_the_margin_of_the_tables_own_differenc
     assert "Paired: ddpm 20 steps measured on the same 3 seed ranges gives FD 8.40, 9.10, 8.60; its differences " \
            "from the default are +0.40, +0.60, +1.10 (mean +0.70, sd 0.2)." in doc
     assert "as the margin within which the seeds alone could make a difference" in doc
+    summary = model_card_doc.readme_quality(store.resolve("fashion-mnist"))
+    assert "on the same seed ranges, ddpm 20 steps differs from the default with a standard deviation of 0.2, so " \
+           "differences between rows up to 0.4 could be the seeds alone." in summary
 
 
 def test_the_spread_section_shows_each_repeat_and_the_margin_it_implies(store, tmp_path):
