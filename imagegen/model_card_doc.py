@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -369,10 +370,10 @@ def _spread(q: dict, defaults: dict) -> list[str]:
                      "sqrt(2) x sd) cannot be told apart at this sample size: the seeds alone move FD that much. "
                      "That is the margin for comparing these figures with anything measured on other seeds "
                      "(another model, a rerun, the GPU tables). The rows of the tables above and below share "
-                     "their seeds, so their differences are paired and much of this noise cancels in them: a "
-                     "difference beyond the margin holds, and one within it is not shown to be noise, only not "
-                     "settled by this measure. The comparisons with the papers say which is which. The spread "
-                     "was measured at one setting; the others are taken to vary alike.")
+                     "their seeds, so their differences are paired, which can cancel some of this noise: without "
+                     "a paired measurement, a difference beyond the margin holds, and one within it is not shown "
+                     "to be noise, only not settled. The spread was measured at one setting; the others are "
+                     "taken to vary alike.")
     pr = sp.get("paired")
     if isinstance(pr, dict) and pr.get("repeats"):
         ps = pr.get("setting") or {}
@@ -382,10 +383,22 @@ def _spread(q: dict, defaults: dict) -> list[str]:
                 + ", ".join(fd_text(r["fd"]) for r in pr["repeats"]) + f"; its differences from the default are {diffs}")
         d = pr.get("difference")
         if isinstance(d, dict):
-            line += (f" (mean {d['mean']:+.2f}, sd {fd_text(d['sd'])}). A difference between two rows that share "
-                     f"their seeds moves that much: the comparisons with the papers take {SPREAD_SDS:g} sd of it, "
+            diffs_list = pr.get("differences", [])
+            same_sign = len(diffs_list) > 1 and (all(x > 0 for x in diffs_list) or all(x < 0 for x in diffs_list))
+            line += (f" (mean {d['mean']:+.2f}, sd {fd_text(d['sd'])}"
+                     + (f"; all {len(diffs_list)} of one sign" if same_sign else "") + ").")
+            if isinstance(fd, dict) and fd.get("sd"):
+                bound = math.sqrt(2) * fd["sd"]
+                line += (f" Independent seeds would give sqrt(2) x sd = {fd_text(bound)}: "
+                         + ("for this pair, sharing the seeds cancelled no measurable noise"
+                            if d["sd"] >= bound else
+                            f"for this pair, sharing the seeds cancelled about {100 * (1 - (d['sd'] / bound) ** 2):.0f}% "
+                            "of the variance")
+                         + f" ({len(diffs_list)} repeats: a rough figure).")
+            line += (f" The comparisons with the papers take {SPREAD_SDS:g} sd of this paired difference, "
                      f"{fd_text(SPREAD_SDS * d['sd'])}, as the margin within which the seeds alone could make a "
-                     "difference, assuming other pairs of rows vary alike.")
+                     "difference between two rows, assuming other pairs of rows vary alike (two deterministic "
+                     "samplers from the same starting noise may vary less; that was not measured).")
         else:
             line += "."
         lines.append(line)

@@ -193,7 +193,7 @@ def ddim_shape(quality: dict) -> list[str]:
         lines.append(f"  Against the {'paired' if m[1] else 'repeat'} spread (differences up to {fd_text(m[0])}): "
                      + "; ".join(part for part in (
                          f"beyond it at {', '.join(map(str, outside))} steps" if outside else "",
-                         f"within it ({'seed noise' if m[1] else 'not settled'}) at {', '.join(map(str, inside))} "
+                         f"within it ({'the seeds alone could make it' if m[1] else 'not settled'}) at {', '.join(map(str, inside))} "
                          f"steps" if inside else "") if part)
                      + ".")
     if ("ddpm", 1000) in fd:
