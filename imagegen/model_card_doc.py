@@ -346,10 +346,13 @@ def _spread(q: dict, defaults: dict) -> list[str]:
                f"{st.get('guidance_scale', 0):g}")
     is_default = all(defaults.get(k) == st.get(k) for k in ("sampler", "steps", "guidance_scale"))
     n = sp.get("n", "?")
+    # repeats reused from an earlier run keep their own commit and time; the run's are the spread's
+    when = {(str(r.get("commit", sp.get("commit", "?")))[:7], str(r.get("measured_at", sp.get("measured_at", "?")))[:10])
+            for r in sp["repeats"]}
     out = ["", "### How far FD moves between repeats", "",
            f"{'The default setting' if is_default else 'The setting'} ({setting}) measured again with {len(sp['repeats'])} other seed ranges of "
            f"{n:,} images each, disjoint from the tables' seeds and from each other (measured on "
-           f"{sp.get('device', '?')}, commit `{str(sp.get('commit', '?'))[:7]}`, {str(sp.get('measured_at', '?'))[:10]}):", ""]
+           f"{sp.get('device', '?')}, " + spoken_list([f"commit `{c}`, {d}" for c, d in sorted(when)]) + "):", ""]
     out.append(_table(["seeds from", "FD", "accuracy", "seconds"], [
         [str(r.get("seed")), _fmt("fd", r.get("fd")), _fmt("accuracy", r.get("accuracy")), _fmt("", r.get("sampling_seconds"))]
         for r in sp["repeats"]]))
@@ -379,7 +382,8 @@ def _spread(q: dict, defaults: dict) -> list[str]:
         ps = pr.get("setting") or {}
         diffs = ", ".join(f"{d:+.2f}" for d in pr.get("differences", []))
         line = (f"Paired: {ps.get('sampler')} {ps.get('steps')} steps measured on the same "
-                f"{len(pr['repeats'])} seed ranges gives FD "
+                f"{len(pr['repeats'])} seed ranges (commit `{str(sp.get('commit', '?'))[:7]}`, "
+                f"{str(sp.get('measured_at', '?'))[:10]}) gives FD "
                 + ", ".join(fd_text(r["fd"]) for r in pr["repeats"]) + f"; its differences from the default are {diffs}")
         d = pr.get("difference")
         if isinstance(d, dict):

@@ -131,7 +131,8 @@ def test_a_measured_paired_spread_becomes_the_margin_of_the_tables_own_differenc
     assert "difference 0.6, beyond the paired spread" in text  # dpmpp_2m 20 vs the best
     write_quality(store, "fashion-mnist", q, choose=True)
     doc = render(store, tmp_path)
-    assert "Paired: ddpm 20 steps measured on the same 3 seed ranges gives FD 8.40, 9.10, 8.60; its differences " \
+    assert "Paired: ddpm 20 steps measured on the same 3 seed ranges (commit `def456`, 2026-11-29) gives FD 8.40, " \
+           "9.10, 8.60; its differences " \
            "from the default are +0.40, +0.60, +1.10 (mean +0.70, sd 0.2; all 3 of one sign)." in doc
     # against sqrt(2) x 0.5 = 0.707 for independent seeds: 1 - (0.2 / 0.707)^2 = 92% of the variance cancelled
     assert "sharing the seeds cancelled about 92% of the variance (3 repeats: a rough figure)." in doc
