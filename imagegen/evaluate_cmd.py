@@ -316,16 +316,23 @@ def evaluate(store: ModelStore, model_ref: str, classifier_ref: str, args: argpa
     def cost(setting: Setting) -> int:
         return network_rows(setting.sampler, setting.steps, setting.guidance, setting.guidance_scale, images)
 
-    def measure_if_fits(key: str, setting: Setting, label: str) -> dict | None:
-        """The row of one setting, or None (listed under not_measured) where it would pass the budget."""
+    def timed_if_fits(setting: Setting, label: str, what: str, seed: int | None = None) -> tuple[dict | None, str]:
+        """(the row of one setting, ''), timed into the budget's pace; or (None, why) where it would
+        pass the budget. `label`: its progress bar; `what`: its name in the not-measured line."""
         ok, why = budget.fits(setting.guidance, cost(setting))
         if not ok:
-            results.setdefault("not_measured", []).append({"table": key, **setting.__dict__, "why": why})
-            print(f"not measured: {key} {label}: {why}", file=sys.stderr)
-            return None
+            print(f"not measured: {what}: {why}", file=sys.stderr)
+            return None, why
         started = time.perf_counter()
-        row = measure(setting, label)
+        row = measure(setting, label, seed)
         budget.record(setting.guidance, cost(setting), time.perf_counter() - started)
+        return row, ""
+
+    def measure_if_fits(key: str, setting: Setting, label: str) -> dict | None:
+        """The row of one setting, or None (listed under not_measured) where it would pass the budget."""
+        row, why = timed_if_fits(setting, label, f"{key} {label}")
+        if row is None:
+            results.setdefault("not_measured", []).append({"table": key, **setting.__dict__, "why": why})
         return row
 
     def table(key: str, settings: list[Setting], label: Callable[[Setting], str],
@@ -435,14 +442,10 @@ def evaluate(store: ModelStore, model_ref: str, classifier_ref: str, args: argpa
 
         def repeat(st: Setting, first: int, label: str) -> dict | None:
             """One repeat's row (fd, accuracy, seconds), or None where the budget ends."""
-            ok, why = budget.fits(st.guidance, cost(st))
-            if not ok:
-                print(f"not measured: {label}: {why}", file=sys.stderr)
+            row, why = timed_if_fits(st, f"{label} (seeds from {first})", label, seed=first)
+            if row is None:
                 spread.setdefault("left_out", {"why": why})
                 return None
-            started = time.perf_counter()
-            row = measure(st, f"{label} (seeds from {first})", seed=first)
-            budget.record(st.guidance, cost(st), time.perf_counter() - started)
             return {"seed": first, **{k: row[k] for k in ("fd", "accuracy", "sampling_seconds")}}
 
         for r in range(args.repeats):

@@ -241,13 +241,13 @@ def _readme_spread(q: dict) -> str:
     out = (f" Measured again with {len(sp['repeats'])} other seed ranges, the default setting's FD moves with a "
            f"standard deviation of {fd_text(sd)} (mean {fd_text(sp['fd']['mean'])}): FDs measured with independent "
            f"seeds that differ by at most {fd_text(margin)} cannot be told apart")
-    paired, m = paired_sd(q), table_margin(q)
-    if paired is None or m is None:
+    row_margin, paired = table_margin(q)
+    if not paired:
         return out + " (the rows below share seeds, so their differences are more precise than that)."
     ps = sp["paired"]["setting"]
     return out + (f". The rows below share seeds: on the same seed ranges, {ps.get('sampler')} {ps.get('steps')} steps "
-                  f"differs from the default with a standard deviation of {fd_text(paired)}, so differences between "
-                  f"rows up to {fd_text(m[0])} could be the seeds alone.")
+                  f"differs from the default with a standard deviation of {fd_text(paired_sd(q))}, so differences "
+                  f"between rows up to {fd_text(row_margin)} could be the seeds alone.")
 
 
 def readme_quality(card: ModelCard) -> str:
@@ -380,17 +380,17 @@ def _spread(q: dict, defaults: dict) -> list[str]:
     pr = sp.get("paired")
     if isinstance(pr, dict) and pr.get("repeats"):
         ps = pr.get("setting") or {}
-        diffs = ", ".join(f"{d:+.2f}" for d in pr.get("differences", []))
+        differences = pr.get("differences", [])
         line = (f"Paired: {ps.get('sampler')} {ps.get('steps')} steps measured on the same "
                 f"{len(pr['repeats'])} seed ranges (commit `{str(sp.get('commit', '?'))[:7]}`, "
                 f"{str(sp.get('measured_at', '?'))[:10]}) gives FD "
-                + ", ".join(fd_text(r["fd"]) for r in pr["repeats"]) + f"; its differences from the default are {diffs}")
+                + ", ".join(fd_text(r["fd"]) for r in pr["repeats"]) + "; its differences from the default are "
+                + ", ".join(f"{x:+.2f}" for x in differences))
         d = pr.get("difference")
         if isinstance(d, dict):
-            diffs_list = pr.get("differences", [])
-            same_sign = len(diffs_list) > 1 and (all(x > 0 for x in diffs_list) or all(x < 0 for x in diffs_list))
+            same_sign = len(differences) > 1 and (all(x > 0 for x in differences) or all(x < 0 for x in differences))
             line += (f" (mean {d['mean']:+.2f}, sd {fd_text(d['sd'])}"
-                     + (f"; all {len(diffs_list)} of one sign" if same_sign else "") + ").")
+                     + (f"; all {len(differences)} of one sign" if same_sign else "") + ").")
             if isinstance(fd, dict) and fd.get("sd"):
                 bound = math.sqrt(2) * fd["sd"]
                 line += (f" Independent seeds would give sqrt(2) x sd = {fd_text(bound)}: "
@@ -398,7 +398,7 @@ def _spread(q: dict, defaults: dict) -> list[str]:
                             if d["sd"] >= bound else
                             f"for this pair, sharing the seeds cancelled about {100 * (1 - (d['sd'] / bound) ** 2):.0f}% "
                             "of the variance")
-                         + f" ({len(diffs_list)} repeats: a rough figure).")
+                         + f" ({len(differences)} repeats: a rough figure).")
             line += (f" The comparisons with the papers take {SPREAD_SDS:g} sd of this paired difference, "
                      f"{fd_text(SPREAD_SDS * d['sd'])}, as the margin within which the seeds alone could make a "
                      "difference between two rows, assuming other pairs of rows vary alike (two deterministic "

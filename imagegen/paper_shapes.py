@@ -16,7 +16,7 @@ Where the card holds a spread (`imagegen evaluate --tables spread`: the default 
 with other seeds), a difference between two FDs is set against `SPREAD_SDS` standard deviations of the
 difference of two independent measurements (sqrt(2) sd each). Beyond that margin the difference holds
 even for measurements with independent seeds. The rows of the tables share their seeds, so their
-differences are paired and much of the seed noise cancels in them: a difference within the margin is
+differences are paired, which can cancel some of the seed noise: a difference within the margin is
 therefore not shown to be noise, only not settled by this measure. Where the spread also holds a
 paired setting (`--paired-with`: another sampler or step count on the same seed ranges), the margin
 is `SPREAD_SDS` standard deviations of that measured paired difference instead, and a difference
@@ -61,12 +61,16 @@ def fd_text(v: float) -> str:
     return f"{v:.2f}" if abs(v) >= 1 else f"{v:.3g}"
 
 
+def _number_at(d: Any, *keys: str) -> float | None:
+    """d[k1][k2]... where every level is a dict and the end a finite number, else None."""
+    for k in keys:
+        d = d.get(k) if isinstance(d, dict) else None
+    return d if _num(d) else None
+
+
 def spread_sd(quality: dict) -> float | None:
     """The standard deviation of FD between the repeats of the card's spread (None without one)."""
-    spread = quality.get("spread")
-    fd = spread.get("fd") if isinstance(spread, dict) else None
-    sd = fd.get("sd") if isinstance(fd, dict) else None
-    return sd if _num(sd) else None
+    return _number_at(quality, "spread", "fd", "sd")
 
 
 def spread_margin(quality: dict) -> float | None:
@@ -79,11 +83,7 @@ def spread_margin(quality: dict) -> float | None:
 def paired_sd(quality: dict) -> float | None:
     """The standard deviation of the difference between two settings measured on the same seed ranges
     (the spread's `paired` repeats), or None where the card has none."""
-    spread = quality.get("spread")
-    paired = spread.get("paired") if isinstance(spread, dict) else None
-    diff = paired.get("difference") if isinstance(paired, dict) else None
-    sd = diff.get("sd") if isinstance(diff, dict) else None
-    return sd if _num(sd) else None
+    return _number_at(quality, "spread", "paired", "difference", "sd")
 
 
 def table_margin(quality: dict) -> tuple[float, bool] | None:
@@ -97,10 +97,10 @@ def table_margin(quality: dict) -> tuple[float, bool] | None:
     return None if margin is None else (margin, False)
 
 
-def _within(quality: dict) -> str:
-    """How a difference inside the table margin is called: seed noise where the paired spread was
-    measured, not settled where only the independent bound is known."""
-    return "within the paired spread, so the seeds alone could make it" if table_margin(quality)[1] else \
+def _within(paired: bool) -> str:
+    """How a difference inside the table margin is called: one the seeds alone could make where the
+    paired spread was measured (`paired`), not settled where only the independent bound is known."""
+    return "within the paired spread, so the seeds alone could make it" if paired else \
         "within the repeat spread, not settled"
 
 
@@ -111,7 +111,7 @@ def _gap(a: float, b: float, quality: dict) -> str:
     if m is None:
         return ""
     d = abs(a - b)
-    return f"; difference {fd_text(d)}, " + (_within(quality) if d <= m[0]
+    return f"; difference {fd_text(d)}, " + (_within(m[1]) if d <= m[0]
                                              else f"beyond the {'paired' if m[1] else 'repeat'} spread")
 
 
