@@ -22,6 +22,7 @@ from typing import Any, Callable
 from diffusion.names import GUIDANCE_KINDS, MAX_STEPS, SAMPLERS
 from imagegen.device import DEVICES, check_device
 from imagegen.eval_budget import Budget, network_rows
+from imagegen.eval_spread import REPEATS, adds_spread, measure_spread, paired_setting
 from imagegen.errors import UsageError
 from imagegen.model_choice import pick_generator, resolve_kind
 from model_store import ModelStore
@@ -33,8 +34,6 @@ STEPS_SWEEP = (10, 20, 50, 100)
 CLASSIFIER_SWEEP = (0.0, 1.0, 2.0, 4.0, 8.0)
 """Table 3: classifier guidance at these scales (0 = the unguided conditional model), DDIM 50."""
 TABLES = ("guidance", "steps", "classifier", "floor", "spread")
-REPEATS = 5
-"""`--tables spread`: how many disjoint seed ranges the default setting is measured with."""
 
 
 COMMIT_ENV = "IMAGEGEN_COMMIT"
@@ -125,7 +124,7 @@ def _check(args: argparse.Namespace) -> None:
     if args.choose_defaults and not (args.write_card or args.fill_card):
         raise UsageError("--choose-defaults sets the card's defaults: add --write-card (or --fill-card)")
     if args.paired_with is not None:
-        args.paired = _paired(args.paired_with)
+        args.paired = paired_setting(args.paired_with)
         if "spread" not in (args.tables or []):
             raise UsageError("--paired-with is part of the spread: add --tables spread")
     else:
@@ -145,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
     card = pick_generator(store, args.model)
     fill = _fill_plan(card, args) if args.fill_card else None
     if args.write_card and adds_spread(args.tables):
-        _spread_plan(card, args)
+        _card_sample(card, args, "--tables spread --write-card")
     clf_card = resolve_kind(store, args.eval_classifier, "eval-classifier", "--eval-classifier")
     device = check_device(args.device)
     adding = "--fill-card" if fill is not None else "--tables spread" if args.write_card and adds_spread(args.tables) else None
@@ -209,55 +208,24 @@ def _guidance_classifier(store: ModelStore, args: argparse.Namespace) -> int:
     return 0
 
 
-def _fill_plan(card: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
-    """The settings `--fill-card` measures; sets `args` to the card's images per class, seeds and
-    evaluation classifier, so that the added rows are comparable with the card's."""
+def _card_sample(card: Any, args: argparse.Namespace, what: str) -> None:
+    """Set `args` to the images per class, seeds and evaluation classifier of the card's tables, so
+    that what `what` adds to them is comparable with them."""
     quality = card.quality or {}
-    todo = [m for m in quality.get("not_measured") or [] if isinstance(m, dict) and m.get("table")]
+    missing = [k for k in ("per_class", "seed", "eval_classifier", "device") if k not in quality]
+    if missing:
+        raise UsageError(f"{what} adds to the tables of {card.ref}, whose quality does not record "
+                         f"{', '.join(missing)}: measure its tables first (--tables ... --write-card)")
+    args.per_class, args.seed, args.eval_classifier = quality["per_class"], quality["seed"], quality["eval_classifier"]
+
+
+def _fill_plan(card: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The settings `--fill-card` measures (with `args` set to the card's sample, _card_sample)."""
+    todo = [m for m in (card.quality or {}).get("not_measured") or [] if isinstance(m, dict) and m.get("table")]
     if not todo:
         raise UsageError(f"--fill-card: the card of {card.ref} lists no setting as not measured: nothing to fill")
-    missing = [k for k in ("per_class", "seed", "eval_classifier", "device") if k not in quality]
-    if missing:
-        raise UsageError(f"--fill-card: the quality of {card.ref} does not record {', '.join(missing)}: measure its "
-                         "tables anew with --tables ... --write-card")
-    args.per_class, args.seed, args.eval_classifier = quality["per_class"], quality["seed"], quality["eval_classifier"]
+    _card_sample(card, args, "--fill-card")
     return todo
-
-
-def _paired(value: str) -> tuple[str, int]:
-    """`--paired-with SAMPLER:STEPS` as (sampler, steps)."""
-    sampler, _, steps = value.partition(":")
-    if sampler not in SAMPLERS or not steps.isdigit() or not 1 <= int(steps) <= MAX_STEPS:
-        raise UsageError(f"--paired-with must be SAMPLER:STEPS with a sampler of {', '.join(SAMPLERS)} and steps "
-                         f"1..{MAX_STEPS} (got {value!r})")
-    return sampler, int(steps)
-
-
-def adds_spread(tables: list[str] | None) -> bool:
-    """Whether `--tables` asks for the spread alone: with --write-card it is added to the card's
-    tables, which it is meant to qualify, rather than replacing them."""
-    return bool(tables) and set(tables) == {"spread"}
-
-
-def _spread_plan(card: Any, args: argparse.Namespace) -> None:
-    """`--tables spread --write-card`: the card's images per class, seeds and evaluation classifier,
-    so that the spread is that of the card's own figures."""
-    quality = card.quality or {}
-    missing = [k for k in ("per_class", "seed", "eval_classifier", "device") if k not in quality]
-    if missing:
-        raise UsageError(f"--tables spread --write-card adds to the tables of {card.ref}, whose quality does not "
-                         f"record {', '.join(missing)}: measure its tables first (--tables ... --write-card)")
-    args.per_class, args.seed, args.eval_classifier = quality["per_class"], quality["seed"], quality["eval_classifier"]
-
-
-def _stats(values: list[float]) -> dict[str, float] | None:
-    """Mean, sample standard deviation, min and max of two or more values (None with fewer)."""
-    import statistics
-
-    if len(values) < 2:
-        return None
-    return {"mean": round(statistics.fmean(values), 4), "sd": round(statistics.stdev(values), 4),
-            "min": min(values), "max": max(values)}
 
 
 def _commit() -> str:
@@ -415,67 +383,5 @@ def evaluate(store: ModelStore, model_ref: str, classifier_ref: str, args: argpa
         table("classifier_guidance", [Setting("ddim", 50, "classifier", s) for s in CLASSIFIER_SWEEP],
               lambda st: f"classifier s={st.guidance_scale}")
     if "spread" in tables:
-        d = gen.card.defaults
-        if args.choose_defaults:  # the defaults this run's tables pick, which the card is about to get
-            from imagegen.quality_card import choose_defaults
-
-            choice = choose_defaults(results, d)
-            d = choice.defaults if choice is not None else d
-        setting = Setting(d.get("sampler", "ddim"), int(d.get("steps", 50)), d.get("guidance", "cfg"),
-                          float(d.get("guidance_scale", default_scale)), float(d.get("eta", 0.0)))
-        # seed ranges after the tables' own (seed .. seed + images - 1), so that no image repeats one
-        # of theirs; the real draws use other subset seeds than the floor's same-n row (seed)
-        floor_seeds = [args.seed + 1 + r for r in range(args.repeats)]
-        floor_fds = [real_fd(args.per_class, s) for s in floor_seeds]
-        spread: dict[str, Any] = {
-            "setting": setting.__dict__, "n": images, "repeats_asked": args.repeats, "repeats": [],
-            "floor": {"n": images, "seeds": floor_seeds, "fds": floor_fds, "fd": _stats(floor_fds)},
-            "commit": results["commit"], "measured_at": results["measured_at"], "device": results["device"],
-            "torch": results["torch"]}
-        # a card's spread of the same setting and size: its repeats are reused (each keeps its commit)
-        old = (gen.card.quality or {}).get("spread") if args.write_card and adds_spread(tables) else None
-        known = {}
-        if isinstance(old, dict) and old.get("setting") == setting.__dict__ and old.get("n") == images:
-            known = {r["seed"]: {**r, "commit": r.get("commit", old.get("commit")),
-                                 "measured_at": r.get("measured_at", old.get("measured_at"))}
-                     for r in old.get("repeats") or [] if isinstance(r, dict) and "seed" in r}
-
-        def repeat(st: Setting, first: int, label: str) -> dict | None:
-            """One repeat's row (fd, accuracy, seconds), or None where the budget ends."""
-            row, why = timed_if_fits(st, f"{label} (seeds from {first})", label, seed=first)
-            if row is None:
-                spread.setdefault("left_out", {"why": why})
-                return None
-            return {"seed": first, **{k: row[k] for k in ("fd", "accuracy", "sampling_seconds")}}
-
-        for r in range(args.repeats):
-            first = args.seed + (r + 1) * images
-            row = known.get(first) or repeat(setting, first, f"spread {r + 1}/{args.repeats}")
-            if row is None:
-                spread["left_out"]["repeats"] = args.repeats - r
-                break
-            spread["repeats"].append(row)
-            fds = [x["fd"] for x in spread["repeats"]]
-            accs = [x["accuracy"] for x in spread["repeats"] if x["accuracy"] is not None]
-            spread["fd"], spread["accuracy"] = _stats(fds), _stats(accs)
-            results["spread"] = spread
-            if on_row:
-                on_row(results)
-        if args.paired is not None:
-            # the same seed ranges with another sampler or step count: the spread of a paired difference
-            other = Setting(args.paired[0], args.paired[1], setting.guidance, setting.guidance_scale)
-            paired: dict[str, Any] = {"setting": other.__dict__, "repeats": [], "differences": []}
-            spread["paired"] = paired
-            for i, base in enumerate(spread["repeats"]):
-                row = repeat(other, base["seed"], f"paired {i + 1}/{len(spread['repeats'])}")
-                if row is None:
-                    spread["left_out"]["paired"] = len(spread["repeats"]) - i
-                    break
-                paired["repeats"].append(row)
-                paired["differences"].append(round(row["fd"] - base["fd"], 4))
-                paired["difference"] = _stats(paired["differences"])
-                results["spread"] = spread
-                if on_row:
-                    on_row(results)
-        results["spread"] = spread
+        measure_spread(results, gen.card, args, images, default_scale, timed_if_fits, real_fd, on_row)
     return results
