@@ -15,19 +15,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
-from diffusion.names import SAMPLERS
-from imagegen.model_card_plots import floor_of as _floor
-from imagegen.model_card_plots import plot_steps, plot_tradeoff
-from imagegen.model_card_plots import rows_of as _rows
-from imagegen.paper_shapes import (SPREAD_SDS, comparisons, fd_text, paired_sd, spread_margin, spread_sd,
-                                   table_margin)
-from imagegen.quality_card import ROW_ORDER, later_commits, spoken_list
+from imagegen.card_tables import fmt, guidance_table, ratio, steps_table, table
+from imagegen.model_card_plots import floor_of, plot_steps, plot_tradeoff, rows_of
+from imagegen.model_card_readme import write_readme_quality
+from imagegen.model_card_spread import spread_section
+from imagegen.paper_shapes import comparisons, fd_text
+from imagegen.quality_card import ROW_ORDER, later_commits
 from model_store import ModelCard, ModelStore
 
 GRID_PER_CLASS = 10
@@ -158,26 +155,7 @@ def grid_settings(path: Path) -> dict | None:
         return None
 
 
-# --- markdown --------------------------------------------------------------------------------------
-
-def _fmt(key: str, v: Any) -> str:
-    if v is None:
-        return "–"
-    if key == "accuracy" and isinstance(v, (int, float)):
-        return f"{100 * v:.1f}%"
-    if isinstance(v, float):
-        return fd_text(v) if key == "fd" else f"{v:g}"
-    return str(v)
-
-
-def _table(head: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
-
-
-def _ratio(fd: float, floor: float | None) -> str:
-    return f"{fd / floor:.1f}x" if floor else "–"
-
+# --- markdown ---------------------------------------------------------------------------------------
 
 def _run_summary(t: dict) -> str:
     """One line for a training recipe: steps, batch size, learning rate, time and device."""
@@ -200,91 +178,11 @@ def _later_rows(q: dict) -> str:
         return ""
     parts = []
     for commit in commits:
-        rows = [r for key in ROW_ORDER for r in _rows(q, key) if r.get("commit") == commit]
+        rows = [r for key in ROW_ORDER for r in rows_of(q, key) if r.get("commit") == commit]
         dates = sorted({str(r.get("measured_at", "?"))[:10] for r in rows})
         parts.append(f"{len(rows)} at commit `{commit[:7]}` ({', '.join(dates)})")
     return (" Rows added later by `imagegen evaluate --fill-card`, on the same kind of device with the same seeds, "
             "images per class and classifier, carry their own commit: " + "; ".join(parts) + ".")
-
-
-def _guidance_table(card: ModelCard, g: list[dict], floor: float | None, seconds: bool = True) -> str:
-    default_scale = card.defaults.get("guidance_scale")
-    return _table(["scale", "FD", "x floor", "accuracy"] + (["seconds"] if seconds else []), [
-        [f"**{r['guidance_scale']:g}** (default)" if r["guidance_scale"] == default_scale else f"{r['guidance_scale']:g}",
-         _fmt("fd", r["fd"]), _ratio(r["fd"], floor), _fmt("accuracy", r.get("accuracy"))]
-        + ([_fmt("", r.get("sampling_seconds"))] if seconds else [])
-        for r in sorted(g, key=lambda r: r["guidance_scale"])])
-
-
-def _steps_table(s: list[dict]) -> str:
-    steps = sorted({r["steps"] for r in s})
-    cells = {(r["sampler"], r["steps"]): r for r in s}
-    body = []
-    for sampler in SAMPLERS:
-        if any(k[0] == sampler for k in cells):
-            body.append([sampler] + [f"{_fmt('fd', cells[sampler, k]['fd'])} ({_fmt('accuracy', cells[sampler, k].get('accuracy'))})"
-                                     if (sampler, k) in cells else "–" for k in steps])
-    return _table(["sampler"] + [f"{k} steps" for k in steps], body)
-
-
-README_BEGIN = "<!-- quality:begin (rendered from the shipped card by `imagegen model-card --readme README.md`) -->"
-README_END = "<!-- quality:end -->"
-"""The markers around the README's measured-quality summary, which `--readme` rewrites."""
-
-
-def _readme_spread(q: dict) -> str:
-    """' FD moves by ...' for the README when the card has a spread, else ''."""
-    sd, margin = spread_sd(q), spread_margin(q)
-    if sd is None or margin is None:
-        return ""
-    sp = q["spread"]
-    out = (f" Measured again with {len(sp['repeats'])} other seed ranges, the default setting's FD moves with a "
-           f"standard deviation of {fd_text(sd)} (mean {fd_text(sp['fd']['mean'])}): FDs measured with independent "
-           f"seeds that differ by at most {fd_text(margin)} cannot be told apart")
-    row_margin, paired = table_margin(q)
-    if not paired:
-        return out + " (the rows below share seeds, so their differences are more precise than that)."
-    ps = sp["paired"]["setting"]
-    return out + (f". The rows below share seeds: on the same seed ranges, {ps.get('sampler')} {ps.get('steps')} steps "
-                  f"differs from the default with a standard deviation of {fd_text(paired_sd(q))}, so differences "
-                  f"between rows up to {fd_text(row_margin)} could be the seeds alone.")
-
-
-def readme_quality(card: ModelCard) -> str:
-    """The README's summary of a card's measured quality: where and how it was measured, the guidance
-    sweep and the steps sweep; or a line saying the tables are owed."""
-    q = card.quality or {}
-    g, s = _rows(q, "guidance_sweep"), _rows(q, "steps_sweep")
-    if not g and not s:
-        return (f"`{card.ref}` has no measured quality table yet: its tables are owed to a GPU run "
-                "([docs/gpu-runbook.md](docs/gpu-runbook.md)).")
-    floor = _floor(q)
-    n = q.get("per_class")
-    commits = [f"`{c[:7]}`" for c in later_commits(q)]
-    later = f"; rows added later at {spoken_list(commits)}" if commits else ""
-    out = [f"Measured for `{card.ref}` on {q.get('device', '?')} (commit `{str(q.get('commit', '?'))[:7]}`{later}), "
-           + (f"{n * card.num_classes:,} images per setting ({n} per class)" if isinstance(n, int) else "")
-           + f", in the features of `{q.get('eval_classifier', '?')}`; the floor (real training images at the "
-             f"same count) is {fd_text(floor) if floor is not None else 'not measured'}. Sampling defaults: "
-           + ", ".join(f"{k} `{card.defaults[k]}`" for k in ("sampler", "steps", "guidance_scale") if k in card.defaults)
-           + "." + _readme_spread(q)
-           + " All tables, the plots and the comparison with the papers: [docs/model-card.md](docs/model-card.md)."]
-    if g:
-        out += ["", "Guidance sweep (CFG, DDIM 50 steps):", "", _guidance_table(card, g, floor, seconds=False)]
-    if s:
-        out += ["", "Steps sweep, FD (accuracy):", "", _steps_table(s)]
-    return "\n".join(out)
-
-
-def write_readme_quality(readme: Path, card: ModelCard) -> None:
-    """Replace the text between the README's quality markers with `readme_quality(card)`."""
-    text = readme.read_text()
-    try:
-        head, rest = text.split(README_BEGIN, 1)
-        _, tail = rest.split(README_END, 1)
-    except ValueError:
-        raise ValueError(f"{readme} has no {README_BEGIN} ... {README_END} block") from None
-    readme.write_text(f"{head}{README_BEGIN}\n{readme_quality(card)}\n{README_END}{tail}")
 
 
 def _training(card: ModelCard) -> str:
@@ -306,7 +204,7 @@ def _training(card: ModelCard) -> str:
         if "total_steps" in t:
             rows.append(["optimizer steps in all", str(t["total_steps"])])
     arch = card.architecture
-    text = [_table(["", ""], rows) if rows else "The card records no training recipe.", "",
+    text = [table(["", ""], rows) if rows else "The card records no training recipe.", "",
             f"Architecture: `{arch['type']}` with `{json.dumps(arch['config'], sort_keys=True)}`; prediction type "
             f"`{card.prediction_type}`; schedule `{json.dumps(card.schedule, sort_keys=True)}`; weights in "
             f"{card.dtype}, sha256 `{card.sha256}`."]
@@ -335,91 +233,10 @@ def _guide_accuracy(guide: ModelCard) -> str:
             f"`{str(guide.quality.get('commit', '?'))[:7]}`): {levels}.")
 
 
-def _spread(q: dict, defaults: dict) -> list[str]:
-    """The section on how far FD moves between repeats at the tables' sample size (`imagegen evaluate
-    --tables spread`), or [] when the card has no spread. `defaults`: the card's sampling defaults."""
-    sp = q.get("spread")
-    if not isinstance(sp, dict) or not isinstance(sp.get("repeats"), list) or not sp["repeats"]:
-        return []
-    st = sp.get("setting") or {}
-    setting = (f"{st.get('sampler')} {st.get('steps')} steps, {st.get('guidance', 'cfg')} scale "
-               f"{st.get('guidance_scale', 0):g}")
-    is_default = all(defaults.get(k) == st.get(k) for k in ("sampler", "steps", "guidance_scale"))
-    n = sp.get("n", "?")
-    # repeats reused from an earlier run keep their own commit and time; the run's are the spread's
-    when = {(str(r.get("commit", sp.get("commit", "?")))[:7], str(r.get("measured_at", sp.get("measured_at", "?")))[:10])
-            for r in sp["repeats"]}
-    out = ["", "### How far FD moves between repeats", "",
-           f"{'The default setting' if is_default else 'The setting'} ({setting}) measured again with {len(sp['repeats'])} other seed ranges of "
-           f"{n:,} images each, disjoint from the tables' seeds and from each other (measured on "
-           f"{sp.get('device', '?')}, " + spoken_list([f"commit `{c}`, {d}" for c, d in sorted(when)]) + "):", ""]
-    out.append(_table(["seeds from", "FD", "accuracy", "seconds"], [
-        [str(r.get("seed")), _fmt("fd", r.get("fd")), _fmt("accuracy", r.get("accuracy")), _fmt("", r.get("sampling_seconds"))]
-        for r in sp["repeats"]]))
-    fd, acc, real = sp.get("fd"), sp.get("accuracy"), (sp.get("floor") or {}).get("fd")
-    lines = []
-    if isinstance(fd, dict):
-        lines.append(f"FD {fd_text(fd['mean'])} ± {fd_text(fd['sd'])} (mean ± standard deviation; "
-                     f"{fd_text(fd['min'])} to {fd_text(fd['max'])})"
-                     + (f", accuracy {100 * acc['mean']:.1f}% ± {100 * acc['sd']:.1f} points" if isinstance(acc, dict) else "")
-                     + ".")
-    if isinstance(real, dict):
-        lines.append(f"Real training images, {len(sp['floor'].get('fds', []))} random draws of {sp['floor'].get('n', '?'):,}: "
-                     f"FD {fd_text(real['mean'])} ± {fd_text(real['sd'])} ({fd_text(real['min'])} to {fd_text(real['max'])}).")
-    margin = spread_margin(q)
-    if margin is not None:
-        lines.append(f"So two FDs measured with independent seeds that differ by at most {fd_text(margin)} "
-                     f"({SPREAD_SDS:g} standard deviations of a difference of two measurements, {SPREAD_SDS:g} x "
-                     "sqrt(2) x sd) cannot be told apart at this sample size: the seeds alone move FD that much. "
-                     "That is the margin for comparing these figures with anything measured on other seeds "
-                     "(another model, a rerun, the GPU tables). The rows of the tables above and below share "
-                     "their seeds, so their differences are paired, which can cancel some of this noise: without "
-                     "a paired measurement, a difference beyond the margin holds, and one within it is not shown "
-                     "to be noise, only not settled. The spread was measured at one setting; the others are "
-                     "taken to vary alike.")
-    pr = sp.get("paired")
-    if isinstance(pr, dict) and pr.get("repeats"):
-        ps = pr.get("setting") or {}
-        differences = pr.get("differences", [])
-        line = (f"Paired: {ps.get('sampler')} {ps.get('steps')} steps measured on the same "
-                f"{len(pr['repeats'])} seed ranges (commit `{str(sp.get('commit', '?'))[:7]}`, "
-                f"{str(sp.get('measured_at', '?'))[:10]}) gives FD "
-                + ", ".join(fd_text(r["fd"]) for r in pr["repeats"]) + "; its differences from the default are "
-                + ", ".join(f"{x:+.2f}" for x in differences))
-        d = pr.get("difference")
-        if isinstance(d, dict):
-            same_sign = len(differences) > 1 and (all(x > 0 for x in differences) or all(x < 0 for x in differences))
-            line += (f" (mean {d['mean']:+.2f}, sd {fd_text(d['sd'])}"
-                     + (f"; all {len(differences)} of one sign" if same_sign else "") + ").")
-            if isinstance(fd, dict) and fd.get("sd"):
-                bound = math.sqrt(2) * fd["sd"]
-                line += (f" Independent seeds would give sqrt(2) x sd = {fd_text(bound)}: "
-                         + ("for this pair, sharing the seeds cancelled no measurable noise"
-                            if d["sd"] >= bound else
-                            f"for this pair, sharing the seeds cancelled about {100 * (1 - (d['sd'] / bound) ** 2):.0f}% "
-                            "of the variance")
-                         + f" ({len(differences)} repeats: a rough figure).")
-            line += (f" The comparisons with the papers take {SPREAD_SDS:g} sd of this paired difference, "
-                     f"{fd_text(SPREAD_SDS * d['sd'])}, as the margin within which the seeds alone could make a "
-                     "difference between two rows, assuming other pairs of rows vary alike (two deterministic "
-                     "samplers from the same starting noise may vary less; that was not measured).")
-        else:
-            line += "."
-        lines.append(line)
-    left = sp.get("left_out")
-    if isinstance(left, dict):
-        parts = [f"{left['repeats']} of the {sp.get('repeats_asked')} repeats" if left.get("repeats") else "",
-                 f"{left['paired']} paired repeats" if left.get("paired") else ""]
-        lines.append(f"{' and '.join(p for p in parts if p) or 'Repeats'} asked for were left out: {left.get('why', '')}.")
-    if lines:
-        out += ["", " ".join(lines)]
-    return out
-
-
 def _quality(card: ModelCard, figures: dict[str, str], clf: ModelCard | None, guide: ModelCard | None = None) -> str:
     q = card.quality or {}
-    floor = _floor(q)
-    tables = [k for k in ("guidance_sweep", "steps_sweep", "classifier_guidance") if _rows(q, k)]
+    floor = floor_of(q)
+    tables = [k for k in ("guidance_sweep", "steps_sweep", "classifier_guidance") if rows_of(q, k)]
     if not tables and floor is None:
         return ("Not measured yet. The tables of the evaluation protocol (`shared/spec/evaluation.md`: guidance sweep, steps sweep over "
                 "the five samplers, classifier guidance beside CFG, and the real-data floor, each with 10,000 "
@@ -447,39 +264,39 @@ def _quality(card: ModelCard, figures: dict[str, str], clf: ModelCard | None, gu
     else:
         out.append("**Floor** (FD of 10,000 training images against the test set: what a perfect generator would score): "
                    + (f"**{fd_text(floor)}**. The `x floor` columns divide each FD by it." if floor is not None else "not measured."))
-    out += _spread(q, card.defaults)
-    g = _rows(q, "guidance_sweep")
+    out += spread_section(q, card.defaults)
+    g = rows_of(q, "guidance_sweep")
     out += ["", "### Guidance sweep (classifier-free guidance, DDIM 50 steps, eta 0)", ""]
     if g:
-        out.append(_guidance_table(card, g, floor))
+        out.append(guidance_table(card, g, floor))
         out.append("\nScale 0 is unconditional (scored against the whole test set; no accuracy); scale 1 is the "
                    "conditional model alone.")
         if "tradeoff" in figures:
             out.append(f"\n![FD against accuracy along the guidance sweep]({figures['tradeoff']})")
     else:
         out.append("Not measured.")
-    s = _rows(q, "steps_sweep")
+    s = rows_of(q, "steps_sweep")
     scales = sorted({r["guidance_scale"] for r in s})
     out += ["", "### Steps sweep (every sampler" + (f", CFG scale {', '.join(f'{v:g}' for v in scales)}" if s else "")
             + ", the best-FD scale of the guidance sweep)", ""]
     if s:
         out.append("FD (accuracy) by sampler and steps; – is not measured.\n")
-        out.append(_steps_table(s))
+        out.append(steps_table(s))
         best = min(s, key=lambda r: r["fd"])
         out.append(f"\nBest: {best['sampler']} {best['steps']} steps, FD {fd_text(best['fd'])}"
-                   + (f" ({_ratio(best['fd'], floor)} the floor)." if floor else "."))
+                   + (f" ({ratio(best['fd'], floor)} the floor)." if floor else "."))
         if "steps" in figures:
             out.append(f"\n![FD against steps per sampler]({figures['steps']})")
     else:
         out.append("Not measured.")
-    c = _rows(q, "classifier_guidance")
+    c = rows_of(q, "classifier_guidance")
     out += ["", "### Classifier guidance beside CFG (DDIM 50 steps)", ""]
     if c:
         cfg = {r["guidance_scale"]: r for r in g if r["guidance_scale"] > 0}  # s = 0 is unconditional
-        out.append(_table(["scale", "classifier FD", "x floor", "classifier accuracy", "CFG FD", "CFG accuracy"], [
-            [f"{r['guidance_scale']:g}", _fmt("fd", r["fd"]), _ratio(r["fd"], floor), _fmt("accuracy", r.get("accuracy")),
-             _fmt("fd", cfg[r["guidance_scale"]]["fd"]) if r["guidance_scale"] in cfg else "–",
-             _fmt("accuracy", cfg[r["guidance_scale"]].get("accuracy")) if r["guidance_scale"] in cfg else "–"]
+        out.append(table(["scale", "classifier FD", "x floor", "classifier accuracy", "CFG FD", "CFG accuracy"], [
+            [f"{r['guidance_scale']:g}", fmt("fd", r["fd"]), ratio(r["fd"], floor), fmt("accuracy", r.get("accuracy")),
+             fmt("fd", cfg[r["guidance_scale"]]["fd"]) if r["guidance_scale"] in cfg else "–",
+             fmt("accuracy", cfg[r["guidance_scale"]].get("accuracy")) if r["guidance_scale"] in cfg else "–"]
             for r in sorted(c, key=lambda r: r["guidance_scale"])]))
         if guide is not None:
             out.append("\n" + _guide_accuracy(guide))

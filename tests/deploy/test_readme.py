@@ -358,7 +358,7 @@ def test_local_links_resolve(document):
 
 
 def test_the_quality_summary_is_the_shipped_cards():
-    from imagegen.model_card_doc import README_BEGIN, README_END, readme_quality
+    from imagegen.model_card_readme import README_BEGIN, README_END, readme_quality
     from model_store import ModelStore
 
     text = README.read_text()

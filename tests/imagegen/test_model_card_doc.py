@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from tables import CLASSIFIER, STEPS, quality, row, spread
 
-from imagegen import model_card_doc, model_card_plots, paper_shapes
+from imagegen import model_card_doc, model_card_plots, model_card_readme, paper_shapes
 from imagegen.quality_card import add_spread, fill_quality, write_quality
 from model_store import ModelStore
 
@@ -137,7 +137,7 @@ def test_a_measured_paired_spread_becomes_the_margin_of_the_tables_own_differenc
     # against sqrt(2) x 0.5 = 0.707 for independent seeds: 1 - (0.2 / 0.707)^2 = 92% of the variance cancelled
     assert "sharing the seeds cancelled about 92% of the variance (3 repeats: a rough figure)." in doc
     assert "as the margin within which the seeds alone could make a difference" in doc
-    summary = model_card_doc.readme_quality(store.resolve("fashion-mnist"))
+    summary = model_card_readme.readme_quality(store.resolve("fashion-mnist"))
     assert "on the same seed ranges, ddpm 20 steps differs from the default with a standard deviation of 0.2, so " \
            "differences between rows up to 0.4 could be the seeds alone." in summary
 
@@ -158,10 +158,10 @@ def test_the_spread_section_shows_each_repeat_and_the_margin_it_implies(store, t
     assert "differ by at most 1.41" in section and "share their seeds, so their differences are paired" in section
     # the tables are still the card's own
     assert "| **3** (default) | 11.00 | 5.5x | 97.0% |" in doc
-    summary = model_card_doc.readme_quality(store.resolve("fashion-mnist"))
+    summary = model_card_readme.readme_quality(store.resolve("fashion-mnist"))
     assert "the default setting's FD moves with a standard deviation of 0.5 (mean 8.00): FDs measured with " \
            "independent seeds that differ by at most 1.41 cannot be told apart" in summary
-    assert "moves with" not in model_card_doc.readme_quality(write_quality(store, "fashion-mnist", quality())[0])
+    assert "moves with" not in model_card_readme.readme_quality(write_quality(store, "fashion-mnist", quality())[0])
     add_spread(store, "fashion-mnist", {"per_class": 1000, "eval_classifier": "fmnist-eval-classifier@1",
                                         "spread": spread(0.5)})
     # a spread of another setting than the card's defaults is not called the default's
@@ -230,19 +230,19 @@ def test_a_warm_started_model_says_what_it_continued(store, tmp_path):
 
 def test_the_readme_summary_is_rewritten_between_its_markers(store, tmp_path):
     readme = tmp_path / "README.md"
-    readme.write_text(f"# x\n\nbefore\n{model_card_doc.README_BEGIN}\nold text\n{model_card_doc.README_END}\nafter\n")
+    readme.write_text(f"# x\n\nbefore\n{model_card_readme.README_BEGIN}\nold text\n{model_card_readme.README_END}\nafter\n")
     assert model_card_doc.main(["--store", str(store.root), "--out", str(tmp_path / "doc.md"),
                                 "--readme", str(readme)]) == 0
     assert "has no measured quality table yet" in readme.read_text() and "old text" not in readme.read_text()
     write_quality(store, "fashion-mnist", quality(), choose=True)
-    model_card_doc.write_readme_quality(readme, store.resolve("fashion-mnist"))
+    model_card_readme.write_readme_quality(readme, store.resolve("fashion-mnist"))
     text = readme.read_text()
-    assert text.startswith("# x\n\nbefore\n") and text.endswith(f"{model_card_doc.README_END}\nafter\n")
+    assert text.startswith("# x\n\nbefore\n") and text.endswith(f"{model_card_readme.README_END}\nafter\n")
     assert "on NVIDIA H200 (commit `abc123`), 10,000 images per setting (1000 per class)" in text
     assert "| **3** (default) | 11.00 | 5.5x | 97.0% |" in text and "| heun | 8.40 (88.0%) |" in text
     readme.write_text("no markers")
     with pytest.raises(ValueError, match="no <!-- quality:begin"):
-        model_card_doc.write_readme_quality(readme, store.resolve("fashion-mnist"))
+        model_card_readme.write_readme_quality(readme, store.resolve("fashion-mnist"))
 
 
 def test_rows_added_by_a_fill_say_their_own_commit_in_the_doc_and_the_readme(store, tmp_path):
@@ -254,8 +254,8 @@ def test_rows_added_by_a_fill_say_their_own_commit_in_the_doc_and_the_readme(sto
     assert "5 at commit `def4567` (2026-11-29)" in doc
     assert "### Classifier guidance beside CFG" in doc and "| 2 | 10.50 |" in doc
     readme = tmp_path / "README.md"
-    readme.write_text(f"{model_card_doc.README_BEGIN}\n{model_card_doc.README_END}\n")
-    model_card_doc.write_readme_quality(readme, store.resolve("fashion-mnist"))
+    readme.write_text(f"{model_card_readme.README_BEGIN}\n{model_card_readme.README_END}\n")
+    model_card_readme.write_readme_quality(readme, store.resolve("fashion-mnist"))
     assert "(commit `abc123`; rows added later at `def4567`)" in readme.read_text()
     # a card measured in one go says no such thing
     write_quality(store, "fashion-mnist", quality(), choose=True)
