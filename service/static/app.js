@@ -2,7 +2,8 @@
 // holds the form and a job's life from submit to images; job.js follows a job while it runs, api.js
 // talks to the API (relative URLs, so the page works wherever the API is mounted), results.js shows
 // images, history.js keeps this browser's jobs, quality.js draws the model card, image.js is the
-// form's Image section (a picture to start from and a mask painted over it; png.js encodes them).
+// form's Image section (a picture to start from and a mask painted over it; png.js encodes them),
+// key.js the API key where the service wants one, tabs.js the tabs.
 //
 // Previews: the page asks for them (the checkbox, on by default) and shows each one the event stream
 // brings under the progress bar while the job runs; the final images replace it.
@@ -17,6 +18,8 @@ import { imageFields, setImageModel, setupImage } from "./image.js";
 import { follow, hidePreview, seconds, setBusy, setStatus, showProgress, showQueued } from "./job.js";
 import { renderQuality } from "./quality.js";
 import { showResults } from "./results.js";
+import { askForKey, setupKey } from "./key.js";
+import { selectTab, setupTabs } from "./tabs.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -147,6 +150,7 @@ function clearErrors() {
 /** A problem document next to the fields it names; the rest (or a plain detail) under the form. */
 function showProblem(error) {
   const problem = error.problem || { detail: error.message };
+  if (error.status === 401 || error.status === 403) askForKey(error.status, error.message);
   const errors = Array.isArray(problem.errors) ? problem.errors : [];
   const elsewhere = [];
   let first = null;
@@ -313,30 +317,7 @@ function listHistory() {
   $("clear-history").hidden = count === 0;
 }
 
-// --- tabs and the quality card ----------------------------------------------------------------
-
-const tabs = () => [...document.querySelectorAll('[role="tab"]')];
-
-function selectTab(tab) {
-  for (const t of tabs()) {
-    const selected = t === tab;
-    t.setAttribute("aria-selected", String(selected));
-    t.tabIndex = selected ? 0 : -1;
-    $(t.getAttribute("aria-controls")).hidden = !selected;
-  }
-  if (tab.id === "tab-quality") loadQuality();
-}
-
-function onTabKey(event) {
-  const all = tabs();
-  const i = all.indexOf(event.target);
-  const next = { ArrowRight: i + 1, ArrowLeft: i - 1, Home: 0, End: all.length - 1 }[event.key];
-  if (next === undefined || i < 0) return;
-  event.preventDefault();
-  const tab = all[(next + all.length) % all.length];
-  tab.focus();
-  selectTab(tab);
-}
+// --- the quality card ------------------------------------------------------------------------
 
 async function loadQuality() {
   const ref = $("quality-model").value;
@@ -366,21 +347,27 @@ async function start() {
   $("cancel").addEventListener("click", cancel);
   $("clear-history").addEventListener("click", () => { saveHistory([]); listHistory(); });
   $("quality-model").addEventListener("change", loadQuality);
-  for (const t of tabs()) {
-    t.addEventListener("click", () => selectTab(t));
-    t.addEventListener("keydown", onTabKey);
-  }
-  listHistory();
+  setupTabs((id) => { if (id === "tab-quality") loadQuality(); });
+  setupKey(load);
+  await load();
+}
+
+/** The models and samplers, then the form; a load that needs a key asks for it and waits. */
+async function load() {
+  listHistory(); // its thumbnails are fetched anew, with the key if one was just entered
+  $("load-error").hidden = true;
   try {
     const [models, samplers] = await Promise.all([call("GET", "models"), call("GET", "samplers")]);
     state.models = models.data;
     state.samplers = samplers.data;
   } catch (e) {
+    if (e.status === 401 || e.status === 403) askForKey(e.status, e.message);
     $("load-error").textContent = `Could not load the models: ${e.message}`;
     $("load-error").hidden = false;
     $("generate").disabled = true;
     return;
   }
+  $("generate").disabled = Boolean(state.job && !state.job.done);
   const gens = generators();
   if (gens.length === 0) {
     $("load-error").textContent = "The model store has no generator: install one, then reload.";

@@ -1,6 +1,6 @@
 // This browser's jobs, kept in localStorage (newest first), listed with thumbnails.
 
-import { imagePath, url } from "./api.js";
+import { imagePath, showImage } from "./api.js";
 import { button, describe } from "./results.js";
 
 const HISTORY_KEY = "imagegen.playground.history";
@@ -31,10 +31,9 @@ export function renderHistory(ul, onShow) {
     thumbs.className = "thumbs";
     for (const index of entry.images.slice(0, 4)) {
       const img = document.createElement("img");
-      img.src = url(imagePath(entry.id, index));
       img.alt = "";
       img.loading = "lazy";
-      img.addEventListener("error", () => img.remove(), { once: true }); // expired
+      showImage(img, imagePath(entry.id, index), () => img.remove()); // expired
       thumbs.append(img);
     }
     const text = document.createElement("span");

@@ -2,7 +2,7 @@
 // it (the job's event stream, with a poll beside it for the queue position and as a safety net for a
 // dropped stream) until it ends, when `finish(job, doc)` of the caller gets the final document.
 
-import { TERMINAL, call, jobPath, url } from "./api.js";
+import { TERMINAL, call, jobPath, stream } from "./api.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -51,20 +51,19 @@ export function showProgress(progress) {
 }
 
 export function follow(job, finish) {
-  const events = new EventSource(url(jobPath(job.id, "/events")));
-  job.events = events;
-  events.addEventListener("progress", (e) => {
+  // read with fetch rather than EventSource, which cannot send an API key
+  const events = new AbortController();
+  job.events = { close: () => events.abort() };
+  stream(jobPath(job.id, "/events"), (name, data) => {
     if (job.done) return;
+    if (name === "end") { finish(job, JSON.parse(data)); return; }
+    if (name !== "progress") return;
     job.streaming = true;
-    const progress = JSON.parse(e.data);
+    const progress = JSON.parse(data);
     showProgress(progress);
     if (progress.preview) showPreview(job, progress);
-  });
-  events.addEventListener("end", (e) => finish(job, JSON.parse(e.data)));
-  events.onerror = () => {
-    // EventSource reconnects by itself; CLOSED means it gave up: polling carries on alone
-    if (events.readyState === EventSource.CLOSED) job.streaming = false;
-  };
+  }, events.signal).catch(() => { /* aborted, or dropped: the poll below carries on alone */ })
+    .finally(() => { job.streaming = false; });
   // the stream is silent while the job waits in the queue: poll for its position (and as a safety
   // net for a stream that dropped)
   job.timer = setInterval(() => poll(job, finish), POLL_MS);

@@ -14,8 +14,10 @@ import queue
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import httpx
 import pytest
@@ -70,6 +72,26 @@ class Service:
     url: str
     redis_url: str
     processes: Processes
+
+
+@contextmanager
+def running_service(tmp: Path, store_root: Path, **env: str) -> Iterator[Service]:
+    """A private Redis, `imagegen serve` on a free port and one `imagegen worker` on the CPU, with
+    `env` added to their environment (e.g. API_KEYS)."""
+    from service.redis_local import LocalRedis, free_port
+
+    with LocalRedis(tmp / "redis") as redis:
+        environment = service_env(store_root, REDIS_URL=redis.url, **env)
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        processes = Processes(tmp)
+        try:
+            processes.start("api", [*imagegen_command(), "serve", "--port", str(port)], environment)
+            processes.start("worker", [*imagegen_command(), "worker", "--device", "cpu"], environment)
+            wait_ready(url, processes)
+            yield Service(url, redis.url, processes)
+        finally:
+            processes.stop()
 
 
 class WebhookReceiver:
