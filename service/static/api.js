@@ -75,22 +75,19 @@ export function showImage(img, path, onError) {
   imageURL(path).then((src) => { img.src = src; }, () => img.dispatchEvent(new Event("error")));
 }
 
-/** Read the server-sent events of `path`, calling `onEvent(name, data)` for each, until the stream
- * ends or `signal` aborts it; resolves when it ends, rejects with an ApiError if it cannot start. */
-export async function stream(path, onEvent, signal) {
-  const response = await send(path, { headers: headers("text/event-stream"), signal, cache: "no-store" });
-  if (!response.ok) throw await failure(response);
-  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+/** A parser of a server-sent event stream (the WHATWG "event stream" format): feed it the text as it
+ * comes, in chunks cut anywhere; it calls `onEvent(name, data)` once per complete event. */
+export function eventParser(onEvent) {
   let buffer = "";
   let event = { name: "message", data: [] };
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) return;
-    // a chunk may end between the \r and the \n of one line break: hold a trailing \r back
-    buffer += value;
-    const held = buffer.endsWith("\r") ? "\r" : "";
-    const lines = buffer.slice(0, buffer.length - held.length).split(/\r\n|\r|\n/);
-    buffer = lines.pop() + held; // an unfinished line waits for the next chunk
+  let afterCR = false; // the last chunk ended with \r: a \n starting this one is the same line break
+  return (chunk) => {
+    if (afterCR && chunk.startsWith("\n")) chunk = chunk.slice(1);
+    if (!chunk) return;
+    afterCR = chunk.endsWith("\r");
+    buffer += chunk;
+    const lines = buffer.split(/\r\n|\r|\n/);
+    buffer = lines.pop(); // an unfinished line waits for the next chunk
     for (const line of lines) {
       if (line === "") { // a blank line ends an event
         if (event.data.length) onEvent(event.name, event.data.join("\n"));
@@ -103,5 +100,19 @@ export async function stream(path, onEvent, signal) {
         else if (field === "data") event.data.push(text);
       }
     }
+  };
+}
+
+/** Read the server-sent events of `path`, calling `onEvent(name, data)` for each, until the stream
+ * ends or `signal` aborts it; resolves when it ends, rejects with an ApiError if it cannot start. */
+export async function stream(path, onEvent, signal) {
+  const response = await send(path, { headers: headers("text/event-stream"), signal, cache: "no-store" });
+  if (!response.ok) throw await failure(response);
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  const push = eventParser(onEvent);
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    push(value);
   }
 }

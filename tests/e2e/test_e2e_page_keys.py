@@ -11,7 +11,8 @@ from typing import Iterator
 import httpx
 import pytest
 from e2e_support import Service, running_service
-from test_e2e_page import UI_MS, browser, check_guard, guard, new_page, wait_images_loaded, wait_status  # noqa: F401
+from test_e2e_page import (UI_MS, browser, check_guard, guard, new_page, page, wait_images_loaded,  # noqa: F401
+                           wait_status)
 from test_e2e_page_img2img import WATCH
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -120,3 +121,35 @@ def test_the_page_asks_for_a_key_then_sends_it_everywhere(browser, guard, servic
     finally:
         page.context.close()
     check_guard(guard)
+
+
+# the page's event-stream parser (api.js eventParser), run in the browser on chunks cut everywhere a
+# network can cut them: inside a line, between the \r and \n of one break, inside the blank line
+PARSE = """async (chunks) => {
+  const { eventParser } = await import('./static/api.js');
+  const seen = [];
+  const push = eventParser((name, data) => seen.push([name, data]));
+  for (const c of chunks) push(c);
+  return seen;
+}"""
+
+STREAM = ("event: progress\r\ndata: {\"step\": 1, \"total\": 2}\r\n\r\n"
+          ": ping\r\n\r\n"
+          "data: first line\r\ndata: second line\r\n\r\n"
+          "event: end\r\ndata: {\"status\": \"succeeded\"}\r\n\r\n"
+          "event: end\r\ndata: never ended")
+EVENTS = [["progress", '{"step": 1, "total": 2}'], ["message", "first line\nsecond line"],
+          ["end", '{"status": "succeeded"}']]
+
+
+def test_the_event_stream_parser_takes_chunks_cut_anywhere(page, service):  # noqa: F811
+    page.goto(service.url + "/")
+    assert page.evaluate(PARSE, [STREAM]) == EVENTS
+    for cut in range(1, len(STREAM)):  # every two-chunk split, the \r|\n ones among them
+        assert page.evaluate(PARSE, [STREAM[:cut], STREAM[cut:]]) == EVENTS, f"cut at {cut}: {STREAM[:cut]!r}"
+    assert page.evaluate(PARSE, list(STREAM)) == EVENTS  # one character at a time
+    # bare \n and bare \r line breaks are breaks too (the format allows all three)
+    assert page.evaluate(PARSE, [STREAM.replace("\r\n", "\n")]) == EVENTS
+    assert page.evaluate(PARSE, [STREAM.replace("\r\n", "\r")]) == EVENTS
+    # an event is handed on as soon as its blank line arrives, with no wait for the next chunk
+    assert page.evaluate(PARSE, ["event: end\rdata: x\r\r"]) == [["end", "x"]]
