@@ -78,9 +78,8 @@ def one_request(http: httpx.Client, body: dict[str, Any], wait: float) -> tuple[
         raise RuntimeError(f"POST /generate answered {r.status_code}: {r.text[:500]}")
     doc = r.json()
     deadline = time.monotonic() + 2 * wait
-    while doc["status"] not in TERMINAL and time.monotonic() < deadline:
-        time.sleep(0.01)
-        doc = http.get(f"/jobs/{doc['id']}").json()
+    while doc["status"] not in TERMINAL and (left := deadline - time.monotonic()) > 0:
+        doc = http.get(f"/jobs/{doc['id']}", params={"wait": min(wait, left)}).json()  # a long poll
     if doc["status"] != "succeeded":
         raise RuntimeError(f"job {doc['id']} ended {doc['status']}: {doc.get('error')}")
     png = http.get(doc["images"][0]["url"])

@@ -207,9 +207,19 @@ async def generate(
 # --- poll and fetch ------------------------------------------------------------------------------
 
 @router.get("/jobs/{job_id}", response_model=JobDocument, summary="A job's status, progress and results",
+            description="The job document. With `?wait=N` (a long poll) the response is held until the job ends "
+                        "or N seconds pass, then the document as it is: a client waiting for a job makes one "
+                        "request every N seconds instead of many.",
             responses=responses(404))
-def get_job(job_id: str, request: Request, backend: BackendDep, caller: CallerDep) -> dict[str, Any]:
-    return document(backend, load(backend, job_id, caller.owner), _root(request))
+async def get_job(
+    job_id: str, request: Request, backend: BackendDep, caller: CallerDep,
+    wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S, description="seconds to hold the response for the job "
+                                                                   "to end, 0..60")] = 0,
+) -> dict[str, Any]:
+    record = await run_in_threadpool(load, backend, job_id, caller.owner)
+    if wait > 0 and record["status"] not in TERMINAL_STATUSES:
+        record = await wait_for_end(backend, job_id, wait) or record
+    return await run_in_threadpool(document, backend, record, _root(request))
 
 
 def _png(backend: Backend, caller: Caller, job_id: str, name: str, what: str) -> Response:

@@ -87,7 +87,9 @@ def test_a_job_is_visible_only_to_the_key_that_made_it(keyed, redis, queue, sett
     worker.succeed(mine)
     queued = submit(keyed, ALPHA)["id"]
     for job_id in (mine, queued):
-        for method, path in (("GET", f"/jobs/{job_id}"), ("GET", f"/jobs/{job_id}/images/0.png"),
+        # ?wait= too: another key's queued job is answered at once, not waited for
+        for method, path in (("GET", f"/jobs/{job_id}"), ("GET", f"/jobs/{job_id}?wait=30"),
+                             ("GET", f"/jobs/{job_id}/images/0.png"),
                              ("GET", f"/jobs/{job_id}/grid.png"), ("GET", f"/jobs/{job_id}/events"),
                              ("DELETE", f"/jobs/{job_id}")):
             for other in (BETA, GAMMA):

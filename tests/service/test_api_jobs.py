@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 
+import pytest
 from api_helpers import assert_problem, submit
 
 from service.jobs import new_job_id
@@ -55,6 +57,41 @@ def test_progress_then_success_gives_urls_and_pngs(client, fake_worker):
     problem = assert_problem(client.get(f"/jobs/{job_id}/images/3.png"), 404)
     assert "0..2" in problem["detail"]
     assert client.get(f"/jobs/{job_id}/images/x.png").status_code == 404
+
+
+def test_get_with_wait_is_a_long_poll(client, fake_worker):
+    doc = submit(client, class_label=1, num_images=2)
+    job_id = doc["id"]
+    # nothing happens: held for the wait, then the document as it is (200, as any GET)
+    started = time.monotonic()
+    r = client.get(f"/jobs/{job_id}?wait=1")
+    assert r.status_code == 200 and r.json()["status"] == "queued" and r.json()["queue_position"] == 0
+    assert 0.9 <= time.monotonic() - started < 5
+
+    # the job ends during the wait: the answer comes as it ends, with the final document
+    fake_worker.start(job_id)
+    finisher = threading.Timer(0.5, fake_worker.succeed, args=(job_id,))
+    started = time.monotonic()
+    finisher.start()
+    try:
+        r = client.get(f"/jobs/{job_id}?wait=30")
+    finally:
+        finisher.join()
+    elapsed = time.monotonic() - started
+    assert r.status_code == 200 and r.json()["status"] == "succeeded" and len(r.json()["images"]) == 2
+    assert 0.4 <= elapsed < 10, elapsed
+
+    # an ended job is answered at once
+    started = time.monotonic()
+    assert client.get(f"/jobs/{job_id}?wait=30").json()["status"] == "succeeded"
+    assert time.monotonic() - started < 2
+
+
+@pytest.mark.parametrize("wait", ["-1", "61", "soon"])
+def test_get_wait_out_of_range_names_the_field(client, wait):
+    job_id = submit(client, class_label=1)["id"]
+    problem = assert_problem(client.get(f"/jobs/{job_id}?wait={wait}"), 422)
+    assert problem["errors"][0]["field"] == "wait"
 
 
 def test_a_failed_job_shows_its_error(client, fake_worker):
