@@ -22,6 +22,7 @@ from enum import Enum
 from typing import Any
 
 from redis import Redis
+from redis.client import Pipeline
 
 PREFIX = "imagegen:"
 
@@ -113,14 +114,17 @@ redis.call('SADD', KEYS[2], ARGV[1])
 return 1
 """
 
-# the terminal transition, only from a non-terminal status; sets the TTL; returns 1 if it moved
+# the terminal transition, only from a non-terminal status; sets the TTL and publishes the end event
+# (ARGV[5] on channel ARGV[4]) as it moves, so that a pipeline of many finishes is one round trip;
+# returns 1 if it moved
 _FINISH = """
 local s = redis.call('HGET', KEYS[1], 'status')
 if not s or s == 'succeeded' or s == 'failed' or s == 'canceled' then return 0 end
-for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 6, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('HSET', KEYS[1], 'status', ARGV[2], 'finished_at', ARGV[3])
 redis.call('EXPIRE', KEYS[1], tonumber(redis.call('HGET', KEYS[1], 'ttl')))
 redis.call('SREM', KEYS[2], ARGV[1])
+redis.call('PUBLISH', ARGV[4], ARGV[5])
 return 1
 """
 
@@ -207,13 +211,13 @@ class JobStore:
 
     def get(self, job_id: str) -> dict[str, Any] | None:
         raw = self.redis.hgetall(job_key(job_id))
-        return _decode(raw) if raw else None
+        return decode_record(raw)
 
     def get_many(self, job_ids: list[str]) -> list[dict[str, Any] | None]:
         pipe = self.redis.pipeline(transaction=False)
         for j in job_ids:
             pipe.hgetall(job_key(j))
-        return [_decode(raw) if raw else None for raw in pipe.execute()]
+        return [decode_record(raw) for raw in pipe.execute()]
 
     def start(self, job_id: str, worker: str) -> bool:
         """queued -> running; False if the job is no longer queued (canceled, or taken already)."""
@@ -249,30 +253,34 @@ class JobStore:
             self.redis.publish(events_channel(job_id), json.dumps({"event": "end", "status": outcome}))
         return outcome
 
-    def set_progress(self, job_id: str, step: int, total: int, preview: str | None = None) -> None:
-        """Record progress and publish a `progress` event."""
+    def set_progress(self, job_id: str, step: int, total: int, preview: str | None = None,
+                     pipe: Pipeline | None = None) -> None:
+        """Record progress and publish a `progress` event (queued on `pipe` if given, for its caller
+        to execute with others)."""
         progress = {"step": step, "total": total}
-        pipe = self.redis.pipeline(transaction=False)
+        own = pipe is None
+        pipe = self.redis.pipeline(transaction=False) if own else pipe
         pipe.hset(job_key(job_id), "progress", json.dumps(progress))
         event = {"event": "progress", **progress}
         if preview is not None:
             event["preview"] = preview
         pipe.publish(events_channel(job_id), json.dumps(event))
-        pipe.execute()
+        if own:
+            pipe.execute()
 
     def finish(self, job_id: str, status: JobStatus, images: list[dict] | None = None,
-               error: dict[str, str] | None = None) -> bool:
+               error: dict[str, str] | None = None, pipe: Pipeline | None = None) -> bool | None:
         """The terminal transition (once); the record then expires after the result TTL. Publishes
-        the terminal event. False if the job had already ended."""
+        the terminal event. False if the job had already ended. With `pipe`, queued on it: the
+        answer (1 moved, 0 not) is that command's in `pipe.execute()`, and this returns None."""
         assert status in TERMINAL
         fields = {"images": images or [], "error": error}
-        args = [job_id, status.value, now_iso()]
+        args = [job_id, status.value, now_iso(), events_channel(job_id),
+                json.dumps({"event": "end", "status": status.value})]
         for k, v in _encode(fields).items():
             args += [k, v]
-        moved = bool(self._finish(keys=[job_key(job_id), RUNNING_KEY], args=args))
-        if moved:
-            self.redis.publish(events_channel(job_id), json.dumps({"event": "end", "status": status.value}))
-        return moved
+        moved = self._finish(keys=[job_key(job_id), RUNNING_KEY], args=args, client=pipe)
+        return None if pipe is not None else bool(moved)
 
     def cancel(self, job_id: str) -> str | None:
         """Cancel: the job's status after the request (None if unknown). Publishes the terminal event
@@ -316,7 +324,10 @@ def _encode(record: dict[str, Any]) -> dict[str, str]:
     return {k: json.dumps(v) if k in _JSON_FIELDS else ("" if v is None else str(v)) for k, v in record.items()}
 
 
-def _decode(raw: dict) -> dict[str, Any]:
+def decode_record(raw: dict) -> dict[str, Any] | None:
+    """A record as HGETALL returns it (bytes or str), decoded; None for an empty hash (no record)."""
+    if not raw:
+        return None
     out: dict[str, Any] = {}
     for k, v in raw.items():
         k = k.decode() if isinstance(k, bytes) else k

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from redis import Redis
+from redis.client import Pipeline
 
 from service.jobs import PREFIX
 
@@ -29,11 +30,15 @@ class RedisResultStore:
     def put(self, job_id: str, name: str, data: bytes) -> None:
         self.redis.set(self.key(job_id, name), data, ex=self.ttl)
 
-    def put_many(self, job_id: str, files: dict[str, bytes]) -> None:
-        pipe = self.redis.pipeline(transaction=False)
+    def put_many(self, job_id: str, files: dict[str, bytes], pipe: Pipeline | None = None) -> None:
+        """Store several files of a job in one round trip; with `pipe`, queued on it (stored when
+        its caller executes it, before what the caller queued after)."""
+        own = pipe is None
+        pipe = self.redis.pipeline(transaction=False) if own else pipe
         for name, data in files.items():
             pipe.set(self.key(job_id, name), data, ex=self.ttl)
-        pipe.execute()
+        if own:
+            pipe.execute()
 
     def get(self, job_id: str, name: str) -> bytes | None:
         return self.redis.get(self.key(job_id, name))

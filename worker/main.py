@@ -77,6 +77,7 @@ class BatchWorker(WaitsForRedis, SimpleWorker):
         super().__init__(queues, **kwargs)
         self.engine = engine
         self.reporter = JobReporter(self.connection, settings, webhooks)
+        self.max_images_per_job = settings.max_images_per_job
         self.shutdown_grace = shutdown_grace
         self.running: dict[str, _Running] = {}
         self._stop_at: float | None = None  # monotonic deadline of a warm shutdown
@@ -209,7 +210,10 @@ class BatchWorker(WaitsForRedis, SimpleWorker):
 
     def _head_fits(self) -> bool:
         """Whether the next queued job fits beside the running ones (peeked, so that a job too big for
-        now keeps its place in the queue)."""
+        now keeps its place in the queue). With room for the largest job the API takes, any job fits:
+        no peek, which saves two round trips per job admitted (_admit checks the job itself again)."""
+        if self.engine.capacity() >= self.max_images_per_job:
+            return True
         for queue in self._ordered_queues:
             head = self.connection.lindex(queue.key, 0)
             if head is not None:
@@ -332,6 +336,10 @@ class BatchWorker(WaitsForRedis, SimpleWorker):
             log.exception("job %s: writing its end failed", run.id)
             status, error = JobStatus.FAILED, JobError("internal_error", f"{type(e).__name__}: {e}")
             self.reporter.failed(run.id, error)
+        self._close(run, status, images, error)
+
+    def _close(self, run: _Running, status: JobStatus, images: Tensor | None, error: JobError | None) -> None:
+        """RQ's side of an end whose record is written: its registries, then the log line."""
         job, queue, execution = run.job, run.queue, run.execution
         if status == JobStatus.SUCCEEDED:
             self._finalize_success(job, queue, execution, result_value(status, int(images.shape[0])))
@@ -352,7 +360,20 @@ class BatchWorker(WaitsForRedis, SimpleWorker):
             self.set_state(WorkerStatus.IDLE)
 
     def _retry_ends(self) -> None:
-        """Write the ends a Redis outage interrupted (idempotent: the record moves once, PNGs are the same)."""
+        """Write the ends a Redis outage interrupted, or that a step made (idempotent: the record
+        moves once, PNGs are the same). The successes of one step go in one round trip; should
+        that fail but for Redis, each is written alone, so that one bad job fails alone."""
+        done = [(run, images) for run, status, images, _ in self._unended.values() if status == JobStatus.SUCCEEDED]
+        if len(done) > 1:
+            try:
+                self.reporter.succeeded_many([(run.id, images, run.request) for run, images in done])
+            except REDIS_DOWN:
+                raise
+            except Exception:  # noqa: BLE001 - written job by job below, where the failing one fails alone
+                log.exception("writing the ends of %d jobs at once failed; writing them one by one", len(done))
+            else:
+                for run, images in done:
+                    self._close(run, JobStatus.SUCCEEDED, images, None)
         for run, status, images, error in list(self._unended.values()):
             self._end(run, status, images=images, error=error)
 

@@ -13,7 +13,7 @@ from redis import Redis
 from torch import Tensor
 
 from diffusion.images import make_grid, png_bytes
-from service.jobs import JobStatus, JobStore, job_document
+from service.jobs import JobStatus, JobStore, decode_record, job_document, job_key
 from service.results import RedisResultStore
 from service.settings import Settings
 from worker.engine import JobError, StepReport
@@ -59,18 +59,23 @@ class JobReporter:
 
     def progress(self, progress: dict[str, tuple[int, int]], previews: dict[str, Tensor] | None = None) -> None:
         """Write the progress of each job that moved, at most once per PROGRESS_INTERVAL each; a job
-        with a preview (its images' current x_0 estimate) is written now, the preview in its event."""
+        with a preview (its images' current x_0 estimate) is written now, the preview in its event.
+        All of one step's writes go in one round trip."""
         now = time.monotonic()
         previews = previews or {}
+        pipe = self.redis.pipeline(transaction=False)
         for job_id, (step, total) in progress.items():
             when, last = self._sent.get(job_id, (-math.inf, -1))
             preview = previews.get(job_id)
             if preview is not None:
-                self.jobs.set_progress(job_id, step, total, preview=base64.b64encode(grid_png(preview)).decode())
+                self.jobs.set_progress(job_id, step, total, preview=base64.b64encode(grid_png(preview)).decode(),
+                                       pipe=pipe)
                 self._sent[job_id] = (now, step)
             elif step != last and (step == total or now - when >= PROGRESS_INTERVAL):
-                self.jobs.set_progress(job_id, step, total)
+                self.jobs.set_progress(job_id, step, total, pipe=pipe)
                 self._sent[job_id] = (now, step)
+        if len(pipe):
+            pipe.execute()
 
     def step(self, report: StepReport) -> None:
         """The metrics of one engine step."""
@@ -81,12 +86,42 @@ class JobReporter:
     def succeeded(self, job_id: str, images: Tensor, request: dict[str, Any]) -> bool:
         """Store the PNGs and the grid, then mark the job succeeded (PNGs first: a client that sees
         `succeeded` can fetch them at once)."""
-        n = images.shape[0]
-        files = {f"{i}.png": png_bytes(images[i]) for i in range(n)}
-        files["grid.png"] = grid_png(images)
-        self.results.put_many(job_id, files)
-        seed = int(request["seed"])
-        return self._end(job_id, JobStatus.SUCCEEDED, n, images=[{"index": i, "seed": seed + i} for i in range(n)])
+        return self.succeeded_many([(job_id, images, request)])[job_id]
+
+    def succeeded_many(self, done: list[tuple[str, Tensor, dict[str, Any]]]) -> dict[str, bool]:
+        """`succeeded` for the jobs one engine step finished, (job, images, request) each, in one
+        round trip for all their PNGs, records and end events (and one for the metrics); whether
+        each record moved. Every PNG is encoded before anything is written."""
+        pipe = self.redis.pipeline(transaction=False)
+        counts = []
+        for job_id, images, request in done:
+            n, seed = images.shape[0], int(request["seed"])
+            files = {f"{i}.png": png_bytes(images[i]) for i in range(n)}
+            files["grid.png"] = grid_png(images)
+            counts.append(n)
+            self.results.put_many(job_id, files, pipe=pipe)
+            self.jobs.finish(job_id, JobStatus.SUCCEEDED, images=[{"index": i, "seed": seed + i} for i in range(n)],
+                             pipe=pipe)
+            pipe.hgetall(job_key(job_id))  # after the move: what a webhook posts
+        answers = iter(pipe.execute())
+        moved: dict[str, bool] = {}
+        records = []
+        for (job_id, _, _), n in zip(done, counts):
+            for _ in range(n + 1):  # the PNGs' SETs
+                next(answers)
+            moved[job_id] = bool(next(answers))
+            records.append(decode_record(next(answers)))
+            self._sent.pop(job_id, None)
+        metrics = self.redis.pipeline(transaction=False)
+        for (job_id, _, _), n, record in zip(done, counts, records):
+            if moved[job_id]:
+                record_job_end(metrics, JobStatus.SUCCEEDED.value, n)
+                self._webhook(record)
+            else:
+                log.warning("job %s had already ended (or its record expired); succeeded not recorded", job_id)
+        if len(metrics):
+            metrics.execute()
+        return moved
 
     def failed(self, job_id: str, error: JobError) -> bool:
         return self._end(job_id, JobStatus.FAILED, error={"code": error.code, "message": error.message})
@@ -111,6 +146,8 @@ class JobReporter:
     def ended(self, job_id: str, status: JobStatus, num_images: int = 0) -> None:
         """What follows a job's terminal transition, by whoever made it: the metrics and the webhook."""
         record_job_end(self.redis, status.value, num_images)
-        record = self.jobs.get(job_id)
+        self._webhook(self.jobs.get(job_id))
+
+    def _webhook(self, record: dict[str, Any] | None) -> None:
         if record and record.get("webhook_url"):
             self.webhooks.send(record["webhook_url"], job_document(record))

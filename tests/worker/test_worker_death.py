@@ -76,6 +76,11 @@ def test_sigkill_mid_batch_every_job_runs_again_on_the_surviving_worker(redis_ur
         requeued_in = time.monotonic() - killed_at
         ended = wait_ended(r, ids, 180, survivor)
         recovered_in = time.monotonic() - killed_at
+        # RQ's registries follow the records: the worker writes the records of one step's jobs at
+        # once, then RQ's side job by job; let it finish before the survivor is killed below
+        queue = Queue("imagegen", connection=r, serializer=JSONSerializer)
+        wait_for(lambda: len(queue.finished_job_registry.get_job_ids()) >= JOBS, 30, "RQ's finished registry",
+                 survivor)
         log = (tmp_path / "survivor.log").read_text()
     assert [rec["status"] for rec in ended.values()] == ["succeeded"] * JOBS, log[-3000:]
     assert "recovered the jobs of dead workers doomed: 20 requeued" in log
@@ -84,7 +89,6 @@ def test_sigkill_mid_batch_every_job_runs_again_on_the_surviving_worker(redis_ur
         assert rec["worker"] == "survivor" and rec["attempts"] == "2" and rec["deaths"] == "1"
         assert np.abs(png_pixels(r, job_id, "0.png") - want).max() <= 1, job_id
 
-    queue = Queue("imagegen", connection=r, serializer=JSONSerializer)
     assert set(queue.finished_job_registry.get_job_ids()) == set(ids)
     assert queue.started_job_registry.get_job_ids() == [] and queue.failed_job_registry.get_job_ids() == []
     assert r.scard(RUNNING_KEY) == 0
