@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The ONE command a GPU session runs on the device machine (the `run` tool), after bench/prepare_gpu.sh
-# here; docs/benchmarks/README.md gives the exact call. Runs benchmarks 1-4 (5 is the CPU quick start,
-# measured on the development machine) and writes their JSON and one log into $OUT (at most 8 files
-# come back from the device); the markdown and the plots are rendered back here by
-# `python -m bench.report --import <files_at>`. About 5 minutes on an H100 or H200, 8 at most: each
+# here; docs/benchmarks/README.md gives the exact call. Runs benchmarks 1-4 and the worker's
+# bookkeeping per job (5 is the CPU quick start, measured on the development machine) and writes their
+# JSON and one log into $OUT (at most 8 files come back from the device); the markdown and the plots
+# are rendered back here by `python -m bench.report --import <files_at>`. About 5 minutes on an H100
+# or H200, 9 at most (the bounds below add up to 540 s): each
 # benchmark is bounded by `timeout` (which signals its whole process group: the service it started
 # too), and one that fails does not stop the others.
 set -uo pipefail
@@ -14,13 +15,14 @@ PY=${PYTHON:-python3}
 DEVICE=${BENCH_DEVICE:-cuda}
 export PYTHONUNBUFFERED=1
 # BENCH_SMOKE=1: tiny sizes, to try this script on a CPU (with BENCH_DEVICE=cpu PYTHON=.venv/bin/python)
-SMOKE_ENGINE=() SMOKE_LATENCY=() SMOKE_LOAD=() SMOKE_MIXED=()
+SMOKE_ENGINE=() SMOKE_LATENCY=() SMOKE_LOAD=() SMOKE_MIXED=() SMOKE_BOOKKEEPING=()
 if [ "${BENCH_SMOKE:-0}" = 1 ]; then
     SMOKE_ENGINE=(--batch-sizes 1,2 --steps 3 --min-seconds 0 --warmup 0 --check-batch 2 --check-steps 5
                    --ceiling-size 256 --profile-batch 2)
     SMOKE_LATENCY=(--requests 2 --warmup-requests 1 --steps 3 --engine-runs 1)
     SMOKE_LOAD=(--clients 1,2 --rounds 1 --min-requests 2 --steps 3 --engine-min-seconds 0 --warmup-requests 1)
     SMOKE_MIXED=(--requests 6 --short-steps 2 --long-steps 4 --rate 20 --calibration-batch 2)
+    SMOKE_BOOKKEEPING=(--jobs 6 --max-batch-images 4)
 fi
 
 bench() {  # NAME LIMIT_S ARGS...: one benchmark, bounded; JSON into $OUT, markdown into /tmp
@@ -67,6 +69,7 @@ PY
     bench latency 90 "${SMOKE_LATENCY[@]}" || status=1
     bench load 150 --level-seconds 25 "${SMOKE_LOAD[@]}" || status=1
     bench mixed 90 --timeout 35 "${SMOKE_MIXED[@]}" || status=1
+    bench bookkeeping 60 --jobs 2048 "${SMOKE_BOOKKEEPING[@]}" || status=1
     echo "=== all done in $SECONDS s, exit status $status"
     return $status
 }

@@ -187,6 +187,23 @@ def test_load_through_the_service(tiny_store_root, tmp_path):
     assert doc["settings"]["max_batch_images"] == 3
 
 
+@pytest.mark.timeout(300)
+def test_bookkeeping_runs_every_job_through_one_worker(tiny_store_root, tmp_path):
+    from bench import bookkeeping
+
+    out = tmp_path / "bookkeeping.json"
+    assert bookkeeping.main(["--model-store", str(tiny_store_root), "--device", "cpu", "--jobs", "12",
+                             "--max-batch-images", "8", "--out", str(out)]) == 0
+    doc = read(out)
+    has_environment(doc)
+    r = doc["results"]
+    assert r["jobs"] == 12 and 0 < r["engine_s"] < r["wall_s"] and r["outside_engine_s"] > 0
+    # the jobs' records, PNGs, events, RQ's registries: dozens of commands per job, never none
+    assert r["redis_commands_per_job"] > 10
+    assert doc["settings"]["model"] == "fashion-mnist@1" and doc["settings"]["parameters"] > 0
+    assert "| 12 |" in (tmp_path / "bookkeeping.md").read_text()
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_quickstart_starts_serves_and_stops(tiny_store_root, tmp_path):
