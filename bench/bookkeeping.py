@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import render
-from bench.common import (add_common_arguments, environment, exit_on_sigterm, resolve_device, store_root,
+from bench.common import (REPO, add_common_arguments, environment, exit_on_sigterm, resolve_device, store_root,
                           worker_engine, worker_generators, write_result)
 
 
@@ -35,6 +35,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--guidance-scale", type=float, default=3.0, help="CFG scale (default: 3)")
     p.add_argument("--max-batch-images", type=int, default=256, help="the worker's MAX_BATCH_IMAGES (default: 256)")
     return p.parse_args(argv)
+
+
+def _shown(path: Path) -> str:
+    """`path` relative to the checkout where it is inside it (the shipped store), else as it is."""
+    path = path.resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
 def _commands(redis: Any) -> int:
@@ -95,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         figures = measure(args, device, redis.url)
     result = {"benchmark": "bookkeeping", "environment": environment(device),
               "settings": {"model": figures.pop("model"), "parameters": figures.pop("parameters"),
-                           "model_store": str(store_root(args.model_store)), "accel": figures.pop("accel"),
+                           "model_store": _shown(store_root(args.model_store)), "accel": figures.pop("accel"),
                            "steps": args.steps, "guidance_scale": args.guidance_scale,
                            "max_batch_images": args.max_batch_images,
                            "jobs": "one-image DDIM jobs, submitted in process through the API's submit, then one "
