@@ -163,8 +163,9 @@ def bookkeeping(result: dict[str, Any]) -> str:
     lines = header(result, "The worker's bookkeeping per job")
     lines += [f"{r['jobs']} {s['jobs']}; {s['model']} ({s['parameters']:,} parameters, from {s['model_store']}), the "
               f"engine's CUDA mode {'on' if s.get('accel') else 'off'}, DDIM {s['steps']} steps, CFG "
-              f"{_f(s['guidance_scale'], 1)}, MAX_BATCH_IMAGES {s['max_batch_images']}. Outside the engine: the run's wall time less the "
-              "worker's own engine-step seconds; Redis commands: INFO total_commands_processed over the run.", "",
+              f"{_f(s['guidance_scale'], 1)}, MAX_BATCH_IMAGES {s['max_batch_images']}. Outside the engine: the "
+              "run's wall time less the worker's own engine-step seconds; Redis commands: INFO "
+              "total_commands_processed over the run.", "",
               "| jobs | wall s | engine steps s | outside the engine, ms per job | Redis commands per job | jobs/s |",
               "|---:|---:|---:|---:|---:|---:|",
               f"| {r['jobs']} | {_f(r['wall_s'])} | {_f(r['engine_s'])} | {_f(r['outside_engine_ms_per_job'])} "

@@ -93,24 +93,21 @@ class JobReporter:
         round trip for all their PNGs, records and end events (and one for the metrics); whether
         each record moved. Every PNG is encoded before anything is written."""
         pipe = self.redis.pipeline(transaction=False)
-        counts = []
+        counts, at = [], []  # per job: its images, and where its finish's answer stands in the pipeline's
         for job_id, images, request in done:
             n, seed = images.shape[0], int(request["seed"])
             files = {f"{i}.png": png_bytes(images[i]) for i in range(n)}
             files["grid.png"] = grid_png(images)
             counts.append(n)
             self.results.put_many(job_id, files, pipe=pipe)
+            at.append(len(pipe))
             self.jobs.finish(job_id, JobStatus.SUCCEEDED, images=[{"index": i, "seed": seed + i} for i in range(n)],
                              pipe=pipe)
             pipe.hgetall(job_key(job_id))  # after the move: what a webhook posts
-        answers = iter(pipe.execute())
-        moved: dict[str, bool] = {}
-        records = []
-        for (job_id, _, _), n in zip(done, counts):
-            for _ in range(n + 1):  # the PNGs' SETs
-                next(answers)
-            moved[job_id] = bool(next(answers))
-            records.append(decode_record(next(answers)))
+        answers = pipe.execute()
+        moved = {job_id: bool(answers[i]) for (job_id, _, _), i in zip(done, at)}
+        records = [decode_record(answers[i + 1]) for i in at]
+        for job_id, _, _ in done:
             self._sent.pop(job_id, None)
         metrics = self.redis.pipeline(transaction=False)
         for (job_id, _, _), n, record in zip(done, counts, records):
