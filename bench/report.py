@@ -54,8 +54,9 @@ CPU_RESULTS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
 """Benchmarks that benchmarks.md also runs on the CPU ("CPU here, GPU on the device"): committed as
 CPU results beside, never instead of, the GPU ones."""
 
-LOAD_CPU_RUN = ("`.venv/bin/python -m bench.load --device cpu --out docs/benchmarks/load-cpu.json` here, with nothing "
-                "else running")
+LOAD_CPU_RUN = ("`.venv/bin/python -m bench.load --device cpu --request-timeout 600 --out "
+                "docs/benchmarks/load-cpu.json` here, with nothing else running (on this CPU the 256 one-image jobs "
+                "of the last level run as one batch of about three minutes, past the default timeout of 120 s)")
 
 MIXED_CPU_RUN = ("`.venv/bin/python -m bench.mixed --device cpu --requests 100 --timeout 300 --out "
                  "docs/benchmarks/mixed-cpu.json` here, with nothing else running (100 requests: a trace of about a "
@@ -161,9 +162,11 @@ NOTES = """\
   cores, the worker's two OpenMP threads contend and the request ran tens of times slower than with
   `OMP_NUM_THREADS=1` (seen 2026-11-28). The JSON records the load average at the start.
 - Benchmark 3 on the CPU: the load generator, the API and the worker share the machine's two cores,
-  so the service's share of the engine's throughput is lower there than it would be with the worker
-  alone on a device (55% at 256 clients on 2026-11-28), and the engine's own figure at batch 1 is
-  noisy (0.87 to 1.33 images/s in three runs that day), which is how a level can show over 100%.
+  and the engine's own figure at batch 1 is noisy (0.87 to 1.46 images/s in runs on 2026-11-28 and
+  29), which is how a level can show under 70% or over 100%. At 256 clients the clients' POST wait
+  (60 s) runs out before their one batch ends: on 2026-11-28 they then polled every 50 ms, about
+  5,000 requests/s that took the worker's CPU, and the service made 55% of the engine's throughput;
+  since `GET /jobs/{id}?wait=` they long-poll, and it made 93% (2026-11-29, commit `0f21814`).
 - The bookkeeping measurement (`bench/bookkeeping.py`) submits one-image jobs in process and lets one
   worker work the queue in burst mode, with one sampler step per job so that the engine's share is
   small: per job, the wall time outside engine steps and the Redis commands. On a GPU the engine
