@@ -1,5 +1,5 @@
 """Job documents: the record in Redis as clients see it, now (`document`), once it ends
-(`wait_for_end`), and as it goes (`job_events`, the SSE stream).
+(`wait_for_end`, `held`), and as it goes (`job_events`, the SSE stream).
 
 Waiting and streaming subscribe to the job's events channel before they read the record, so an
 event published in between is never missed; they also re-read the record every few seconds, so a
@@ -110,6 +110,13 @@ async def wait_for_end(backend: Backend, job_id: str, seconds: float) -> dict[st
                     break
     finally:
         await close(pubsub)
+
+
+async def held(backend: Backend, record: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """`?wait=`: the record once its job has ended, or as it is after `seconds` (0: at once)."""
+    if seconds <= 0 or record["status"] in TERMINAL_STATUSES:
+        return record
+    return await wait_for_end(backend, record["id"], seconds) or record
 
 
 async def job_events(backend: Backend, pubsub: PubSub, record: dict[str, Any], root: str) -> AsyncIterator[ServerSentEvent]:

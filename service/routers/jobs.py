@@ -18,8 +18,8 @@ from model_store import ModelCard
 from model_store.errors import InvalidModelNameError, UnknownModelError
 from service.auth import Caller, CallerDep, authenticate
 from service.deps import Backend, BackendDep
-from service.documents import (TERMINAL_STATUSES, close, document, job_events, load, not_found, subscribe,
-                               wait_for_end)
+from service.documents import (TERMINAL_STATUSES, close, document, held, job_events, load, not_found,
+                               subscribe)
 from service.jobs import PREFIX, JobStatus, JobStore, job_id_time, job_url, new_job_id
 from service.problems import Problem, invalid, problem_type, responses
 from service.routers.models import find_generator
@@ -196,8 +196,7 @@ async def generate(
                                                   description="makes a retry return the same job (24 h)")] = None,
 ) -> dict[str, Any]:
     record = await run_in_threadpool(submit, backend, body, idempotency_key, caller.owner)
-    if wait > 0 and record["status"] not in TERMINAL_STATUSES:
-        record = await wait_for_end(backend, record["id"], wait) or record
+    record = await held(backend, record, wait)
     doc = await run_in_threadpool(document, backend, record, _root(request))
     response.status_code = 200 if doc["status"] in TERMINAL_STATUSES else 202
     response.headers["Location"] = job_url(_root(request), doc["id"])
@@ -216,9 +215,7 @@ async def get_job(
     wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S, description="seconds to hold the response for the job "
                                                                    "to end, 0..60")] = 0,
 ) -> dict[str, Any]:
-    record = await run_in_threadpool(load, backend, job_id, caller.owner)
-    if wait > 0 and record["status"] not in TERMINAL_STATUSES:
-        record = await wait_for_end(backend, job_id, wait) or record
+    record = await held(backend, await run_in_threadpool(load, backend, job_id, caller.owner), wait)
     return await run_in_threadpool(document, backend, record, _root(request))
 
 

@@ -18,7 +18,7 @@ import { imageFields, setImageModel, setupImage } from "./image.js";
 import { follow, hidePreview, seconds, setBusy, setStatus, showProgress, showQueued } from "./job.js";
 import { renderQuality } from "./quality.js";
 import { showResults } from "./results.js";
-import { askForKey, setupKey } from "./key.js";
+import { askForKeyIf, setupKey } from "./key.js";
 import { selectTab, setupTabs } from "./tabs.js";
 
 const $ = (id) => document.getElementById(id);
@@ -150,7 +150,7 @@ function clearErrors() {
 /** A problem document next to the fields it names; the rest (or a plain detail) under the form. */
 function showProblem(error) {
   const problem = error.problem || { detail: error.message };
-  if (error.status === 401 || error.status === 403) askForKey(error.status, error.message);
+  askForKeyIf(error);
   const errors = Array.isArray(problem.errors) ? problem.errors : [];
   const elsewhere = [];
   let first = null;
@@ -361,7 +361,7 @@ async function load() {
     state.models = models.data;
     state.samplers = samplers.data;
   } catch (e) {
-    if (e.status === 401 || e.status === 403) askForKey(e.status, e.message);
+    askForKeyIf(e);
     $("load-error").textContent = `Could not load the models: ${e.message}`;
     $("load-error").hidden = false;
     $("generate").disabled = true;

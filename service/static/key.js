@@ -45,10 +45,11 @@ function showBar(message) {
   $("key-status").textContent = message;
 }
 
-/** Ask for a key: the API answered 401 (none sent) or 403 (this one refused), `detail` its reason. */
-export function askForKey(status, detail) {
-  showBar(status === 403 && getKey() ? `The service refused this key (${detail}): enter another.`
-    : `This service needs an API key (${detail}).`);
+/** Ask for a key if `error` (an ApiError) is the API's 401 (no key sent) or 403 (this one refused). */
+export function askForKeyIf(error) {
+  if (error.status !== 401 && error.status !== 403) return;
+  showBar(error.status === 403 && getKey() ? `The service refused this key (${error.message}): enter another.`
+    : `This service needs an API key (${error.message}).`);
   $("api-key").setAttribute("aria-invalid", "true");
   $("api-key").focus();
 }
