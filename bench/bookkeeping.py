@@ -22,8 +22,17 @@ from pathlib import Path
 from typing import Any
 
 from bench import render
-from bench.common import (REPO, add_common_arguments, environment, exit_on_sigterm, resolve_device, store_root,
-                          worker_engine, worker_generators, write_result)
+from bench.common import (
+    REPO,
+    add_common_arguments,
+    environment,
+    exit_on_sigterm,
+    resolve_device,
+    store_root,
+    worker_engine,
+    worker_generators,
+    write_result,
+)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -51,11 +60,11 @@ def measure(args: argparse.Namespace, device: str, redis_url: str) -> dict[str, 
     """Submit the jobs, run the worker until the queue is empty; the figures."""
     from redis import Redis
 
+    from contract.jobs import JobStore
+    from contract.schema import GenerateRequest
+    from contract.settings import Settings
     from service.deps import Backend
-    from service.jobs import JobStore
     from service.routers.jobs import submit
-    from service.schemas import GenerateRequest
-    from service.settings import Settings
     from worker.main import BatchWorker
     from worker.metrics import METRICS_KEY
 

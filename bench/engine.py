@@ -20,8 +20,19 @@ from typing import Any
 import torch
 
 from bench import render
-from bench.common import (add_common_arguments, engine_request, environment, resolve_device, run_jobs, store_root,
-                          sync, timed_runs, worker_engine, worker_generators, write_result)
+from bench.common import (
+    add_common_arguments,
+    engine_request,
+    environment,
+    resolve_device,
+    run_jobs,
+    store_root,
+    sync,
+    timed_runs,
+    worker_engine,
+    worker_generators,
+    write_result,
+)
 from bench.loops import diffusers_ddim, peer_loop, seed_loop
 
 LOOPS = ("project", "project_fp32", "peer", "seed")
@@ -151,10 +162,11 @@ class Bench:
     def x_T(self, request: dict[str, Any]) -> torch.Tensor:
         """The x_T the engine draws for `request`: the state `BatchEngine.add` starts, built by the same
         public calls (per-image seeded generators, diffusion.noise.stacked_randn)."""
-        from diffusion.sampling import SamplerState, specs_for_request
-        from worker.engine import spec_from_request
+        from contract.request import GenerateSettings
+        from diffusion.sampling import SamplerState, SampleSpec, specs_for_request
 
-        spec, n = spec_from_request(request)
+        settings = GenerateSettings.from_record(request)
+        spec, n = SampleSpec(**settings.sampled()), settings.num_images
         state = SamplerState.start(specs_for_request(spec, n), self.shape, self.null, self.gen.schedule, self.device,
                                    track_x0=False)
         return state.x.clone()

@@ -21,11 +21,24 @@ from typing import Any
 import httpx
 
 from bench import render
-from bench.common import (PNG_MAGIC, TERMINAL, add_common_arguments, engine_request, environment, exit_on_sigterm, resolve_device,
-                          run_jobs, store_root, summary, sync, worker_accel, worker_engine, worker_generators,
-                          write_result)
+from bench.common import (
+    PNG_MAGIC,
+    TERMINAL,
+    add_common_arguments,
+    engine_request,
+    environment,
+    exit_on_sigterm,
+    resolve_device,
+    run_jobs,
+    store_root,
+    summary,
+    sync,
+    worker_accel,
+    worker_engine,
+    worker_generators,
+    write_result,
+)
 from bench.stack import add_service_arguments, counters_delta, running_service, worker_counters
-
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

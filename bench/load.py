@@ -25,11 +25,24 @@ from typing import Any
 import httpx
 
 from bench import render
-from bench.common import (PNG_MAGIC, TERMINAL, add_common_arguments, engine_request, environment, exit_on_sigterm, resolve_device,
-                          run_jobs, store_root, summary, timed_runs, worker_accel, worker_engine, worker_generators,
-                          write_result)
+from bench.common import (
+    PNG_MAGIC,
+    TERMINAL,
+    add_common_arguments,
+    engine_request,
+    environment,
+    exit_on_sigterm,
+    resolve_device,
+    run_jobs,
+    store_root,
+    summary,
+    timed_runs,
+    worker_accel,
+    worker_engine,
+    worker_generators,
+    write_result,
+)
 from bench.stack import add_service_arguments, aworker_counters, counters_delta, running_service
-
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -71,7 +84,7 @@ def direct_engine(args: argparse.Namespace, device: str, levels: list[int], max_
     for n in levels:
         batch = min(n, max_batch)
 
-        def run() -> None:
+        def run(batch: int = batch, engine: Any = engine) -> None:
             base = next(jobs) * batch
             run_jobs(engine, ref, {f"direct-{base + k}": engine_request(
                 (base + k) % 10, 1, 10_000 + base + k, steps=args.steps, guidance_scale=args.guidance_scale)

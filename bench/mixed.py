@@ -24,8 +24,19 @@ from collections import deque
 from typing import Any
 
 from bench import render
-from bench.common import (add_common_arguments, engine_request, environment, resolve_device, run_jobs, store_root,
-                          summary, sync, worker_engine, worker_generators, write_result)
+from bench.common import (
+    add_common_arguments,
+    engine_request,
+    environment,
+    resolve_device,
+    run_jobs,
+    store_root,
+    summary,
+    sync,
+    worker_engine,
+    worker_generators,
+    write_result,
+)
 
 MODES = ("continuous", "static")
 

@@ -48,7 +48,7 @@ def engine(result: dict[str, Any]) -> str:
               + " | ".join(f"{loop} % of ceiling" for loop in loops) + " |",
               "|---:|" + "---:|" * (2 * len(loops) + 2)]
     for row in result["results"]:
-        def ips(loop: str) -> str:
+        def ips(loop: str, row: dict = row) -> str:
             r = row.get(loop) or {}
             return _f(r.get("images_per_s")) if "error" not in r else r["error"][:40]
         lines.append(f"| {row['batch']} | " + " | ".join(ips(loop) for loop in loops)

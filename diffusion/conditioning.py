@@ -15,13 +15,16 @@ input is kept; RePaint's m is the opposite (1 = known).
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
 from diffusion.noise import ImageNoise
 from diffusion.schedules import timestep_subsequence
+
+MAX_RESAMPLE_STEPS = 10
+"""Most RePaint resampling repetitions per inpainting step (U in RePaint's Alg. 1)."""
 
 
 def strength_steps(steps: int, strength: float) -> int:

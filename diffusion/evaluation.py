@@ -3,8 +3,8 @@ between generated and real images, and the share of generated images classified 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 import torch
 from torch import nn
@@ -19,7 +19,7 @@ class FeatureStats:
     n: int
 
     @classmethod
-    def of(cls, features: torch.Tensor) -> "FeatureStats":
+    def of(cls, features: torch.Tensor) -> FeatureStats:
         f = features.double()
         return cls(mean=f.mean(0), cov=torch.cov(f.T), n=f.shape[0])
 
@@ -139,9 +139,9 @@ def evaluate_setting(
 ) -> dict:
     """FD and accuracy of `per_class` images of every class sampled with `setting` (seeds fixed: image
     i of class c uses seed `seed + c * per_class + i`, so a rerun gives the same figures)."""
-    from diffusion.sampling import SampleSpec
-
     import time
+
+    from diffusion.sampling import SampleSpec
 
     specs = [SampleSpec(c, setting.guidance_scale, guidance=setting.guidance, sampler=setting.sampler,
                         steps=setting.steps, eta=setting.eta, seed=seed + c * per_class + i)

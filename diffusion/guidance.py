@@ -9,6 +9,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+GUIDANCE_KINDS = ("cfg", "classifier")
+"""The guidance methods: classifier-free, and by a noise-aware classifier's gradient."""
+
 
 @dataclass
 class Conditioning:
@@ -32,8 +35,10 @@ class GuidancePlan:
     @staticmethod
     def lists(class_label: list[int | None], guidance_scale: list[float],
               classifier: list[bool]) -> dict[str, list[int]]:
-        """The plan's rows as host lists, from each row's class (None = unconditional), scale and method."""
-        # the rule of `from_conditioning`, row by row
+        """The plan's rows as host lists, from each row's class (None = unconditional), scale and
+        method: the one rule of which predictions a row needs. A null class, or CFG at s = 0, needs
+        the unconditional prediction alone; CFG at s = 1, and classifier guidance, the conditional
+        one alone; CFG at any other s both."""
         is_null = [y is None or (not c and s == 0) for y, s, c in zip(class_label, guidance_scale, classifier)]
         need_u = [n or (not c and s != 1) for n, s, c in zip(is_null, guidance_scale, classifier)]
         return {"rows_c": [i for i, n in enumerate(is_null) if not n],
@@ -42,14 +47,13 @@ class GuidancePlan:
                 "classifier_rows": [i for i, c in enumerate(classifier) if c]}
 
     @classmethod
-    def from_conditioning(cls, cond: Conditioning, null_class: int) -> "GuidancePlan":
-        """The plan read off the device tensors (this syncs; the driver loop passes its own)."""
-        y, s = cond.class_label, cond.guidance_scale
-        is_null = (y == null_class) | (~cond.classifier & (s == 0))
-        need_c = ~is_null
-        need_u = is_null | (~cond.classifier & (s != 1))
-        rows = lambda m: m.nonzero().squeeze(1)  # noqa: E731
-        return cls(rows(need_c), rows(need_u), rows(need_c & need_u), rows(cond.classifier))
+    def from_conditioning(cls, cond: Conditioning, null_class: int) -> GuidancePlan:
+        """The plan of `lists` for conditioning already on the device (this syncs to read it; the
+        driver loop builds its plan on the host instead)."""
+        labels = [None if y == null_class else y for y in cond.class_label.tolist()]
+        rows = cls.lists(labels, cond.guidance_scale.tolist(), cond.classifier.tolist())
+        device = cond.class_label.device
+        return cls(**{k: torch.tensor(v, dtype=torch.long, device=device) for k, v in rows.items()})
 
 
 @dataclass

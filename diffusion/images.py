@@ -94,5 +94,5 @@ def from_png(data: bytes | str | os.PathLike[str], channels: int) -> torch.Tenso
 def mask_from_png(data: bytes | str | os.PathLike[str]) -> torch.Tensor:
     """A black-and-white mask PNG -> float [1, H, W]: 1 where it is white (regenerate), 0 where black
     (keep); a gray counts as white above the middle level. The service and the CLI pass masks already
-    thresholded to 0 and 255 (imagegen.image_inputs)."""
+    thresholded to 0 and 255 (contract.image_inputs)."""
     return (from_png(data, 1) > 0).float()

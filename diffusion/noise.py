@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import torch
 
-from diffusion.names import MAX_SEED
+MAX_SEED = 2**63 - 1
+"""Largest seed: seeds are 0..2**63-1 (torch generators take 64-bit seeds; the API's range too)."""
 
 
 class ImageNoise:

@@ -10,19 +10,32 @@ part of it (inpainting): see `diffusion.conditioning`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
-from typing import Callable
 
 import torch
 from torch import Tensor
 
-from diffusion.conditioning import (image_inputs, inpaint_noise, keep_known, noised_start,
-                                    renoise, strength_timesteps)
-from diffusion.guidance import Conditioning, GuidancePlan, GuidedDenoiser
-from diffusion.names import GUIDANCE_KINDS, MAX_RESAMPLE_STEPS, MAX_SEED, SAMPLERS
-from diffusion.noise import ImageNoise, stacked_randn
-from diffusion.samplers import (ddim_step, ddpm_step, dpmpp_2m_step, euler_step, heun_corrector, heun_predictor,
-                                predict_x0)
+from diffusion.conditioning import (
+    MAX_RESAMPLE_STEPS,
+    image_inputs,
+    inpaint_noise,
+    keep_known,
+    noised_start,
+    renoise,
+    strength_timesteps,
+)
+from diffusion.guidance import GUIDANCE_KINDS, Conditioning, GuidancePlan, GuidedDenoiser
+from diffusion.noise import MAX_SEED, ImageNoise, stacked_randn
+from diffusion.samplers import (
+    ddim_step,
+    ddpm_step,
+    dpmpp_2m_step,
+    euler_step,
+    heun_corrector,
+    heun_predictor,
+    predict_x0,
+)
 from diffusion.schedules import CLEAN, NoiseSchedule
 
 
@@ -33,7 +46,7 @@ class SampleSpec:
     class_label: int | None  # 0..K-1, or None for unconditional
     guidance_scale: float = 1.0  # s >= 0 (CFG: 0 unconditional, 1 conditional; classifier: gradient scale)
     guidance: str = "cfg"  # "cfg" or "classifier"
-    sampler: str = "ddim"  # a key of diffusion.names.SAMPLERS
+    sampler: str = "ddim"  # a key of SAMPLER_STEPS
     steps: int = 50  # 1..T
     eta: float = 0.0  # DDIM stochasticity, 0..1; only for "ddim"
     seed: int = 0  # this image's own seed
@@ -44,8 +57,8 @@ class SampleSpec:
         """Raise ValueError naming the field if this spec cannot be sampled."""
         if self.class_label is not None and not 0 <= self.class_label < num_classes:
             raise ValueError(f"class_label must be in 0..{num_classes - 1} or None, got {self.class_label}")
-        if self.sampler not in SAMPLERS:
-            raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
+        if self.sampler not in SAMPLER_STEPS:
+            raise ValueError(f"sampler must be one of {', '.join(SAMPLER_STEPS)}, got {self.sampler!r}")
         if self.guidance not in GUIDANCE_KINDS:
             raise ValueError(f"guidance must be one of {', '.join(GUIDANCE_KINDS)}, got {self.guidance!r}")
         if self.guidance == "classifier" and self.class_label is None:
@@ -102,7 +115,7 @@ class SamplerState:
         schedule: NoiseSchedule, device: torch.device | str = "cpu", *,
         init_images: list[Tensor | None] | None = None, masks: list[Tensor | None] | None = None,
         track_x0: bool = True,
-    ) -> "SamplerState":
+    ) -> SamplerState:
         """Fresh images at pure noise x_T ~ N(0, I), the first draw z of each image's own generator.
 
         `init_images` and `masks` hold per image an input [C, H, W] and a mask [1 or C, H, W] (1 =
@@ -156,7 +169,7 @@ class SamplerState:
         resampled inpainting step counts once)."""
         return self.index[row], len(self.timesteps[row]) - 1
 
-    def select(self, rows: list[int]) -> "SamplerState":
+    def select(self, rows: list[int]) -> SamplerState:
         """The images at `rows`, in that order."""
         idx = torch.tensor(rows, dtype=torch.long, device=self.x.device)
         out = {}
@@ -166,7 +179,7 @@ class SamplerState:
         return SamplerState(**out)
 
     @staticmethod
-    def concat(states: list["SamplerState"]) -> "SamplerState":
+    def concat(states: list[SamplerState]) -> SamplerState:
         """One batch of all images of `states`, each keeping its own place."""
         out = {}
         for f in fields(SamplerState):
@@ -198,43 +211,111 @@ def device_ints(device: torch.device, lists: dict[str, list[int]]) -> dict[str, 
     return dict(zip(lists, flat.split([len(v) for v in lists.values()])))
 
 
-def advance(state: SamplerState, denoiser: GuidedDenoiser, schedule: NoiseSchedule) -> None:
-    """One model evaluation for every unfinished image of `state`, then each image's sampler update;
-    an inpainted image then gets its kept region back, and may jump back to take the step again.
+@dataclass
+class _Step:
+    """One call of `advance`: the images that move, the model's prediction for them, and the new
+    values the samplers write. Tensors here have one row per moving image (position k in `rows`)."""
 
-    Every decision is made on the host from the state's lists, and every index the device needs
-    goes over in one transfer: the loop never waits on the device (until a caller reads a result)."""
-    rows = [i for i, d in enumerate(state.done) if not d]
-    if not rows:
-        return
-    dev = state.x.device
+    state: SamplerState
+    rows: list[int]  # the moving images' rows in `state`
+    groups: dict[str, list[int]]  # sampler name -> positions k of its images
+    ix: dict[str, Tensor]  # the device indices of the step, sent in one transfer
+    x: Tensor  # where the model evaluated
+    eps: Tensor  # the guided prediction, classifier-shifted and clipped as the model asks
+    grad: Tensor | None  # DDPM's classifier mean shift; None without classifier guidance
+    ab_s: Tensor  # alpha_bar at each image's timestep now, next and before, [B, 1, 1, 1]
+    ab_t: Tensor
+    ab_prev: Tensor
+    start: Tensor  # the state's heun start and memo, and DDIM's eta, at the moving rows
+    memo: Tensor
+    eta: Tensor
+    new_x: Tensor  # what the samplers write
+    new_start: Tensor
+    new_memo: Tensor
+
+    def noise(self, positions: list[int]) -> Tensor:
+        """One draw from each image's own stream, for the images at `positions`."""
+        return stacked_randn([self.state.noise[self.rows[k]] for k in positions], tuple(self.x.shape[1:]),
+                             self.x.device)
+
+
+def _ddpm(s: _Step, gi: Tensor, g: list[int]) -> None:
+    s.new_x[gi] = ddpm_step(s.x[gi], s.eps[gi], s.ab_s[gi], s.ab_t[gi], s.noise(g),
+                            None if s.grad is None else s.grad[gi])
+
+
+def _ddim(s: _Step, gi: Tensor, g: list[int]) -> None:
+    # only the stochastic images (eta > 0) draw noise: eta 0 is deterministic and takes none
+    noisy = [k for k in g if s.state.specs[s.rows[k]].eta > 0]
+    z = torch.zeros_like(s.x[gi])
+    if noisy:
+        z[s.ix["ddim_noisy"]] = s.noise(noisy)
+    s.new_x[gi] = ddim_step(s.x[gi], s.eps[gi], s.ab_s[gi], s.ab_t[gi], _col(s.eta[gi]), z)
+
+
+def _euler(s: _Step, gi: Tensor, g: list[int]) -> None:
+    s.new_x[gi] = euler_step(s.x[gi], s.eps[gi], s.ab_s[gi], s.ab_t[gi])
+
+
+def _dpmpp_2m(s: _Step, gi: Tensor, g: list[int]) -> None:
+    s.new_x[gi], s.new_memo[gi] = dpmpp_2m_step(s.x[gi], s.eps[gi], s.ab_s[gi], s.ab_t[gi], s.ab_prev[gi],
+                                                s.new_memo[gi], _col(s.ix["dpmpp_first"].bool()))
+
+
+def _heun(s: _Step, gi: Tensor, g: list[int]) -> None:
+    # predictor rows take an Euler step (on the last step, to sigma = 0, that is the whole step);
+    # corrector rows finish the step their predictor began
+    stage = [s.state.stage[s.rows[k]] for k in g]
+    if 0 in stage:
+        pi = s.ix["heun_pred"]
+        x_t, d = heun_predictor(s.x[pi], s.eps[pi], s.ab_s[pi], s.ab_t[pi])
+        s.new_start[pi], s.new_memo[pi], s.new_x[pi] = s.x[pi], d, x_t
+    if 1 in stage:
+        ci = s.ix["heun_corr"]
+        s.new_x[ci] = heun_corrector(s.start[ci], s.memo[ci], s.eps[ci], s.ab_s[ci], s.ab_t[ci])
+
+
+SAMPLER_STEPS: dict[str, Callable[[_Step, Tensor, list[int]], None]] = {
+    "ddpm": _ddpm,
+    "ddim": _ddim,
+    "dpmpp_2m": _dpmpp_2m,
+    "euler": _euler,
+    "heun": _heun,
+}
+"""Each sampler's update of its images in one `advance`, by name: the samplers this core implements.
+Each writes its rows of `new_x` (and of the heun/dpmpp_2m memory) from the shared prediction."""
+
+
+def _indices(state: SamplerState, rows: list[int], groups: dict[str, list[int]]) -> dict[str, Tensor]:
+    """Every index the step needs on the device, decided on the host and sent in one transfer."""
     specs = [state.specs[i] for i in rows]
     # per position k in `rows`: the image's timestep now, next and before, and where the model evaluates
     t_cur = [state.timesteps[i][state.index[i]] for i in rows]
     t_next = [state.timesteps[i][state.index[i] + 1] for i in rows]
-    t_prev = [state.timesteps[i][max(state.index[i] - 1, 0)] for i in rows]
     t_eval = [tn if state.stage[i] == 1 else tc for i, tc, tn in zip(rows, t_cur, t_next)]
-    groups = {name: [k for k, sp in enumerate(specs) if sp.sampler == name] for name in SAMPLERS}
-    heun_pred = [k for k in groups["heun"] if state.stage[rows[k]] == 0]
-    heun_corr = [k for k in groups["heun"] if state.stage[rows[k]] == 1]
-    ddim_noisy = [k for k in groups["ddim"] if specs[k].eta > 0]
     plan = GuidancePlan.lists([sp.class_label for sp in specs], [sp.guidance_scale for sp in specs],
                               [sp.guidance == "classifier" for sp in specs])
-    ix = device_ints(dev, {
-        "rows": rows, "t_cur": t_cur, "t_next": t_next, "t_prev": t_prev, "t_eval": t_eval, **plan,
-        **{f"group_{name}": g for name, g in groups.items()}, "heun_pred": heun_pred, "heun_corr": heun_corr,
+    heun = groups["heun"]
+    return device_ints(state.x.device, {
+        "rows": rows, "t_cur": t_cur, "t_next": t_next,
+        "t_prev": [state.timesteps[i][max(state.index[i] - 1, 0)] for i in rows], "t_eval": t_eval, **plan,
+        **{f"group_{name}": g for name, g in groups.items()},
+        "heun_pred": [k for k in heun if state.stage[rows[k]] == 0],
+        "heun_corr": [k for k in heun if state.stage[rows[k]] == 1],
         # positions within the ddim group of its stochastic rows
-        "ddim_noisy": [groups["ddim"].index(k) for k in ddim_noisy],
+        "ddim_noisy": [p for p, k in enumerate(groups["ddim"]) if specs[k].eta > 0],
         "not_ddpm": [int(sp.sampler != "ddpm") for sp in specs],
         # dpmpp_2m: a first-order step on the first step, and on every repeat of a resampled one (a
         # resampled step starts from a re-noised x_t, off the path the history x0_prev lies on; the
         # last repeat's x0 is then the history of the next step, which does start from its x_t)
         "dpmpp_first": [int(state.index[rows[k]] == 0 or state.repeat[rows[k]] > 0) for k in groups["dpmpp_2m"]],
     })
-    r = ix["rows"]
-    all_rows = len(rows) == len(state)
-    pick = (lambda v: v) if all_rows else (lambda v: v[r])  # noqa: E731 - no gather when every row moves
 
+
+def _predict(state: SamplerState, ix: dict[str, Tensor], pick: Callable[[Tensor], Tensor],
+             denoiser: GuidedDenoiser, schedule: NoiseSchedule) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
+    """The one model evaluation of the moving images: (x, eps as the samplers use it, DDPM's grad,
+    alpha_bar where the model evaluated)."""
     cond = Conditioning(pick(state.class_label), pick(state.guidance_scale), pick(state.classifier))
     x = pick(state.x)
     pred = denoiser(x, ix["t_eval"], cond, GuidancePlan(ix["rows_c"], ix["rows_u"], ix["both"], ix["classifier_rows"]))
@@ -245,45 +326,43 @@ def advance(state: SamplerState, denoiser: GuidedDenoiser, schedule: NoiseSchedu
         eps = eps - _col(ix["not_ddpm"] * (1 - ab_eval.view(-1)).sqrt()) * grad
     if denoiser.clip_x0:
         eps = clip_eps(x, eps, ab_eval)
+    return x, eps, grad, ab_eval
+
+
+def advance(state: SamplerState, denoiser: GuidedDenoiser, schedule: NoiseSchedule) -> None:
+    """One model evaluation for every unfinished image of `state`, then each image's sampler update;
+    an inpainted image then gets its kept region back, and may jump back to take the step again.
+
+    Every decision is made on the host from the state's lists, and every index the device needs
+    goes over in one transfer: the loop never waits on the device (until a caller reads a result)."""
+    rows = [i for i, d in enumerate(state.done) if not d]
+    if not rows:
+        return
+    groups = {name: [k for k, i in enumerate(rows) if state.specs[i].sampler == name] for name in SAMPLER_STEPS}
+    ix = _indices(state, rows, groups)
+    all_rows = len(rows) == len(state)
+    r = ix["rows"]
+    pick = (lambda v: v) if all_rows else (lambda v: v[r])  # noqa: E731 - no gather when every row moves
+    x, eps, grad, ab_eval = _predict(state, ix, pick, denoiser, schedule)
     # the clean image this evaluation predicts (previews); an inpainted image keeps its known region
     track = any(state.track_x0[i] for i in rows)
     x0 = torch.where(pick(state.regenerate), predict_x0(x, eps, ab_eval), pick(state.init)) if track else None
 
-    ab_s, ab_t, ab_prev = (_col(schedule.alpha_bar(ix[name])) for name in ("t_cur", "t_next", "t_prev"))
-    new_x, new_start, new_memo = x.clone(), pick(state.x_start).clone(), pick(state.memo).clone()
-    shape = tuple(x.shape[1:])
+    start, memo = pick(state.x_start), pick(state.memo)
+    step = _Step(state, rows, groups, ix, x, eps, grad,
+                 *(_col(schedule.alpha_bar(ix[name])) for name in ("t_cur", "t_next", "t_prev")),
+                 start, memo, pick(state.eta), x.clone(), start.clone(), memo.clone())
+    for name, g in groups.items():
+        if g:
+            SAMPLER_STEPS[name](step, ix[f"group_{name}"], g)
+    _finish_step(state, step, x0)
 
-    for name in SAMPLERS:
-        g = groups[name]
-        if not g:
-            continue
-        gi = ix[f"group_{name}"]
-        gx, geps, gs, gt = x[gi], eps[gi], ab_s[gi], ab_t[gi]
-        if name == "ddpm":
-            z = stacked_randn([state.noise[rows[k]] for k in g], shape, dev)
-            new_x[gi] = ddpm_step(gx, geps, gs, gt, z, None if grad is None else grad[gi])
-        elif name == "ddim":
-            z = torch.zeros_like(gx)
-            if ddim_noisy:
-                z[ix["ddim_noisy"]] = stacked_randn([state.noise[rows[k]] for k in ddim_noisy], shape, dev)
-            new_x[gi] = ddim_step(gx, geps, gs, gt, _col(pick(state.eta)[gi]), z)
-        elif name == "euler":
-            new_x[gi] = euler_step(gx, geps, gs, gt)
-        elif name == "dpmpp_2m":
-            new_x[gi], new_memo[gi] = dpmpp_2m_step(gx, geps, gs, gt, ab_prev[gi], new_memo[gi],
-                                                    _col(ix["dpmpp_first"].bool()))
-        elif name == "heun":
-            # predictor rows: an Euler step; on the last step (to sigma = 0) that is the whole step
-            if heun_pred:
-                pi = ix["heun_pred"]
-                x_t, d = heun_predictor(x[pi], eps[pi], ab_s[pi], ab_t[pi])
-                new_start[pi], new_memo[pi], new_x[pi] = x[pi], d, x_t
-            if heun_corr:
-                ci = ix["heun_corr"]
-                new_x[ci] = heun_corrector(pick(state.x_start)[ci], pick(state.memo)[ci], eps[ci], ab_s[ci], ab_t[ci])
-        else:  # pragma: no cover - SAMPLERS and this dispatch are kept in step by tests
-            raise AssertionError(name)
 
+def _finish_step(state: SamplerState, step: _Step, x0: Tensor | None) -> None:
+    """Inpaint the complete steps, write the new values back, and move each image on (or, for
+    RePaint's resampling and heun's corrector, keep it at its step)."""
+    rows, specs = step.rows, [state.specs[i] for i in step.rows]
+    t_next = [state.timesteps[i][state.index[i] + 1] for i in rows]
     # a step is complete unless heun's corrector is still to come; only then is it inpainted
     complete = [not (sp.sampler == "heun" and state.stage[i] == 0 and tn != CLEAN)
                 for sp, i, tn in zip(specs, rows, t_next)]
@@ -291,14 +370,16 @@ def advance(state: SamplerState, denoiser: GuidedDenoiser, schedule: NoiseSchedu
             for c, i, tn, sp in zip(complete, rows, t_next, specs)]
     inpainted = [k for k, (c, i) in enumerate(zip(complete, rows)) if c and state.inpaint[i]]
     if inpainted:
-        _inpaint_step(state, rows, inpainted, [k for k, j in enumerate(jump) if j], new_x, ab_s, ab_t, t_next)
+        _inpaint_step(state, rows, inpainted, [k for k, j in enumerate(jump) if j], step.new_x, step.ab_s,
+                      step.ab_t, t_next)
 
-    if all_rows:
-        state.x, state.x_start, state.memo = new_x, new_start, new_memo
+    if len(rows) == len(state):
+        state.x, state.x_start, state.memo = step.new_x, step.new_start, step.new_memo
         if x0 is not None:
             state.x0 = x0
     else:
-        state.x[r], state.x_start[r], state.memo[r] = new_x, new_start, new_memo
+        r = step.ix["rows"]
+        state.x[r], state.x_start[r], state.memo[r] = step.new_x, step.new_start, step.new_memo
         if x0 is not None:
             state.x0[r] = x0
     for c, j, i in zip(complete, jump, rows):

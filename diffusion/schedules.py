@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from diffusion.names import NUM_TRAIN_STEPS
+NUM_TRAIN_STEPS = 1000
+"""T: the number of training (noising) steps of every schedule unless its config says otherwise."""
 
 CLEAN = -1
 """The timestep index of a clean image (alpha_bar = 1): where every subsequence ends."""

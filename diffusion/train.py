@@ -7,9 +7,9 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Callable
 
 import torch
 from tqdm import tqdm
@@ -113,6 +113,129 @@ def _last_log_entry(path: Path) -> dict:
     return json.loads(lines[-1]) if lines else {}
 
 
+@dataclass
+class _Run:
+    """What a run carries from step to step, and what its checkpoint keeps."""
+
+    cfg: TrainConfig
+    model: torch.nn.Module
+    ema: EMA
+    opt: torch.optim.Optimizer
+    gen: torch.Generator  # batches, timesteps and noise
+    step: int = 0
+    seconds: float = 0.0  # training time so far, this run's and the runs it resumed
+
+    def save(self, path: Path) -> None:
+        _save_atomic({"model": self.model.state_dict(), "ema": self.ema.state_dict(),
+                      "optimizer": self.opt.state_dict(), "step": self.step, "seconds": self.seconds,
+                      "generator": self.gen.get_state().cpu(), "config": json.dumps(self.cfg.to_dict())}, path)
+
+    def resume(self, path: Path, device: torch.device) -> None:
+        """Continue from the checkpoint at `path`, which must come from the same config (but for how
+        long it goes on, where, and its reporting)."""
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+        saved = json.loads(ckpt["config"])
+        free = ("steps", "max_minutes", "device", "sample_every", "sample_steps", "checkpoint_every", "log_every")
+        if any(saved.get(k) != v for k, v in self.cfg.to_dict().items() if k not in free):
+            raise ValueError(f"{path} was made with another config; use another --run-dir or remove it")
+        self.model.load_state_dict(ckpt["model"])
+        self.ema.load_state_dict(ckpt["ema"])
+        self.opt.load_state_dict(ckpt["optimizer"])
+        self.step, self.seconds = ckpt["step"], ckpt["seconds"]
+        state = ckpt["generator"]
+        self.gen.set_state(state.to(self.gen.get_state().device) if device.type == "cuda" else state)
+
+
+def _prepare_device(cfg: TrainConfig) -> tuple[torch.device, torch.Generator]:
+    """The device, seeded: the global RNG (initialization) and the run's generator."""
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return device, gen
+
+
+def _build_model(cfg: TrainConfig, dataset: ImageDataset, init_state: dict[str, torch.Tensor] | None):
+    """The task's network for `dataset`'s images and classes (from `init_state` if given), and its config."""
+    presets, network = ARCHITECTURES[cfg.task]
+    base = presets[cfg.preset]
+    model_cfg = type(base)(**{**base.to_dict(), "image_size": dataset.image_size,
+                              "in_channels": dataset.channels, "num_classes": dataset.num_classes})
+    model = network(model_cfg)
+    if init_state is not None:
+        try:
+            model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in init_state.items()})
+        except RuntimeError as e:
+            raise ValueError(f"init_from {cfg.init_from}: its weights do not fit preset {cfg.preset!r}: {e}") from None
+    return model, model_cfg
+
+
+def _loss(cfg: TrainConfig, forward: torch.nn.Module, schedule: NoiseSchedule, x0: torch.Tensor, y: torch.Tensor,
+          num_classes: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The task's loss on one batch, and the classifiers' accuracy on it (None for the generator)."""
+    if cfg.task == "generator":
+        return eps_loss(forward, schedule, x0, y, num_classes, cfg.p_uncond, gen), None
+    if cfg.task == "guidance-classifier":
+        return noisy_classifier_loss(forward, schedule, x0, y, gen)
+    return clean_classifier_loss(forward, x0, y, gen)
+
+
+class _Log:
+    """The loss (and accuracy) averaged over each window of `log_every` steps, written to log.jsonl
+    and shown on the progress bar."""
+
+    def __init__(self, cfg: TrainConfig, path: Path, bar: tqdm, on_log: Callable[[int, dict], None] | None,
+                 resumed: bool) -> None:
+        self.cfg, self.bar, self.on_log = cfg, bar, on_log
+        # a resumed run that has no steps left still reports the figures its log ended with
+        last = _last_log_entry(path) if resumed else {}
+        self.loss, self.accuracy = last.get("loss", float("nan")), last.get("accuracy")
+        self.file = open(path, "a")  # closed by close(), after the loop
+        self._reset()
+
+    def _reset(self) -> None:
+        self.window_loss, self.window_acc, self.window_n = 0.0, 0.0, 0
+
+    def add(self, loss: torch.Tensor, acc: torch.Tensor | None) -> None:
+        # detached device tensors: summed without a sync until the window is written
+        self.window_n += 1
+        self.window_loss += loss.detach()
+        if acc is not None:
+            self.window_acc += acc.detach()
+
+    def write(self, step: int, seconds: float, has_accuracy: bool) -> None:
+        self.loss = float(self.window_loss) / self.window_n
+        self.accuracy = float(self.window_acc) / self.window_n if has_accuracy else None
+        entry = {"step": step, "loss": self.loss, "lr": _lr_at(self.cfg, step - 1), "seconds": round(seconds, 2),
+                 "images_per_s": round(step * self.cfg.batch_size / max(seconds, 1e-9), 1)}
+        if self.accuracy is not None:
+            entry["accuracy"] = self.accuracy
+        self.file.write(json.dumps(entry) + "\n")
+        self.file.flush()
+        self.bar.set_postfix(loss=f"{self.loss:.4f}",
+                             **({"acc": f"{self.accuracy:.3f}"} if self.accuracy is not None else {}),
+                             img_s=entry["images_per_s"])
+        if self.on_log:
+            self.on_log(step, entry)
+        self._reset()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _sample_grid(cfg: TrainConfig, model: torch.nn.Module, schedule: NoiseSchedule, dataset: ImageDataset,
+                 device: torch.device, path: Path) -> None:
+    """Eight samples per class, one row each (DDIM, CFG scale 3), of the EMA weights."""
+    per_class = 8
+    specs = [SampleSpec(c, 3.0, sampler="ddim", steps=cfg.sample_steps, seed=1000 * c + i)
+             for c in range(dataset.num_classes) for i in range(per_class)]
+    x = sample(model, schedule, specs, (dataset.channels, dataset.image_size, dataset.image_size),
+               dataset.num_classes, device=device, clip_x0=True)
+    save_grid(x.cpu(), path, nrow=per_class)
+
+
 def train(cfg: TrainConfig, dataset: ImageDataset | None = None,
           on_log: Callable[[int, dict], None] | None = None,
           init_state: dict[str, torch.Tensor] | None = None) -> TrainResult:
@@ -123,15 +246,10 @@ def train(cfg: TrainConfig, dataset: ImageDataset | None = None,
         raise ValueError(f"task must be one of {TASKS}, got {cfg.task!r}")
     if bool(cfg.init_from) != (init_state is not None):
         raise ValueError("init_from names the weights passed as init_state: give both or neither")
-    device = resolve_device(cfg.device)
+    device, gen = _prepare_device(cfg)
+    on_cuda = device.type == "cuda"
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
-    gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    on_cuda = device.type == "cuda"
-    if on_cuda:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
 
     # --- data --------------------------------------------------------------------------------------
     if dataset is None:
@@ -140,124 +258,61 @@ def train(cfg: TrainConfig, dataset: ImageDataset | None = None,
         dataset = dataset.subset(n=min(cfg.limit, len(dataset)))
     images = dataset.images.to(device)  # uint8: Fashion-MNIST is 47 MB, so it all lives on the device
     labels = dataset.labels.to(device)
-    num_classes = dataset.num_classes
     schedule = NoiseSchedule(ScheduleConfig(cfg.schedule))
 
-    # --- model -------------------------------------------------------------------------------------
-    presets, network = ARCHITECTURES[cfg.task]
-    base = presets[cfg.preset]
-    model_cfg = type(base)(**{**base.to_dict(), "image_size": dataset.image_size,
-                              "in_channels": dataset.channels, "num_classes": num_classes})
-    model = network(model_cfg)
-    if init_state is not None:
-        try:
-            model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in init_state.items()})
-        except RuntimeError as e:
-            raise ValueError(f"init_from {cfg.init_from}: its weights do not fit preset {cfg.preset!r}: {e}") from None
+    # --- model and optimizer -----------------------------------------------------------------------
+    model, model_cfg = _build_model(cfg, dataset, init_state)
     model.to(device).train()
     ema = EMA(model, cfg.ema_decay)
     forward = torch.compile(model) if (cfg.compile and on_cuda) else model
-
-    # --- optimizer ---------------------------------------------------------------------------------
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    step, seconds = 0, 0.0
+    run = _Run(cfg, model, ema, torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay), gen)
     ckpt_path = run_dir / "checkpoint.pt"
     if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
-        saved = json.loads(ckpt["config"])
-        # what may change between a run and its resumption: how long it goes on, where, and its reporting
-        free = ("steps", "max_minutes", "device", "sample_every", "sample_steps", "checkpoint_every", "log_every")
-        if any(saved.get(k) != v for k, v in cfg.to_dict().items() if k not in free):
-            raise ValueError(f"{ckpt_path} was made with another config; use another --run-dir or remove it")
-        model.load_state_dict(ckpt["model"])
-        ema.load_state_dict(ckpt["ema"])
-        opt.load_state_dict(ckpt["optimizer"])
-        step, seconds = ckpt["step"], ckpt["seconds"]
-        gen.set_state(ckpt["generator"].to(gen.get_state().device) if on_cuda else ckpt["generator"])
-
-    def checkpoint() -> None:
-        _save_atomic({"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
-                      "step": step, "seconds": seconds, "generator": gen.get_state().cpu(),
-                      "config": json.dumps(cfg.to_dict())}, ckpt_path)
-
-    def sample_grid() -> None:
-        per_class = 8
-        specs = [SampleSpec(c, 3.0, sampler="ddim", steps=cfg.sample_steps, seed=1000 * c + i)
-                 for c in range(num_classes) for i in range(per_class)]
-        x = sample(ema.model, schedule, specs, (dataset.channels, dataset.image_size, dataset.image_size),
-                   num_classes, device=device, clip_x0=True)
-        save_grid(x.cpu(), run_dir / f"samples_{step:07d}.png", nrow=per_class)
+        run.resume(ckpt_path, device)
 
     # --- loop --------------------------------------------------------------------------------------
-    log_path = run_dir / "log.jsonl"
-    last = _last_log_entry(log_path) if step else {}
-    log = open(log_path, "a")
+    bar = tqdm(total=cfg.steps, initial=run.step, desc=cfg.task, unit="step", dynamic_ncols=True)
+    log = _Log(cfg, run_dir / "log.jsonl", bar, on_log, resumed=run.step > 0)
     perm, pos = torch.randperm(len(images), device=device, generator=gen), 0
-    # a resumed run that has no steps left still reports the figures its log ended with
-    window_loss, window_acc, window_n = 0.0, 0.0, 0
-    last_loss, last_acc = last.get("loss", float("nan")), last.get("accuracy")
-    bar = tqdm(total=cfg.steps, initial=step, desc=cfg.task, unit="step", dynamic_ncols=True)
-    t_start = time.perf_counter() - seconds
-    while step < cfg.steps:
+    t_start = time.perf_counter() - run.seconds
+    while run.step < cfg.steps:
         if pos + cfg.batch_size > len(perm):
             perm, pos = torch.randperm(len(images), device=device, generator=gen), 0
         idx = perm[pos:pos + cfg.batch_size]
         pos += cfg.batch_size
-        x0 = images[idx].float() / 127.5 - 1
-        y = labels[idx]
-        for group in opt.param_groups:
-            group["lr"] = _lr_at(cfg, step)
+        for group in run.opt.param_groups:
+            group["lr"] = _lr_at(cfg, run.step)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16 and on_cuda):
-            if cfg.task == "generator":
-                loss, acc = eps_loss(forward, schedule, x0, y, num_classes, cfg.p_uncond, gen), None
-            elif cfg.task == "guidance-classifier":
-                loss, acc = noisy_classifier_loss(forward, schedule, x0, y, gen)
-            else:
-                loss, acc = clean_classifier_loss(forward, x0, y, gen)
-        opt.zero_grad(set_to_none=True)
+            loss, acc = _loss(cfg, forward, schedule, images[idx].float() / 127.5 - 1, labels[idx],
+                              dataset.num_classes, gen)
+        run.opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
+        run.opt.step()
         ema.update(model)
-        step += 1
-        window_n += 1
-        window_loss += loss.detach()
-        if acc is not None:
-            window_acc += acc.detach()
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            seconds = time.perf_counter() - t_start
-            last_loss = float(window_loss) / window_n
-            last_acc = float(window_acc) / window_n if acc is not None else None
-            entry = {"step": step, "loss": last_loss, "lr": _lr_at(cfg, step - 1), "seconds": round(seconds, 2),
-                     "images_per_s": round(step * cfg.batch_size / max(seconds, 1e-9), 1)}
-            if last_acc is not None:
-                entry["accuracy"] = last_acc
-            log.write(json.dumps(entry) + "\n")
-            log.flush()
-            bar.set_postfix(loss=f"{last_loss:.4f}", **({"acc": f"{last_acc:.3f}"} if last_acc is not None else {}),
-                            img_s=entry["images_per_s"])
-            if on_log:
-                on_log(step, entry)
-            window_loss, window_acc, window_n = 0.0, 0.0, 0
+        run.step += 1
+        log.add(loss, acc)
+        if run.step % cfg.log_every == 0 or run.step == cfg.steps:
+            log.write(run.step, time.perf_counter() - t_start, acc is not None)
         bar.update(1)
-        if cfg.task == "generator" and cfg.sample_every and step % cfg.sample_every == 0:
-            sample_grid()
-        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
-            seconds = time.perf_counter() - t_start
-            checkpoint()
+        if cfg.task == "generator" and cfg.sample_every and run.step % cfg.sample_every == 0:
+            _sample_grid(cfg, ema.model, schedule, dataset, device, run_dir / f"samples_{run.step:07d}.png")
+        if cfg.checkpoint_every and run.step % cfg.checkpoint_every == 0:
+            run.seconds = time.perf_counter() - t_start
+            run.save(ckpt_path)
         if cfg.max_minutes and time.perf_counter() - t_start > 60 * cfg.max_minutes:
             break
     bar.close()
     log.close()
-    seconds = time.perf_counter() - t_start
-    checkpoint()
+    run.seconds = time.perf_counter() - t_start
+    run.save(ckpt_path)
 
     # --- result ------------------------------------------------------------------------------------
     return TrainResult(
         config=cfg, model=ema.model.float().cpu(), model_config=model_cfg.to_dict(),
-        class_names=list(dataset.class_names), steps_done=step, seconds=seconds, final_loss=last_loss,
-        final_accuracy=last_acc, device=torch.cuda.get_device_name(device) if on_cuda else "cpu",
+        class_names=list(dataset.class_names), steps_done=run.step, seconds=run.seconds, final_loss=log.loss,
+        final_accuracy=log.accuracy, device=torch.cuda.get_device_name(device) if on_cuda else "cpu",
     )
 
 

@@ -23,13 +23,13 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
 # that the code, the web page's static files and the model store are read from /app as copied.
 # The store's weights come along although the API reads only the cards: a few MB, and the API then
 # lists exactly the store the worker image bakes in. Mount another store at /models with
-# MODEL_STORE=/models on the API and the workers alike (docs/deploy.md).
+# MODEL_STORE=/models on the API and the workers alike (docs/deploy.md). Only the packages the API
+# imports are copied (the layers of docs/layout.md: the store, the contract, the service); the
+# math, the worker and the CLI stay out, and import-linter keeps the API from needing them.
 COPY README.md ./
-COPY diffusion ./diffusion
 COPY model_store ./model_store
-COPY imagegen ./imagegen
+COPY contract ./contract
 COPY service ./service
-COPY worker ./worker
 RUN pip install --no-deps -e .
 
 RUN useradd --system --uid 10001 --user-group --home-dir /home/imagegen --create-home imagegen
@@ -43,4 +43,4 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]
 
 # every setting but where to listen comes from the environment (REDIS_URL, RESULT_TTL...)
-CMD ["imagegen", "serve", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["python", "-m", "service", "--host", "0.0.0.0", "--port", "8000"]

@@ -35,6 +35,7 @@ RUN python -c "import tomllib, re; deps = tomllib.load(open('pyproject.toml', 'r
 COPY README.md ./
 COPY diffusion ./diffusion
 COPY model_store ./model_store
+COPY contract ./contract
 COPY imagegen ./imagegen
 COPY service ./service
 COPY worker ./worker

@@ -13,11 +13,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import ModuleType
-from typing import NoReturn, Sequence
+from typing import NoReturn
 
-from imagegen.errors import UsageError
+from contract.errors import UsageError
 from model_store.errors import ModelStoreError
 
 PROG = "imagegen"
@@ -39,8 +40,6 @@ COMMANDS: dict[str, Command] = {
     "generate": Command("imagegen.generate", "sample images from a stored generator into PNG files"),
     "models": Command("imagegen.models_cmd", "list the models in the store"),
     "train": Command("imagegen.train_cmd", "train a generator or a guidance classifier and export it to the store"),
-    "evaluate": Command("imagegen.evaluate_cmd", "measure FD and accuracy of a generator (evaluation.md), as JSON"),
-    "model-card": Command("imagegen.model_card_doc", "render docs/model-card.md (tables, plots, samples) from a card"),
     "up": Command("imagegen.up_cmd", "run the whole service on this machine: Redis, the API and a worker"),
     "serve": Command("imagegen.serve_cmd", "run the HTTP API (settings from the environment: REDIS_URL...)"),
     "worker": Command("imagegen.worker_cmd", "run a generation worker that serves the Redis queue"),
@@ -65,20 +64,20 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
-def build_parser(only: Sequence[str] | None = None) -> tuple[ArgumentParser, dict[str, ArgumentParser]]:
+DESCRIPTION = "Class-conditional diffusion: sample, train and manage models from the command line."
+
+
+def build_parser(only: Sequence[str] | None = None, commands: dict[str, Command] = COMMANDS, prog: str = PROG,
+                 description: str = DESCRIPTION) -> tuple[ArgumentParser, dict[str, ArgumentParser]]:
     """The top-level parser and each subcommand's parser; flags are added for the commands in
     `only` (all when None), the others list their help but take no flags."""
-    parser = ArgumentParser(
-        prog=PROG,
-        description="Class-conditional diffusion: sample, train and manage models from the command line.",
-        allow_abbrev=False,
-    )
+    parser = ArgumentParser(prog=prog, description=description, allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}",
                         help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
                                 parser_class=ArgumentParser, help="one of the commands below")
     subparsers: dict[str, ArgumentParser] = {}
-    for name, command in COMMANDS.items():
+    for name, command in commands.items():
         # allow_abbrev off: a flag added later must not change what an abbreviation in a script means
         p = sub.add_parser(name, help=command.help, description=command.help, allow_abbrev=False)
         if only is None or name in only:
@@ -96,19 +95,22 @@ def _report(prog: str, message: str) -> None:
     print(f"{prog}: error: {message}", file=sys.stderr)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the command line `argv` (default: sys.argv[1:]) and return the exit code."""
+def main(argv: list[str] | None = None, commands: dict[str, Command] = COMMANDS, top: str = PROG,
+         description: str = DESCRIPTION) -> int:
+    """Run the command line `argv` (default: sys.argv[1:]) and return the exit code; `commands`,
+    `top` and `description` make another program of the same shape (`python -m evaluation`)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     chosen = _chosen_command(argv)
-    command = chosen if chosen in COMMANDS else None
-    prog = f"{PROG} {command}" if command else PROG
+    command = chosen if chosen in commands else None
+    prog = f"{top} {command}" if command else top
     try:
-        parser, subparsers = build_parser(only=[command] if command else [])
+        parser, subparsers = build_parser(only=[command] if command else [], commands=commands, prog=top,
+                                          description=description)
         args, extra = parser.parse_known_args(argv)
         if extra:
             # argparse would blame the top-level parser; the flags belong to the subcommand
             subparsers[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
-        return int(COMMANDS[args.command].load().run(args))
+        return int(commands[args.command].load().run(args))
     except UsageError as e:
         _report(e.prog or prog, e.message)
         return 2

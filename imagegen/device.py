@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from imagegen.errors import UsageError
+from contract.errors import UsageError
 
 DEVICES = ("cpu", "cuda", "auto")
 """The values `--device` accepts."""

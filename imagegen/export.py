@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from model_store import ModelCard, ModelStore
+from model_store.weights import save_model
 
 if TYPE_CHECKING:
     from diffusion.train import TrainResult
@@ -118,4 +119,4 @@ def export_result(
         "sampling": {"clip_x0": True} if generator else {},
         "notes": _NOTES[kind],
     }
-    return store.save(name, tensors, card_fields)
+    return save_model(store, name, tensors, card_fields)

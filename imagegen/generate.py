@@ -3,7 +3,7 @@
 Flags mirror the fields of `POST /generate` (spelled with dashes), with the same defaults and
 ranges; every check runs before torch loads a model. `--init-image` (img2img, with `--strength`) and
 `--mask` (inpainting, with `--resample-steps`) are PNG files, normalized and checked by
-`imagegen.image_inputs` exactly as the API checks its base64 fields (`--resize` converts and resizes
+`contract.image_inputs` exactly as the API checks its base64 fields (`--resize` converts and resizes
 an image of another size or channel count instead of refusing it).
 """
 
@@ -16,14 +16,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from diffusion.names import GUIDANCE_KINDS, SAMPLERS
+from contract.errors import UsageError
+from contract.image_inputs import ImageInputs, resolve_image_inputs
+from contract.models import DEFAULT_MODEL, pick_generator
+from contract.request import CLI, SETTINGS, GenerateSettings, resolve_settings
 from imagegen.device import DEVICES, check_device
-from imagegen.errors import UsageError
-from imagegen.image_inputs import ImageInputs, resolve_image_inputs
-from imagegen.model_choice import DEFAULT_MODEL, pick_generator
-from imagegen.settings import CLI, FALLBACK_DEFAULTS, MAX_IMAGES, GenerateSettings, resolve_settings
+from imagegen.request_flags import add_setting_arguments, given_settings
 from model_store import ModelCard, ModelStore
-from model_store.errors import InvalidModelNameError, UnknownModelError
 
 GRID_COLUMNS = 8
 """Most images per row of grid.png."""
@@ -34,25 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", metavar="NAME[@VERSION]",
                    help=f"generator to sample from (default: {DEFAULT_MODEL!r} if the store has it, "
                         "else the store's only generator)")
-    p.add_argument("--class-label", required=True, metavar="C",
-                   help="class index 0..K-1, a class name from the model card (case-insensitive, e.g. "
-                        "'sneaker', 'Ankle boot'), or 'none' for unconditional")
-    p.add_argument("--num-images", type=int, default=None, metavar="N",
-                   help=f"images to generate, 1..{MAX_IMAGES} (default: 4)")
-    p.add_argument("--guidance", choices=list(GUIDANCE_KINDS), default=None,
-                   help="'cfg' (classifier-free) or 'classifier' (the gradient of the model's linked "
-                        "noise-aware classifier) (default: cfg)")
-    p.add_argument("--guidance-scale", type=float, default=None, metavar="S",
-                   help="guidance scale >= 0; for cfg 0 is unconditional, 1 plain conditional, >1 sharper "
-                        f"(default: the model card's, else {FALLBACK_DEFAULTS['guidance_scale']})")
-    p.add_argument("--sampler", choices=list(SAMPLERS), default=None,
-                   help=f"sampler (default: the model card's, else {FALLBACK_DEFAULTS['sampler']})")
-    p.add_argument("--steps", type=int, default=None, metavar="K",
-                   help=f"sampler steps, 1..1000 (default: the model card's, else {FALLBACK_DEFAULTS['steps']})")
-    p.add_argument("--eta", type=float, default=None, metavar="E",
-                   help="DDIM stochasticity 0..1, only for --sampler ddim (default: 0)")
-    p.add_argument("--seed", type=int, default=None, metavar="S",
-                   help="seed 0..2**63-1; image i uses seed + i (default: random, printed in the summary)")
+    add_setting_arguments(p, local=True)
     add_image_arguments(p)
     p.add_argument("--device", choices=list(DEVICES), default="auto",
                    help="where to sample; auto picks cuda when available (default: auto)")
@@ -63,18 +44,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_image_arguments(p: argparse.ArgumentParser) -> None:
-    """The img2img and inpainting flags (`imagegen submit` has the same ones, checked by the server)."""
+    """The img2img and inpainting inputs (`imagegen submit` has the same ones, checked by the server);
+    their settings, --strength and --resample-steps, are request settings."""
     p.add_argument("--init-image", metavar="PATH", default=None,
                    help="img2img / inpainting: a PNG to start from, of the model's size and channels "
                         "(else see --resize)")
-    p.add_argument("--strength", type=float, default=None, metavar="S",
-                   help="img2img: 0..1, how far --init-image is noised before denoising; 0 returns it, "
-                        "1 ignores it (default: 1)")
     p.add_argument("--mask", metavar="PATH", default=None,
                    help="inpainting: a PNG of --init-image's size, white = regenerate, black = keep "
                         "(gray thresholded at 128); needs --init-image")
-    p.add_argument("--resample-steps", type=int, default=None, metavar="N",
-                   help="inpainting: RePaint resampling per step, 1..10; needs --mask (default: 1)")
     p.add_argument("--resize", action="store_true",
                    help="convert, center-crop and resize an --init-image (and --mask) of another size or "
                         "channel count to the model's, instead of refusing it (the summary's notes say what "
@@ -90,18 +67,6 @@ def read_input(path: str | None, flag: str) -> bytes | None:
         return Path(path).read_bytes()
     except OSError as e:
         raise UsageError(f"{flag} {path}: cannot read the file ({e.strerror or type(e).__name__})") from None
-
-
-def _check_classifier_present(store: ModelStore, card: ModelCard) -> None:
-    link = card.links["guidance_classifier"]
-    try:
-        linked = store.resolve(link)
-    except (UnknownModelError, InvalidModelNameError) as e:
-        raise UsageError(f"--guidance classifier: {card.ref} links the guidance classifier {link!r}, "
-                         f"which the store cannot provide: {e}") from None
-    if linked.kind != "guidance-classifier":
-        raise UsageError(f"--guidance classifier: {card.ref} links {linked.ref}, a {linked.kind}, "
-                         "not a guidance-classifier")
 
 
 def input_tensors(inputs: ImageInputs, channels: int, n: int) -> tuple[list | None, list | None]:
@@ -131,11 +96,7 @@ def generate_images(store: ModelStore, card: ModelCard, settings: GenerateSettin
     # fp32 on every device: a small model gains little from fp16 and the classifier gradient wants fp32
     gen = load_generator(store, card.ref, device=device, dtype=torch.float32,
                          with_classifier=settings.guidance == "classifier")
-    spec = SampleSpec(class_label=settings.class_label, guidance_scale=settings.guidance_scale,
-                      guidance=settings.guidance, sampler=settings.sampler, steps=settings.steps,
-                      eta=settings.eta, seed=settings.seed, strength=settings.strength,
-                      resample_steps=settings.resample_steps)
-    specs = specs_for_request(spec, settings.num_images)
+    specs = specs_for_request(SampleSpec(**settings.sampled()), settings.num_images)
     init_images, masks = input_tensors(inputs or ImageInputs(), card.channels, len(specs))
 
     # img2img runs only the tail of the subsequence that its strength selects
@@ -173,16 +134,10 @@ def run(args: argparse.Namespace) -> int:
     """Validate, sample, write the PNGs and print the JSON summary to stdout."""
     store = ModelStore(args.store)
     card = pick_generator(store, args.model)
-    settings = resolve_settings(
-        card, class_label=args.class_label, num_images=args.num_images, guidance=args.guidance,
-        guidance_scale=args.guidance_scale, sampler=args.sampler, steps=args.steps, eta=args.eta, seed=args.seed,
-        strength=args.strength, resample_steps=args.resample_steps,
-    )
+    settings = resolve_settings(card, store=store, **given_settings(args))
     inputs = resolve_image_inputs(card, read_input(args.init_image, "--init-image"), read_input(args.mask, "--mask"),
                                   strength=settings.strength, resample_steps=settings.resample_steps,
                                   resize=args.resize, vocab=CLI)
-    if settings.guidance == "classifier":
-        _check_classifier_present(store, card)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a directory")
@@ -190,7 +145,9 @@ def run(args: argparse.Namespace) -> int:
 
     result = generate_images(store, card, settings, device, out, inputs)
     # the settings as the API's request echo has them: inputs named by the sha256 of their normalized PNG
-    summary = {"model": card.ref, "settings": {**settings.to_dict(), **inputs.refs()}, "seeds": settings.seeds,
+    # the settings a local run has (previews exist only in the service)
+    local = {k: v for k, v in settings.to_dict().items() if k not in SETTINGS or SETTINGS[k].local}
+    summary = {"model": card.ref, "settings": {**local, **inputs.refs()}, "seeds": settings.seeds,
                "notes": inputs.notes, **result}
     print(json.dumps(summary))
     return 0

@@ -8,9 +8,10 @@ import subprocess
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO
 
 LOG_TAIL_LINES = 30
 """Lines of each log that `report` shows."""

@@ -20,7 +20,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from imagegen.errors import UsageError
+from contract.errors import UsageError
+from imagegen.request_flags import add_setting_arguments, given_settings
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 """Where `imagegen up` serves by default."""
@@ -35,32 +36,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"the service's base URL (default: $IMAGEGEN_URL, else {DEFAULT_URL})")
     p.add_argument("--api-key", default=os.environ.get("IMAGEGEN_API_KEY"), metavar="KEY",
                    help="bearer key, where the service has API_KEYS (default: $IMAGEGEN_API_KEY)")
-    p.add_argument("--class-label", required=True, metavar="C",
-                   help="class index 0..K-1, a class name from the model card (case-insensitive, e.g. "
-                        "'sneaker'), or 'none' for unconditional")
     p.add_argument("--model", metavar="NAME[@VERSION]", help="model (default: the service's default model)")
-    p.add_argument("--num-images", type=int, metavar="N", help="images to generate (default: 4)")
-    p.add_argument("--guidance", metavar="KIND", help="'cfg' or 'classifier' (default: cfg)")
-    p.add_argument("--guidance-scale", type=float, metavar="S", help="guidance scale >= 0 (default: the card's)")
-    p.add_argument("--sampler", metavar="NAME",
-                   help="ddpm, ddim, dpmpp_2m, euler or heun (default: the card's); see GET /samplers")
-    p.add_argument("--steps", type=int, metavar="K", help="sampler steps, 1..1000 (default: the card's)")
-    p.add_argument("--eta", type=float, metavar="E", help="DDIM stochasticity 0..1, ddim only (default: 0)")
-    p.add_argument("--seed", type=int, metavar="S", help="seed; image i uses seed + i (default: random)")
+    add_setting_arguments(p, local=False)
     p.add_argument("--init-image", metavar="PATH",
                    help="img2img / inpainting: a PNG to start from, of the model's size and channels (else see --resize)")
-    p.add_argument("--strength", type=float, metavar="S",
-                   help="img2img: 0..1, how far --init-image is noised; 0 returns it, 1 ignores it (default: 1)")
     p.add_argument("--mask", metavar="PATH",
                    help="inpainting: a PNG of --init-image's size, white = regenerate, black = keep; needs --init-image")
-    p.add_argument("--resample-steps", type=int, metavar="N",
-                   help="inpainting: RePaint resampling per step, 1..10; needs --mask (default: 1)")
     p.add_argument("--resize", action="store_true",
                    help="let the service convert, center-crop and resize an --init-image (and --mask) of another "
                         "size or channel count (the job's notes say what it did)")
-    p.add_argument("--previews", action="store_true",
-                   help="follow the job's events with previews of the images forming: print each step that has one "
-                        "and, with --out, save it as preview-<step>.png")
     p.add_argument("--webhook-url", metavar="URL", help="POSTed the final job document when the job ends")
     p.add_argument("--idempotency-key", metavar="KEY",
                    help="a retry with the same key returns the same job instead of a new one")
@@ -136,17 +120,15 @@ def run(args: argparse.Namespace) -> int:
     if out is not None and out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a directory")
     init_image, mask = read_input(args.init_image, "--init-image"), read_input(args.mask, "--mask")
-    # the store_true flags are sent only when given, so that the server's defaults stay in one place
-    resize, previews = (True if args.resize else None), (True if args.previews else None)
+    # --resize is sent only when given, so that the server's defaults stay in one place
+    resize = True if args.resize else None
+    settings = given_settings(args)
+    settings["class_label"] = class_label(args.class_label)
 
     try:
         with Client(args.url, api_key=args.api_key) as api:
-            job = api.generate(class_label(args.class_label), model=args.model, num_images=args.num_images,
-                               guidance=args.guidance, guidance_scale=args.guidance_scale, sampler=args.sampler,
-                               steps=args.steps, eta=args.eta, seed=args.seed, webhook_url=args.webhook_url,
-                               init_image=init_image, strength=args.strength, mask=mask,
-                               resample_steps=args.resample_steps, resize=resize, previews=previews,
-                               idempotency_key=args.idempotency_key)
+            job = api.generate(**settings, model=args.model, webhook_url=args.webhook_url, init_image=init_image,
+                               mask=mask, resize=resize, idempotency_key=args.idempotency_key)
             if args.previews:
                 job = job.wait(timeout=args.timeout, stream=True, on_progress=PreviewSaver(out))
             elif not args.no_wait:

@@ -10,13 +10,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from collections.abc import Callable
 from dataclasses import MISSING, Field
-from typing import Any, Callable
+from datetime import UTC
+from typing import Any
 
+from contract.errors import UsageError
+from contract.models import resolve_kind
+from contract.request import check_defaults
 from imagegen.device import check_device
-from imagegen.errors import UsageError
-from imagegen.model_choice import resolve_kind
-from imagegen.settings import check_defaults
 from model_store import ModelStore, check_name
 from model_store.errors import InvalidModelNameError
 
@@ -162,7 +164,9 @@ def _init_weights(store: ModelStore, cfg) -> tuple[object | None, dict | None]:
     if card.schedule and card.schedule.get("kind") != cfg.schedule:
         raise UsageError(f"--init-from {card.ref} was trained with the {card.schedule.get('kind')} schedule, "
                          f"but --schedule is {cfg.schedule!r}")
-    _, tensors = store.load_tensors(card)
+    from model_store.weights import load_tensors
+
+    _, tensors = load_tensors(store, card)
     cfg.init_from = card.ref  # pinned: a resumed run must start from the same weights
     return card, tensors
 
@@ -258,7 +262,7 @@ def classifier_quality(model, test, device: str, schedule=None, measured_on: str
     """The `quality` of a classifier card on the test split `test`: `test_accuracy` on clean images,
     or with a `schedule` (a guidance classifier) `test_accuracy_by_t` on images noised to each of
     diffusion.evaluation.NOISE_LEVELS (one seeded noise draw per image)."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from diffusion.evaluation import accuracy, classify, noised_accuracy
     from imagegen.export import git_commit
@@ -271,4 +275,4 @@ def classifier_quality(model, test, device: str, schedule=None, measured_on: str
         by_t = noised_accuracy(model, schedule, images, test.labels, seed=0, device=device)
         figures = {"test_accuracy_by_t": {str(t): round(a, 4) for t, a in by_t.items()}, "noise_seed": 0}
     return {**figures, "test_images": len(test), "measured_on": measured_on or device, "commit": git_commit(),
-            "measured_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+            "measured_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}

@@ -18,12 +18,13 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
+from contract.errors import UsageError
 from imagegen.device import DEVICES
-from imagegen.errors import UsageError
 from imagegen.processes import Processes, log_tail
 from imagegen.serve_cmd import DEFAULT_HOST, DEFAULT_PORT, check_port
 
@@ -150,7 +151,7 @@ def _example_class(url: str) -> str | int:
     try:
         with Client(url, timeout=5.0) as api:
             models = [m for m in api.models() if isinstance(m, dict) and m.get("kind", "generator") == "generator"]
-    except Exception:  # the example is a courtesy: never fail `up` over it
+    except Exception:  # noqa: BLE001 - the example is a courtesy: never fail `up` over it
         return 0
     models.sort(key=lambda m: not m.get("default"))
     names = [str(n).lower() for n in (models[0].get("class_names") or [])] if models else []

@@ -16,6 +16,7 @@ from diffusion.schedules import NoiseSchedule, ScheduleConfig
 from diffusion.unet import UNet, UNetConfig
 from model_store.cards import ModelCard
 from model_store.store import ModelStore
+from model_store.weights import load_tensors
 
 _BUILDERS = {
     "unet": lambda cfg: UNet(UNetConfig.from_dict(cfg)),
@@ -34,7 +35,7 @@ def build_module(card: ModelCard) -> nn.Module:
 def load_module(store: ModelStore, ref: str | ModelCard, device: str | torch.device = "cpu",
                 dtype: torch.dtype = torch.float32) -> tuple[ModelCard, nn.Module]:
     """The card and its network in eval mode, weights sha256-checked and cast to `dtype`."""
-    card, tensors = store.load_tensors(ref)
+    card, tensors = load_tensors(store, ref)
     module = build_module(card)
     module.load_state_dict({k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}, strict=True)
     return card, module.to(device=device, dtype=dtype).eval().requires_grad_(False)

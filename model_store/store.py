@@ -1,7 +1,7 @@
 """A directory of versioned models: `<root>/<name>/<version>/{weights.safetensors,card.json}`.
 
-Importing this module does not import torch: the service lists and resolves models without it, and
-only the worker, which loads weights, pays for torch (imported inside `save` and `load_tensors`).
+This module never imports torch: the service lists and resolves models without it. Reading and
+writing the tensors themselves is `model_store.weights`, the store's torch side.
 """
 
 from __future__ import annotations
@@ -13,16 +13,13 @@ import os
 import re
 import shutil
 import tempfile
-from collections import Counter
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from model_store.cards import ModelCard
 from model_store.errors import InvalidModelNameError, ModelIntegrityError, UnknownModelError
-
-if TYPE_CHECKING:
-    import torch
 
 log = logging.getLogger(__name__)
 
@@ -156,12 +153,9 @@ class ModelStore:
         """Where the weights of `card` live."""
         return self.root / check_name(card.name) / str(_check_version(card.version)) / WEIGHTS_FILE
 
-    def load_tensors(
-        self, ref_or_card: str | ModelCard, device: str | torch.device = "cpu"
-    ) -> tuple[ModelCard, dict[str, torch.Tensor]]:
-        """The card and the tensors of a model, after checking the weights against the card's sha256."""
-        import safetensors.torch
-
+    def verified_weights(self, ref_or_card: str | ModelCard) -> tuple[ModelCard, bytes]:
+        """The card and the bytes of a model's weights file, after checking them against the card's
+        sha256 (the torch side, `model_store.weights`, parses these same bytes)."""
         card = ref_or_card if isinstance(ref_or_card, ModelCard) else self.resolve(ref_or_card)
         path = self.weights_path(card)
         try:
@@ -175,29 +169,22 @@ class ModelStore:
                 f"weights file {path} of {card.ref} fails its integrity check: "
                 f"expected sha256 {card.sha256}, got {actual}; refusing to load it"
             )
-        tensors = safetensors.torch.load(data)
-        del data
-        if str(device) != "cpu":
-            tensors = {k: v.to(device) for k, v in tensors.items()}
-        return card, tensors
+        return card, data
 
     # --- writing -------------------------------------------------------------------------------
 
-    def save(self, name: str, tensors: dict[str, torch.Tensor], card_fields: dict[str, Any]) -> ModelCard:
-        """Store `tensors` as the next version of `name`, with a card built from `card_fields`.
+    def add_version(self, name: str, write_weights: Callable[[Path], None], card_fields: dict[str, Any]) -> ModelCard:
+        """Store the next version of `name`: `write_weights(path)` writes its weights file, and the
+        card is built from `card_fields` (which must give the weights' dtype).
 
-        The store sets name, version and sha256; created_at defaults to now and dtype to the dtype
-        holding most floating-point elements of `tensors`.
+        The store sets name, version and sha256; created_at defaults to now. Nothing is left behind
+        if the card is invalid or the writing fails.
         """
-        import safetensors.torch
-
         check_name(name)
         owned = sorted(set(_STORE_FIELDS) & set(card_fields))
         if owned:
             raise ValueError(f"card fields {owned} are set by the store; leave them out")
-        fields = {"created_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), **card_fields, "name": name}
-        if "dtype" not in fields:
-            fields["dtype"] = _main_dtype(tensors)
+        fields = {"created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), **card_fields, "name": name}
         # check the card before writing anything: a bad card must not leave files behind
         ModelCard.from_dict({**fields, "version": 1, "sha256": ""})
 
@@ -211,7 +198,7 @@ class ModelStore:
         tmp.chmod(0o755)
         try:
             weights = tmp / WEIGHTS_FILE
-            safetensors.torch.save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(weights))
+            write_weights(weights)
             weights.chmod(0o644)
             fields["sha256"] = _sha256_file(weights)
             return self._publish(tmp, model_dir, fields)
@@ -265,13 +252,3 @@ class ModelStore:
                 continue
             return card
         raise OSError(f"could not find a free version under {model_dir}")
-
-
-def _main_dtype(tensors: dict[str, Any]) -> str:
-    counts: Counter[str] = Counter()
-    for t in tensors.values():
-        if t.is_floating_point():
-            counts[str(t.dtype).removeprefix("torch.")] += t.numel()
-    if not counts:
-        raise ValueError("no floating-point tensors to take a dtype from; pass dtype in card_fields")
-    return counts.most_common(1)[0][0]

@@ -28,7 +28,7 @@ GEN_LR=${GEN_LR:-3e-4}
 TRAIN_MINUTES=${TRAIN_MINUTES:-3.5}     # the generator's training, torch.compile included
 GCLF_MINUTES=${GCLF_MINUTES:-0.5}       # the guidance classifier's; 0 = keep the store's newest one
 GCLF_INIT=${GCLF_INIT-fashion-mnist-guidance-classifier}  # continue from the store's newest; "" = from scratch
-EVAL_MINUTES=${EVAL_MINUTES:-3.75}     # imagegen evaluate --max-minutes
+EVAL_MINUTES=${EVAL_MINUTES:-3.75}     # python -m evaluation evaluate --max-minutes
 EVAL_BATCH=${EVAL_BATCH:-2048}
 PER_CLASS=${PER_CLASS:-1000}
 DEVICE=${DEVICE:-cuda}
@@ -99,10 +99,10 @@ pipeline() {  # runs from $WORK/src; writes $WORK/status when it ends
 
     # fail in seconds, not after minutes of training: the evaluation path (engine, accel, classifier)
     # on the store's current generator, a handful of images
-    log "preflight: imagegen evaluate on $DEVICE, 2 images per class"
-    timeout --kill-after=15 180 "$PY" -m imagegen evaluate --store "$store" --per-class 2 --steps 2 --batch-size 20 \
+    log "preflight: python -m evaluation evaluate on $DEVICE, 2 images per class"
+    timeout --kill-after=15 180 "$PY" -m evaluation evaluate --store "$store" --per-class 2 --steps 2 --batch-size 20 \
         --device "$DEVICE" --out "$WORK/preflight.json" || { echo "pipeline: the preflight evaluation failed"; return 1; }
-    "$PY" -c "import matplotlib, imagegen.model_card_doc" || { echo "pipeline: the doc renderer cannot load"; return 1; }
+    "$PY" -c "import matplotlib, evaluation.model_card" || { echo "pipeline: the doc renderer cannot load"; return 1; }
 
     if [ "$GCLF_MINUTES" != 0 ]; then
         log "guidance classifier: $GCLF_MINUTES min${GCLF_INIT:+, continuing from $GCLF_INIT}"
@@ -129,14 +129,14 @@ pipeline() {  # runs from $WORK/src; writes $WORK/status when it ends
     echo "$gen" > "$WORK/generator"
 
     log "evaluate $gen: $PER_CLASS per class, at most $EVAL_MINUTES min"
-    timeout --kill-after=15 "$(secs "$EVAL_MINUTES" 300)" "$PY" -m imagegen evaluate --model "$gen" --store "$store" \
+    timeout --kill-after=15 "$(secs "$EVAL_MINUTES" 300)" "$PY" -m evaluation evaluate --model "$gen" --store "$store" \
         --tables floor guidance classifier steps spread --paired-with ddpm:50 --per-class "$PER_CLASS" --batch-size "$EVAL_BATCH" \
         --device "$DEVICE" --max-minutes "$EVAL_MINUTES" --out "$WORK/results.json" --write-card --choose-defaults \
         || { echo "pipeline: evaluate failed"; status=1; }
     if [ ! -s "$WORK/results.json" ] || ! grep -q '"fd"' "$WORK/results.json"; then status=1; fi
 
     log "render docs/model-card.md"
-    timeout --kill-after=15 180 "$PY" -m imagegen.model_card_doc --model "$gen" --store "$store" \
+    timeout --kill-after=15 180 "$PY" -m evaluation model-card --model "$gen" --store "$store" \
         --out "$WORK/src/docs/model-card.md" --sample-grid --grid-per-class "${GRID_PER_CLASS:-10}" --device "$DEVICE" \
         && touch "$WORK/rendered" || { echo "pipeline: render failed"; status=1; }
     log "pipeline: done, status $status"

@@ -1,6 +1,6 @@
 """The README's figures from the shipped generator at its card's defaults:
 
-- docs/images/sample-grid.png: ten images per class, one row per class (as `imagegen model-card`);
+- docs/images/sample-grid.png: ten images per class, one row per class (as `python -m evaluation model-card`);
 - docs/images/inpainting.png: the first test image of each class (top), its left half blanked
   (middle), and that half regenerated for the image's own class (bottom), three times enlarged.
 
@@ -22,8 +22,8 @@ from PIL import Image
 from diffusion.data import load_fashion_mnist
 from diffusion.evaluation import classify
 from diffusion.images import make_grid, png_bytes
-from imagegen.inpainting_demo import half_inpainting
-from imagegen.model_card_doc import sample_grid
+from evaluation.inpainting_demo import half_inpainting
+from evaluation.model_card import sample_grid
 from model_store import ModelStore
 from model_store.loading import load_generator, load_module
 

@@ -12,6 +12,8 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 
+from contract.schema import GenerateRequest
+from contract.settings import Settings
 from service import problems
 from service.auth import KeyRing
 from service.deps import Backend
@@ -19,8 +21,6 @@ from service.documents import SSE_PING_S
 from service.limits import BodyLimit
 from service.metrics import Metrics, RequestMetrics
 from service.routers import jobs, models, ops, page
-from service.schemas import GenerateRequest
-from service.settings import Settings
 
 log = logging.getLogger("service")
 

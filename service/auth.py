@@ -23,9 +23,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from service.jobs import PREFIX
+from contract.jobs import PREFIX
+from contract.settings import Settings
 from service.problems import Problem, problem_type
-from service.settings import Settings
 
 RATE_WINDOW_S = 60
 """The rate limit's window: RATE_LIMIT_PER_MINUTE requests per key per calendar minute."""

@@ -4,7 +4,7 @@ routes as `Annotated` dependencies (`BackendDep`, `SettingsDep`...)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated
 
 import redis.asyncio
@@ -13,10 +13,10 @@ from redis import Redis
 from rq import Queue, Worker
 from rq.serializers import JSONSerializer
 
+from contract.jobs import JobStore
+from contract.results import RedisResultStore, ResultStore
+from contract.settings import Settings
 from model_store import ModelStore
-from service.jobs import JobStore
-from service.results import RedisResultStore, ResultStore
-from service.settings import Settings
 
 """Where the API looks for Redis when REDIS_URL is unset (`imagegen up` sets it for its own Redis)."""
 
@@ -70,14 +70,14 @@ class Backend:
 
     def live_workers(self) -> list[Worker]:
         """Workers on our queue whose last heartbeat is younger than WORKER_HEARTBEAT_TTL."""
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         alive = []
         for worker in Worker.all(queue=self.queue):
             beat = worker.last_heartbeat
             if beat is None:
                 continue
             if beat.tzinfo is None:
-                beat = beat.replace(tzinfo=timezone.utc)
+                beat = beat.replace(tzinfo=UTC)
             if (now - beat).total_seconds() < self.settings.worker_heartbeat_ttl:
                 alive.append(worker)
         return alive

@@ -18,8 +18,8 @@ from redis.asyncio.client import PubSub
 from sse_starlette import ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
+from contract.jobs import TERMINAL, JobStatus, events_channel, job_document, job_id_time
 from service.deps import Backend
-from service.jobs import TERMINAL, JobStatus, events_channel, job_document, job_id_time
 from service.problems import Problem, problem_type
 
 TERMINAL_STATUSES = frozenset(s.value for s in TERMINAL)

@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.jobs import PREFIX, TERMINAL, JobStatus
+from contract.jobs import PREFIX, TERMINAL, JobStatus
 
 WORKER_METRICS_KEY = f"{PREFIX}metrics:worker"
 """Redis hash the workers increment (see the worker contract)."""

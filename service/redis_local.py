@@ -59,7 +59,7 @@ class LocalRedis:
         auth = f":{self.password}@" if self.password else ""
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
-    def start(self, timeout: float = 10.0) -> "LocalRedis":
+    def start(self, timeout: float = 10.0) -> LocalRedis:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [find_redis_server(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
                 "--save", "", "--appendonly", "yes" if self.appendonly else "no", "--protected-mode", "yes",
@@ -73,10 +73,11 @@ class LocalRedis:
             try:
                 client.ping()
                 return self
-            except Exception:
+            except Exception as e:  # noqa: BLE001 - anything but an answer means not up yet
                 if self.process.poll() is not None or time.monotonic() > deadline:
                     self.stop()
-                    raise RuntimeError(f"redis-server on port {self.port} did not start; see {self.data_dir / 'redis.log'}")
+                    raise RuntimeError(f"redis-server on port {self.port} did not start; "
+                                       f"see {self.data_dir / 'redis.log'}") from e
                 time.sleep(0.05)
 
     def stop(self) -> None:
@@ -89,7 +90,7 @@ class LocalRedis:
                 self.process.wait()
         self.process = None
 
-    def __enter__(self) -> "LocalRedis":
+    def __enter__(self) -> LocalRedis:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -1,110 +1,19 @@
-"""The API's request and response bodies, as pydantic models (they are also the OpenAPI schema).
-
-The request model checks types and unknown fields only. Ranges and everything that depends on the
-model card (class names, card defaults, the linked classifier) are checked by the normalizer that
-the CLI shares (`imagegen.settings`), so that both say the same thing in the same words; the ranges
-are still written into the schema here, for /docs.
-"""
+"""The API's response bodies, as pydantic models (they are also the OpenAPI schema). The request
+and its normalized echo are the contract's (`contract.schema`), shared with the CLI and the worker."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import (AnyHttpUrl, BaseModel, ConfigDict, Field, PlainValidator, StrictBool, StrictFloat, StrictInt,
-                      WithJsonSchema)
+from pydantic import BaseModel, ConfigDict, Field
 
-from diffusion.names import GUIDANCE_KINDS, MAX_SEED, SAMPLERS
-from imagegen.settings import FALLBACK_DEFAULTS
+from contract.jobs import JobStatus
+from contract.names import GUIDANCE_KINDS, SAMPLERS
+from contract.schema import NormalizedRequest
 
 SamplerName = Literal[tuple(SAMPLERS)]  # type: ignore[valid-type]
 GuidanceKind = Literal[tuple(GUIDANCE_KINDS)]  # type: ignore[valid-type]
-JobStatusName = Literal["queued", "running", "succeeded", "failed", "canceled"]
-
-
-def _class_label(value: Any) -> int | str | None:
-    # one clear message instead of pydantic's one error per member of int | str | None; bool is
-    # refused because JSON `true` is no class
-    if value is None or isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
-        return value
-    raise ValueError(f"must be a class index, a class name or null (got {value!r})")
-
-
-ClassLabel = Annotated[
-    int | str | None,
-    PlainValidator(_class_label),
-    WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 0}, {"type": "string"}, {"type": "null"}]}),
-]
-
-
-class GenerateRequest(BaseModel):
-    """`POST /generate`: every field but `class_label` may be left out (or null) for its default."""
-
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"class_label": "sneaker", "num_images": 4}]})
-
-    model: str | None = Field(None, description="`name` or `name@version` as listed by GET /models; "
-                                                "default: the deployment's default model")
-    class_label: ClassLabel = Field(..., description="class index 0..K-1, a class name from the model card "
-                                                     "(case-insensitive, e.g. \"sneaker\", \"Ankle boot\"), or null "
-                                                     "for unconditional")
-    num_images: StrictInt | None = Field(None, description="images to generate, 1..MAX_IMAGES_PER_JOB; default 4",
-                                         json_schema_extra={"minimum": 1})
-    guidance: GuidanceKind | None = Field(None, description="\"cfg\" (classifier-free) or \"classifier\" (the "
-                                                            "gradient of the model's linked noise-aware classifier); "
-                                                            "default cfg")
-    guidance_scale: StrictFloat | None = Field(
-        None, description=f"guidance scale >= 0; for cfg 0 is unconditional, 1 plain conditional, >1 sharper; "
-                          f"default: the model card's, else {FALLBACK_DEFAULTS['guidance_scale']}",
-        json_schema_extra={"minimum": 0})
-    sampler: SamplerName | None = Field(None, description=f"see GET /samplers; default: the model card's, else "
-                                                          f"{FALLBACK_DEFAULTS['sampler']}")
-    steps: StrictInt | None = Field(None, description=f"sampler steps, 1..1000 (or the deployment's MAX_STEPS); "
-                                                      f"default: the model card's, else {FALLBACK_DEFAULTS['steps']}",
-                                    json_schema_extra={"minimum": 1, "maximum": 1000})
-    eta: StrictFloat | None = Field(None, description="DDIM stochasticity 0..1; only with sampler ddim; default 0",
-                                    json_schema_extra={"minimum": 0, "maximum": 1})
-    seed: StrictInt | None = Field(None, description="0..2**63-1; image i uses seed + i; default: random "
-                                                     "(echoed in the job's request)",
-                                   json_schema_extra={"minimum": 0, "maximum": MAX_SEED})
-    webhook_url: AnyHttpUrl | None = Field(None, description="POSTed the final job document once the job ends, "
-                                                             "signed with X-Signature: sha256=<hex HMAC>")
-    init_image: str | None = Field(
-        None, description="img2img and inpainting: a base64 PNG (a data:image/png;base64, URL is accepted) of the "
-                          "model's size and channels (GET /models); with `resize` true any size and channel count "
-                          "is converted, center-cropped and resized, and the job's notes say so")
-    strength: StrictFloat | None = Field(
-        None, description="img2img, 0..1: the share of the steps run from the init image noised to where they "
-                          "start (SDEdit); 0 returns the init image, 1 ignores it (plain generation); default 1",
-        json_schema_extra={"minimum": 0, "maximum": 1})
-    mask: str | None = Field(
-        None, description="inpainting: a base64 PNG of init_image's size, white (gray >= 128) = regenerate, black = "
-                          "keep; needs init_image")
-    resample_steps: StrictInt | None = Field(
-        None, description="inpainting: RePaint resampling, times each step is taken so the seam blends, 1..10; "
-                          "needs mask; default 1", json_schema_extra={"minimum": 1, "maximum": 10})
-    resize: StrictBool | None = Field(
-        None, description="convert and resize init_image and mask to the model's size and channels instead of "
-                          "refusing them (422); default false")
-    previews: StrictBool | None = Field(
-        None, description="put a small PNG (base64, as `preview`) of the current clean-image estimate of the job's "
-                          "images into the progress events every few steps; default false")
-
-
-class NormalizedRequest(BaseModel):
-    """The request as the job runs it: defaults filled, class name resolved to its index, seed chosen."""
-
-    class_label: int | None
-    num_images: int
-    guidance: GuidanceKind
-    guidance_scale: float
-    sampler: SamplerName
-    steps: int
-    eta: float
-    seed: int
-    strength: float = 1.0
-    resample_steps: int = 1
-    previews: bool = False
-    init_image: str | None = Field(None, description="the normalized init image, as sha256:<hex of its PNG>")
-    mask: str | None = Field(None, description="the normalized mask, as sha256:<hex of its PNG>")
+JobStatusName = Literal[tuple(s.value for s in JobStatus)]  # type: ignore[valid-type]
 
 
 class Progress(BaseModel):

@@ -9,9 +9,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent / "diffusion"))
 sys.path.insert(0, str(Path(__file__).parent))
 
+from stores import randomized_unet  # noqa: E402
+
 from diffusion.schedules import NoiseSchedule, ScheduleConfig  # noqa: E402
 from diffusion.unet import UNet  # noqa: E402
-from stores import randomized_unet  # noqa: E402
+from model_store.weights import save_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,13 +57,14 @@ def redis_url(redis_server):
 def tiny_store_root(tmp_path_factory, tiny_unet) -> Path:
     """A model store of random tiny models: `fashion-mnist` (linked to `fmnist-classifier`), that
     classifier, and `plain`, a generator with no guidance classifier and no defaults in its card."""
-    from model_store import ModelStore
     from stores import classifier_fields, fp16, generator_fields, randomized_classifier
+
+    from model_store import ModelStore
 
     root = tmp_path_factory.mktemp("store")
     store = ModelStore(root)
-    clf = store.save("fmnist-classifier", fp16(randomized_classifier()), classifier_fields())
+    clf = save_model(store, "fmnist-classifier", fp16(randomized_classifier()), classifier_fields())
     weights = fp16(tiny_unet)
-    store.save("fashion-mnist", weights, generator_fields(links={"guidance_classifier": clf.ref}))
-    store.save("plain", weights, generator_fields(defaults={}))
+    save_model(store, "fashion-mnist", weights, generator_fields(links={"guidance_classifier": clf.ref}))
+    save_model(store, "plain", weights, generator_fields(defaults={}))
     return root

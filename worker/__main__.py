@@ -1,6 +1,6 @@
 """`python -m worker`: load the models, then serve the RQ queue with a batching worker.
 
-Reads REDIS_URL (required) and the other settings from the environment (service.settings for the
+Reads REDIS_URL (required) and the other settings from the environment (contract.settings for the
 shared ones, worker.settings for WORKER_DEVICE, WORKER_MODELS, MAX_BATCH_IMAGES, WORKER_NAME,
 WORKER_SHUTDOWN_GRACE, MAX_ATTEMPTS); flags override the worker's own.
 """
@@ -14,8 +14,8 @@ import socket
 import sys
 import time
 
+from contract.settings import Settings
 from model_store import ModelStore, ModelStoreError
-from service.settings import Settings
 from worker.settings import WorkerSettings
 
 log = logging.getLogger("worker")

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from contract.request import GenerateSettings
 from diffusion.guidance import GuidedDenoiser
 from diffusion.images import from_png, mask_from_png
-from diffusion.sampling import SampleSpec, SamplerState, advance, device_ints, specs_for_request
+from diffusion.sampling import SamplerState, SampleSpec, advance, device_ints, specs_for_request
 from model_store.loading import Generator
 from worker.accel import AccelConfig, Accelerated
 
@@ -87,34 +89,9 @@ class _Job:
     step: int = 0
 
 
-def spec_from_request(request: dict[str, Any]) -> tuple[SampleSpec, int]:
-    """The first image's spec and the image count of a normalized API request."""
-    try:
-        label = request["class_label"]
-        spec = SampleSpec(
-            class_label=None if label is None else int(label),
-            guidance_scale=float(request["guidance_scale"]),
-            guidance=str(request.get("guidance", "cfg")),
-            sampler=str(request["sampler"]),
-            steps=int(request["steps"]),
-            eta=float(request.get("eta") or 0.0),
-            seed=int(request["seed"]),
-            strength=float(request.get("strength", 1.0)),
-            resample_steps=int(request.get("resample_steps", 1)),
-        )
-        num_images = int(request.get("num_images", 1))
-    except KeyError as e:
-        raise ValueError(f"the request has no {e.args[0]!r} field") from None
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"the request has a field of the wrong type: {e}") from None
-    if num_images < 1:
-        raise ValueError(f"num_images must be at least 1, got {num_images}")
-    return spec, num_images
-
-
 def decode_inputs(inputs: dict[str, bytes], channels: int) -> tuple[Tensor | None, Tensor | None]:
     """The init image [C, H, W] in [-1, 1] and the mask [1, H, W] (1 = regenerate) of a job's
-    normalized input PNGs (see imagegen.image_inputs), each None when absent."""
+    normalized input PNGs (see contract.image_inputs), each None when absent."""
     init = from_png(inputs["init_image"], channels) if inputs.get("init_image") is not None else None
     mask = mask_from_png(inputs["mask"]) if inputs.get("mask") is not None else None
     return init, mask
@@ -190,16 +167,18 @@ class BatchEngine:
                                f"{', '.join(self.models()) or 'nothing'}")
         return lane
 
-    def add(self, job_id: str, model_ref: str, request: dict[str, Any],
+    def add(self, job_id: str, model_ref: str, request: GenerateSettings | Mapping[str, Any],
             inputs: dict[str, bytes] | None = None) -> None:
         """Queue a job to join the batch at the next step; ValueError if this engine cannot run it.
 
-        `inputs` holds the normalized PNGs of img2img and inpainting by request field (`init_image`,
-        `mask`), the same for every image of the job."""
+        `request` is the normalized request: the contract's settings, or a job record's `request`
+        (read with `GenerateSettings.from_record`). `inputs` holds the normalized PNGs of img2img and
+        inpainting by request field (`init_image`, `mask`), the same for every image of the job."""
         if job_id in self._jobs:
             raise ValueError(f"job {job_id} is already running")
         lane = self._lane_for(model_ref)
-        spec, num_images = spec_from_request(request)
+        settings = request if isinstance(request, GenerateSettings) else GenerateSettings.from_record(request)
+        spec, num_images = SampleSpec(**settings.sampled()), settings.num_images
         gen = lane.generator
         if spec.guidance == "classifier" and gen.classifier is None:
             raise ValueError(f"guidance 'classifier' needs a guidance classifier, and {lane.ref} has none "
@@ -208,10 +187,10 @@ class BatchEngine:
         # checks every field (class range, steps, eta, seed + i, the inputs' shapes) and draws each x_T
         state = SamplerState.start(specs_for_request(spec, num_images), gen.image_shape, gen.num_classes,
                                    gen.schedule, lane.device, init_images=[init] * num_images,
-                                   masks=[mask] * num_images, track_x0=bool(request.get("previews")))
+                                   masks=[mask] * num_images, track_x0=settings.previews)
         lane.pending.append((job_id, state))
         total = state.progress(0)[1]
-        every = max(1, total // PREVIEWS_PER_JOB) if request.get("previews") else 0
+        every = max(1, total // PREVIEWS_PER_JOB) if settings.previews else 0
         self._jobs[job_id] = _Job(lane, num_images, total, 2 if spec.sampler == "heun" else 1, every)
 
     def capacity(self) -> int:

@@ -32,8 +32,8 @@ from rq.utils import as_text, now
 from rq.worker import SimpleWorker, WorkerStatus
 from torch import Tensor
 
-from service.jobs import JobStatus, job_key, record_inputs
-from service.settings import Settings
+from contract.jobs import JobStatus, job_key, record_inputs
+from contract.settings import Settings
 from worker.engine import BatchEngine, JobError, JobFailed, UnknownModel
 from worker.recovery import Recovery
 from worker.redis_wait import REDIS_BACKOFF_MAX, REDIS_DOWN, WaitsForRedis

@@ -23,7 +23,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from redis.client import Pipeline
@@ -34,8 +34,8 @@ from rq.queue import Queue
 from rq.serializers import JSONSerializer
 from rq.utils import as_text, now, utcparse
 
-from service.jobs import PREFIX, JobStatus, job_key
-from service.settings import Settings
+from contract.jobs import PREFIX, JobStatus, job_key
+from contract.settings import Settings
 
 if TYPE_CHECKING:
     from worker.main import BatchWorker
@@ -119,7 +119,7 @@ class Recovery:
         pipe = self.connection.pipeline(transaction=False)
         for name in names:
             pipe.hmget(prefix + name, "last_heartbeat", "death")
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         dead = set()
         for name, (beat, death) in zip(names, pipe.execute()):
             if beat is None or death is not None:

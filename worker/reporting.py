@@ -12,10 +12,10 @@ from typing import Any
 from redis import Redis
 from torch import Tensor
 
+from contract.jobs import JobStatus, JobStore, decode_record, job_document, job_key
+from contract.results import RedisResultStore
+from contract.settings import Settings
 from diffusion.images import make_grid, png_bytes
-from service.jobs import JobStatus, JobStore, decode_record, job_document, job_key
-from service.results import RedisResultStore
-from service.settings import Settings
 from worker.engine import JobError, StepReport
 from worker.metrics import record_job_end, record_step
 from worker.webhooks import WebhookSender

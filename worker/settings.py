@@ -1,5 +1,5 @@
 """Settings only the worker reads, from the environment. The ones it shares with the API (REDIS_URL,
-QUEUE_NAME, RESULT_TTL, JOB_TIMEOUT, WEBHOOK_*...) live in `service.settings.Settings`."""
+QUEUE_NAME, RESULT_TTL, JOB_TIMEOUT, WEBHOOK_*...) live in `contract.settings.Settings`."""
 
 from __future__ import annotations
 

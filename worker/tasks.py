@@ -17,9 +17,9 @@ from redis import Redis
 from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 
+from contract.jobs import JobStatus, record_inputs
+from contract.settings import Settings
 from model_store import ModelStore, ModelStoreError
-from service.jobs import JobStatus, record_inputs
-from service.settings import Settings
 from worker.engine import BatchEngine, JobError, JobFailed
 from worker.models import cached_generator, resolve_device
 from worker.reporting import JobReporter, result_value

@@ -1,5 +1,5 @@
 """Webhook delivery: the final job document POSTed to the job's `webhook_url`, signed with
-`X-Signature: sha256=<hex HMAC-SHA256(body, WEBHOOK_SECRET)>` by service.webhooks.sign, the one
+`X-Signature: sha256=<hex HMAC-SHA256(body, WEBHOOK_SECRET)>` by contract.webhooks.sign, the one
 signing (and `verify`) the API documents.
 
 Each delivery runs in its own daemon thread, retried with exponential backoff, so that a slow or dead
@@ -16,7 +16,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from service.webhooks import SIGNATURE_HEADER, sign
+from contract.webhooks import SIGNATURE_HEADER, sign
 
 log = logging.getLogger(__name__)
 

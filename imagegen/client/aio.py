@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from typing import Any, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import httpx
 from PIL import Image
@@ -12,8 +13,19 @@ from PIL import Image
 from imagegen.client.errors import error_from, retry_delay
 from imagegen.client.jobs import AsyncJob, JobDocument, terminal_event, timed_out
 from imagegen.client.sync import DEFAULT_TIMEOUT
-from imagegen.client.wire import (ImageInput, Progress, ProgressReport, SSEDecoder, auth_headers, decode_png,
-                                  generate_body, generate_call, polled_progress, progress_event, unwrap)
+from imagegen.client.wire import (
+    ImageInput,
+    Progress,
+    ProgressReport,
+    SSEDecoder,
+    auth_headers,
+    decode_png,
+    generate_body,
+    generate_call,
+    polled_progress,
+    progress_event,
+    unwrap,
+)
 
 
 class AsyncClient:

@@ -3,8 +3,9 @@ client that fetched it, so that `job.wait()` and `job.images()` need nothing els
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 

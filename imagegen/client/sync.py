@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 from PIL import Image
 
 from imagegen.client.errors import error_from, retry_delay
 from imagegen.client.jobs import Job, JobDocument, terminal_event, timed_out
-from imagegen.client.wire import (ImageInput, Progress, SSEDecoder, auth_headers, decode_png, generate_body,
-                                  generate_call, ProgressReport, polled_progress, progress_event, unwrap)
+from imagegen.client.wire import (
+    ImageInput,
+    Progress,
+    ProgressReport,
+    SSEDecoder,
+    auth_headers,
+    decode_png,
+    generate_body,
+    generate_call,
+    polled_progress,
+    progress_event,
+    unwrap,
+)
 
 DEFAULT_TIMEOUT = 30.0
 """Seconds one HTTP request may take (a `?wait=` request gets its wait on top)."""

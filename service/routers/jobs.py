@@ -12,18 +12,18 @@ from rq.exceptions import InvalidJobOperation
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
-from imagegen.image_inputs import ImageInputs, decode_base64_png, resolve_image_inputs
-from imagegen.settings import API, InvalidField, Limits, resolve_settings
+from contract.errors import InvalidField
+from contract.image_inputs import ImageInputs, decode_base64_png, resolve_image_inputs
+from contract.jobs import PREFIX, JobStatus, JobStore, job_id_time, job_url, new_job_id
+from contract.request import API, Limits, resolve_settings
+from contract.schema import GenerateRequest
 from model_store import ModelCard
-from model_store.errors import InvalidModelNameError, UnknownModelError
 from service.auth import Caller, CallerDep, authenticate
 from service.deps import Backend, BackendDep
-from service.documents import (TERMINAL_STATUSES, close, document, held, job_events, load, not_found,
-                               subscribe)
-from service.jobs import PREFIX, JobStatus, JobStore, job_id_time, job_url, new_job_id
+from service.documents import TERMINAL_STATUSES, close, document, held, job_events, load, not_found, subscribe
 from service.problems import Problem, invalid, problem_type, responses
 from service.routers.models import find_generator
-from service.schemas import GenerateRequest, JobDocument
+from service.schemas import JobDocument
 
 # every job route needs a key where keys are configured; the routes also take the caller (cached per
 # request) to scope jobs to their owner
@@ -58,30 +58,14 @@ def normalize(backend: Backend, body: GenerateRequest) -> tuple[ModelCard, dict[
     card = find_generator(backend.store, backend.settings, body.model)
     limits = Limits(max_images=backend.settings.max_images_per_job, max_steps=backend.settings.max_steps)
     try:
-        s = resolve_settings(card, class_label=body.class_label, num_images=body.num_images, guidance=body.guidance,
-                             guidance_scale=body.guidance_scale, sampler=body.sampler, steps=body.steps, eta=body.eta,
-                             seed=body.seed, strength=body.strength, resample_steps=body.resample_steps, vocab=API,
-                             limits=limits)
+        s = resolve_settings(card, vocab=API, limits=limits, store=backend.store, **body.settings())
         init_image = None if body.init_image is None else decode_base64_png(body.init_image, "init_image")
         mask = None if body.mask is None else decode_base64_png(body.mask, "mask")
         inputs = resolve_image_inputs(card, init_image, mask, strength=s.strength, resample_steps=s.resample_steps,
                                       resize=bool(body.resize))
     except InvalidField as e:
         raise invalid([{"field": field, "message": reason} for field, reason in e.fields]) from None
-    if s.guidance == "classifier":
-        link = card.links["guidance_classifier"]
-        try:
-            linked = backend.store.resolve(link)
-        except (UnknownModelError, InvalidModelNameError):
-            linked = None
-        if linked is None or linked.kind != "guidance-classifier":
-            raise invalid([{"field": "guidance", "message": f"classifier: the guidance classifier {link!r} of "
-                                                            f"{card.ref} is not installed; use guidance cfg"}])
-    request = {"model": card.ref, "class_label": s.class_label, "num_images": s.num_images, "guidance": s.guidance,
-               "guidance_scale": s.guidance_scale, "sampler": s.sampler, "steps": s.steps, "eta": s.eta,
-               "seed": s.seed, "strength": s.strength, "resample_steps": s.resample_steps,
-               "previews": bool(body.previews), **inputs.refs()}
-    return card, request, inputs
+    return card, {"model": card.ref, **s.to_record(), **inputs.refs()}, inputs
 
 
 def _fingerprint(body: GenerateRequest) -> str:
@@ -171,7 +155,7 @@ def submit(backend: Backend, body: GenerateRequest, idempotency_key: str | None,
             # the job was not made: a retry with this key must make it, not find nothing
             try:
                 backend.redis.delete(_idem_key(owner, idempotency_key))
-            except Exception:
+            except Exception:  # noqa: BLE001 - the original error is the one to raise
                 pass
         raise
 

@@ -7,40 +7,22 @@ from typing import Any
 from fastapi import APIRouter, Depends
 from starlette.concurrency import run_in_threadpool
 
-from diffusion.names import SAMPLERS
-from imagegen.model_choice import DEFAULT_MODEL
-from imagegen.settings import FALLBACK_DEFAULTS
+from contract.models import default_generator, generators, listing
+from contract.names import SAMPLERS
+from contract.request import FALLBACK_DEFAULTS, request_defaults
+from contract.settings import Settings
 from model_store import ModelCard, ModelStore
 from model_store.errors import InvalidModelNameError, UnknownModelError
 from service.auth import authenticate
 from service.deps import BackendDep
 from service.problems import Problem, invalid, problem_type, responses
 from service.schemas import ModelInfo, SamplerInfo
-from service.settings import Settings
 
 router = APIRouter(tags=["models"], dependencies=[Depends(authenticate)], responses=responses(401, 403, 429))
 
-DEFAULT_NUM_IMAGES = 4
-
-
-def generators(store: ModelStore) -> list[ModelCard]:
-    """Every version of every generator in the store, sorted by name then version."""
-    return [card for card in store.list() if card.kind == "generator"]
-
-
 def default_model(settings: Settings, cards: list[ModelCard]) -> str | None:
-    """The model a request without `model` gets: DEFAULT_MODEL from the settings, else
-    `fashion-mnist` when the store has it, else the store's only generator; None if ambiguous."""
-    if settings.default_model:
-        return settings.default_model
-    names = sorted({card.name for card in cards})
-    if DEFAULT_MODEL in names:
-        return DEFAULT_MODEL
-    return names[0] if len(names) == 1 else None
-
-
-def _listing(cards: list[ModelCard]) -> str:
-    return ", ".join(card.ref for card in cards) or "none"
+    """The model a request without `model` gets (DEFAULT_MODEL, else the store's default)."""
+    return default_generator(cards, settings.default_model)
 
 
 def find_generator(store: ModelStore, settings: Settings, ref: str | None) -> ModelCard:
@@ -55,34 +37,20 @@ def find_generator(store: ModelStore, settings: Settings, ref: str | None) -> Mo
                 raise Problem(503, "no generator is installed in the model store",
                               type=problem_type("no-model"), headers={"Retry-After": "60"})
             raise invalid([{"field": "model", "message": f"is required: this deployment has several generators and "
-                                                         f"no default: {_listing(cards)}"}])
+                                                         f"no default: {listing(cards)}"}])
     try:
         card = store.resolve(ref)
     except (UnknownModelError, InvalidModelNameError):
         if by_default:
             # the deployment is misconfigured, not the request
             raise Problem(503, f"the default model {ref!r} (DEFAULT_MODEL) is not in the model store; name one of: "
-                               f"{_listing(cards)}", type=problem_type("no-model"), headers={"Retry-After": "60"}) from None
+                               f"{listing(cards)}", type=problem_type("no-model"), headers={"Retry-After": "60"}) from None
         # the store's own message names its directory: not for clients
-        raise invalid([{"field": "model", "message": f"unknown model {ref!r}; available: {_listing(cards)}"}]) from None
+        raise invalid([{"field": "model", "message": f"unknown model {ref!r}; available: {listing(cards)}"}]) from None
     if card.kind != "generator":
         raise invalid([{"field": "model", "message": f"{card.ref} is a {card.kind}, not a generator; "
-                                                     f"available: {_listing(cards)}"}])
+                                                     f"available: {listing(cards)}"}])
     return card
-
-
-def sampling_defaults(card: ModelCard) -> dict[str, Any]:
-    """What a request to `card` gets for the fields it leaves out (the request normalizer's rules)."""
-    d = card.defaults
-    sampler = d.get("sampler", FALLBACK_DEFAULTS["sampler"])
-    return {
-        "sampler": sampler,
-        "steps": d.get("steps", FALLBACK_DEFAULTS["steps"]),
-        "guidance": "cfg",
-        "guidance_scale": float(d.get("guidance_scale", FALLBACK_DEFAULTS["guidance_scale"])),
-        "eta": float(d.get("eta", 0.0)) if sampler == "ddim" else 0.0,
-        "num_images": DEFAULT_NUM_IMAGES,
-    }
 
 
 def model_info(card: ModelCard, latest: bool, default: bool) -> dict[str, Any]:
@@ -90,7 +58,7 @@ def model_info(card: ModelCard, latest: bool, default: bool) -> dict[str, Any]:
         "ref": card.ref, "name": card.name, "version": card.version, "kind": card.kind, "latest": latest,
         "default": default, "image_size": card.image_size, "channels": card.channels,
         "class_names": card.class_names,
-        "defaults": sampling_defaults(card) if card.kind == "generator" else None,
+        "defaults": request_defaults(card) if card.kind == "generator" else None,
         "quality": card.quality, "links": card.links, "created_at": card.created_at, "notes": card.notes,
     }
 

@@ -163,7 +163,7 @@ def env_example() -> dict[str, EnvEntry]:
 def settings_variables() -> dict[str, Any]:
     """Every environment variable the API's Settings and the workers' WorkerSettings read, with the
     field it fills."""
-    from service.settings import Settings
+    from contract.settings import Settings
     from worker.settings import WorkerSettings
 
     found = {}

@@ -10,9 +10,19 @@ import time
 
 import pytest
 import yaml
-from deploy_support import (COMPOSE_FILE, REPO, InterpolationError, active_services, compose_variables,
-                            env_example, environment_of, interpolate, load_compose, readme_blocks,
-                            settings_variables)
+from deploy_support import (
+    COMPOSE_FILE,
+    REPO,
+    InterpolationError,
+    active_services,
+    compose_variables,
+    env_example,
+    environment_of,
+    interpolate,
+    load_compose,
+    readme_blocks,
+    settings_variables,
+)
 
 from service.redis_local import LocalRedis
 
@@ -169,7 +179,7 @@ def test_env_example_values_are_valid_settings():
     be passed on as a value)."""
     from pydantic import ValidationError
 
-    from service.settings import Settings
+    from contract.settings import Settings
     from worker.settings import WorkerSettings
 
     entries = env_example()

@@ -16,11 +16,28 @@ from pathlib import Path
 
 import httpx
 import pytest
-from deploy_support import (API_DOCKERFILE, REPO, STOP_TIMEOUT_S, WORKER_DOCKERFILE, Instruction, Processes,
-                            block_in_section,
-                            dockerignore_patterns, env_example, env_of, environment_of, interpolate, last,
-                            load_compose, normalize, parse_dockerfile, pyproject, requirement_closure,
-                            settings_variables, wait_for)
+from deploy_support import (
+    API_DOCKERFILE,
+    REPO,
+    STOP_TIMEOUT_S,
+    WORKER_DOCKERFILE,
+    Instruction,
+    Processes,
+    block_in_section,
+    dockerignore_patterns,
+    env_example,
+    env_of,
+    environment_of,
+    interpolate,
+    last,
+    load_compose,
+    normalize,
+    parse_dockerfile,
+    pyproject,
+    requirement_closure,
+    settings_variables,
+    wait_for,
+)
 
 from service.redis_local import LocalRedis, free_port
 

@@ -23,12 +23,23 @@ import os
 import re
 import shlex
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
-from deploy_support import (REPO, README, CodeBlock, active_services, env_example, interpolate, load_compose,
-                            readme_blocks, readme_sections, settings_variables, shell_commands)
+from deploy_support import (
+    README,
+    REPO,
+    CodeBlock,
+    active_services,
+    env_example,
+    interpolate,
+    load_compose,
+    readme_blocks,
+    readme_sections,
+    settings_variables,
+    shell_commands,
+)
 
 SHELLS = ("bash", "sh", "shell")
 
@@ -144,29 +155,34 @@ def _documented_variables() -> set[str]:
 
 def _api_routes() -> dict[str, set[str]]:
     """The API's paths as regular expressions, with their methods (from its OpenAPI schema)."""
+    from contract.settings import Settings
     from service.app import create_app
-    from service.settings import Settings
 
     schema = create_app(Settings(redis_url="redis://127.0.0.1:1/0")).openapi()
     return {"^" + re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(path)) + "$": {m.upper() for m in methods}
             for path, methods in schema["paths"].items()}
 
 
-def _check_imagegen(words: list[str]) -> str:
+def _check_imagegen(words: list[str], prog: str = "imagegen") -> str:
+    """`imagegen CMD ...` (or, with `prog` `python -m evaluation`, that program's commands): the
+    command exists, and its flags are in its --help."""
     from imagegen.cli import COMMANDS, build_parser
 
+    commands = COMMANDS
+    if prog != "imagegen":
+        from evaluation.__main__ import COMMANDS as commands
     command = words[1]
-    assert command in COMMANDS, f"`imagegen {command}`: no such command"
-    parser, subparsers = build_parser(only=[command])
+    assert command in commands, f"`{prog} {command}`: no such command"
+    parser, subparsers = build_parser(only=[command], commands=commands, prog=prog)
     help_text = subparsers[command].format_help()
     for word in words[2:]:
         if word.startswith("-"):
             flag = word.split("=", 1)[0]
             assert re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", help_text), \
-                f"`imagegen {command}` has no {flag} (see imagegen {command} --help)"
+                f"`{prog} {command}` has no {flag} (see {prog} {command} --help)"
     if "--help" not in words and "-h" not in words:
         parser.parse_args(words[1:])  # a missing required flag or a bad value raises UsageError
-    return f"imagegen {command}: flags in its --help"
+    return f"{prog} {command}: flags in its --help"
 
 
 def _check_curl(words: list[str], routes: dict[str, set[str]], covered: bool) -> str:
@@ -253,6 +269,8 @@ def _check(words: list[str], block: CodeBlock, routes: dict[str, set[str]]) -> s
     name = Path(program).name
     if name == "imagegen":
         return _check_imagegen(words)
+    if name in ("python", "python3") and words[1:3] == ["-m", "evaluation"]:
+        return _check_imagegen(words[2:], prog="python -m evaluation")
     if name == "curl":
         return _check_curl(words, routes, section_covered)
     if name == "docker":
@@ -358,7 +376,7 @@ def test_local_links_resolve(document):
 
 
 def test_the_quality_summary_is_the_shipped_cards():
-    from imagegen.model_card_readme import README_BEGIN, README_END, readme_quality
+    from evaluation.readme import README_BEGIN, README_END, readme_quality
     from model_store import ModelStore
 
     text = README.read_text()

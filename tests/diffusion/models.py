@@ -1,9 +1,9 @@
 """Models the sampler tests share."""
 
 import torch
-
 from analytic import GaussianEps, PerturbedGaussianEps
 from stores import randomized_unet
+
 from diffusion.schedules import NoiseSchedule
 
 IMAGE_SHAPE = (1, 28, 28)

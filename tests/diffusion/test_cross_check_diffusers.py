@@ -6,10 +6,11 @@ import torch
 
 diffusers = pytest.importorskip("diffusers")
 
-from diffusion.guidance import GuidedDenoiser  # noqa: E402
-from diffusion.sampling import SampleSpec, SamplerState, advance  # noqa: E402
-from diffusion.schedules import NoiseSchedule, ScheduleConfig  # noqa: E402
 from models import IMAGE_SHAPE, NUM_CLASSES, perturbed_model  # noqa: E402
+
+from diffusion.guidance import GuidedDenoiser  # noqa: E402
+from diffusion.sampling import SamplerState, SampleSpec, advance  # noqa: E402
+from diffusion.schedules import NoiseSchedule, ScheduleConfig  # noqa: E402
 
 BETA_SCHEDULES = {"linear": "linear", "cosine": "squaredcos_cap_v2"}
 

@@ -253,4 +253,4 @@ def test_dataset_validates() -> None:
     with pytest.raises(ValueError, match="labels"):
         ImageDataset(torch.zeros(2, 1, 4, 4, dtype=torch.uint8), torch.tensor([0, 1]), ["a"])
     with pytest.raises(ValueError, match="square"):
-        ImageDataset(torch.zeros(2, 1, 4, 5, dtype=torch.uint8), torch.zeros(2), ["a"]).image_size
+        _ = ImageDataset(torch.zeros(2, 1, 4, 5, dtype=torch.uint8), torch.zeros(2), ["a"]).image_size

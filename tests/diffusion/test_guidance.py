@@ -2,11 +2,11 @@
 
 import pytest
 import torch
-
 from analytic import GaussianMixture, MixtureClassifier, MixtureEps
+from models import IMAGE_SHAPE, NUM_CLASSES, perturbed_model
+
 from diffusion.guidance import Conditioning, GuidedDenoiser
 from diffusion.sampling import SampleSpec, sample
-from models import IMAGE_SHAPE, NUM_CLASSES, perturbed_model
 
 
 def cond(y, s, classifier=False):

@@ -2,13 +2,13 @@
 
 import pytest
 import torch
-
-from diffusion.conditioning import strength_timesteps
-from diffusion.names import SAMPLERS
-from diffusion.noise import ImageNoise
-from diffusion.sampling import SampleSpec, SamplerState, sample
-from diffusion.schedules import CLEAN, timestep_subsequence
 from models import IMAGE_SHAPE, NUM_CLASSES, Counting, an_input, perturbed_model
+
+from contract.names import SAMPLERS
+from diffusion.conditioning import strength_timesteps
+from diffusion.noise import ImageNoise
+from diffusion.sampling import SamplerState, SampleSpec, sample
+from diffusion.schedules import CLEAN, timestep_subsequence
 
 ALL = list(SAMPLERS)
 

@@ -2,13 +2,13 @@
 
 import pytest
 import torch
+from models import IMAGE_SHAPE, NUM_CLASSES, Counting, an_input, perturbed_model
 
+from contract.names import SAMPLERS
 from diffusion.guidance import GuidedDenoiser
 from diffusion.samplers import ddim_step
-from diffusion.names import SAMPLERS
-from diffusion.sampling import SampleSpec, SamplerState, advance, sample
+from diffusion.sampling import SamplerState, SampleSpec, advance, sample
 from diffusion.schedules import timestep_subsequence
-from models import IMAGE_SHAPE, NUM_CLASSES, Counting, an_input, perturbed_model
 
 ALL = list(SAMPLERS)
 _, H, W = IMAGE_SHAPE

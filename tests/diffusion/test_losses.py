@@ -1,6 +1,6 @@
 import torch
-
 from analytic import GaussianEps
+
 from diffusion.losses import drop_labels, eps_loss
 from diffusion.schedules import NoiseSchedule
 

@@ -2,13 +2,13 @@
 
 import pytest
 import torch
-
 from analytic import GaussianEps
-from diffusion.names import SAMPLERS
-from diffusion.sampling import SampleSpec, SamplerState, advance, sample, specs_for_request
-from diffusion.guidance import GuidedDenoiser
-from diffusion.schedules import NoiseSchedule
 from models import IMAGE_SHAPE, NUM_CLASSES, perturbed_model
+
+from contract.names import SAMPLERS
+from diffusion.guidance import GuidedDenoiser
+from diffusion.sampling import SamplerState, SampleSpec, advance, sample, specs_for_request
+from diffusion.schedules import NoiseSchedule
 
 ALL = list(SAMPLERS)
 

@@ -4,9 +4,9 @@ import json
 
 import pytest
 import torch
+from stores import fashion_mnist_or_skip
 
 from diffusion.train import TrainConfig, train
-from stores import fashion_mnist_or_skip
 
 
 @pytest.fixture(scope="module")

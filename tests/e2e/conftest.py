@@ -3,7 +3,7 @@ and `imagegen worker` as real processes on the tiny random models) and a webhook
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 from e2e_support import Service, WebhookReceiver, running_service

@@ -9,8 +9,8 @@ restarts (same port, same data directory), `imagegen serve` and `imagegen worker
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import httpx
 import pytest

@@ -11,7 +11,8 @@ import io
 import json
 import statistics
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import numpy as np
@@ -20,10 +21,10 @@ from e2e_support import Processes, Service, imagegen_command, service_env, wait_
 from PIL import Image
 from redis import Redis
 
+from contract.jobs import JobStore
 from diffusion.images import png_bytes
 from model_store import ModelStore
 from model_store.loading import load_generator
-from service.jobs import JobStore
 from service.redis_local import LocalRedis, free_port
 from worker.engine import BatchEngine
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import io
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import urlsplit
 
 import httpx
@@ -44,6 +44,8 @@ if _browser_missing():
 
 from playwright.sync_api import Browser, Page, Route, sync_playwright  # noqa: E402
 
+from model_store.weights import save_model  # noqa: E402
+
 JOB_S = 120.0
 """Most seconds a small job takes on the busy CPU, from submit to images."""
 
@@ -66,12 +68,13 @@ QUALITY = {"guidance_sweep": SWEEP, "floor": {"fd": 0.9, "n": 10000, "what": "tr
 def tiny_store_root(tiny_store_root, tmp_path_factory) -> Path:
     """The session's tiny store (copied, so other modules see it unchanged) plus `swept`: the tiny
     generator again, with a measured guidance sweep in its card."""
-    from model_store import ModelStore
     from stores import fp16, generator_fields, randomized_unet
+
+    from model_store import ModelStore
 
     root = tmp_path_factory.mktemp("page-store")
     shutil.copytree(tiny_store_root, root, dirs_exist_ok=True)
-    ModelStore(root).save("swept", fp16(randomized_unet()), generator_fields(quality=QUALITY))
+    save_model(ModelStore(root), "swept", fp16(randomized_unet()), generator_fields(quality=QUALITY))
     return root
 
 

@@ -15,9 +15,19 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-
-from test_e2e_page import (JOB_S, UI_MS, browser, check_guard, guard, job_document, new_page, open_page,  # noqa: F401
-                           page, wait_images_loaded, wait_status)
+from test_e2e_page import (  # noqa: F401
+    JOB_S,
+    UI_MS,
+    browser,
+    check_guard,
+    guard,
+    job_document,
+    new_page,
+    open_page,
+    page,
+    wait_images_loaded,
+    wait_status,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 

@@ -6,13 +6,12 @@ URLs, since <img src> cannot either). The key stays in the tab unless the user a
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
 from e2e_support import Service, running_service
-from test_e2e_page import (UI_MS, browser, check_guard, guard, new_page, page, wait_images_loaded,  # noqa: F401
-                           wait_status)
+from test_e2e_page import UI_MS, browser, check_guard, guard, new_page, page, wait_images_loaded, wait_status  # noqa: F401
 from test_e2e_page_img2img import WATCH
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]

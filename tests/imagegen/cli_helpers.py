@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-
 from stores import CARD_DEFAULTS, classifier_fields, fp16, generator_fields, one_torch_thread, randomized_classifier  # noqa: F401,E402
 
 REPO = Path(__file__).resolve().parents[2]

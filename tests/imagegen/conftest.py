@@ -9,7 +9,6 @@ import pytest
 from cli_helpers import one_torch_thread
 
 
-
 @pytest.fixture(autouse=True)
 def _one_torch_thread():
     with one_torch_thread():

@@ -12,6 +12,7 @@ from cli_helpers import REPO, classifier_fields, fp16, generator_fields, randomi
 
 from imagegen.cli import main
 from model_store import ModelStore
+from model_store.weights import save_model
 
 
 def fails(capsys, argv: list[str]) -> str:
@@ -88,7 +89,7 @@ def test_missing_out_is_one_line(capsys, store_root):
 
 def test_no_generator_in_the_store(capsys, tmp_path):
     store = ModelStore(tmp_path / "store")
-    store.save("clf", fp16(randomized_classifier()), classifier_fields())  # not a generator
+    save_model(store, "clf", fp16(randomized_classifier()), classifier_fields())  # not a generator
     line = bad_generate(capsys, store.root, tmp_path, "--class-label", "1")
     assert f"no generator in the store at {store.root}" in line and "imagegen train" in line
 
@@ -96,15 +97,15 @@ def test_no_generator_in_the_store(capsys, tmp_path):
 def test_several_generators_and_no_default(capsys, tmp_path, tiny_unet):
     store = ModelStore(tmp_path / "store")
     weights = fp16(tiny_unet)
-    store.save("one", weights, generator_fields())
-    store.save("two", weights, generator_fields())
+    save_model(store, "one", weights, generator_fields())
+    save_model(store, "two", weights, generator_fields())
     line = bad_generate(capsys, store.root, tmp_path, "--class-label", "1")
     assert "--model" in line and "one@1" in line and "two@1" in line
 
 
 def test_only_generator_is_the_default(capsys, tmp_path, tiny_unet):
     store = ModelStore(tmp_path / "store")
-    store.save("solo", fp16(tiny_unet), generator_fields())
+    save_model(store, "solo", fp16(tiny_unet), generator_fields())
     assert main(["generate", "--store", str(store.root), "--out", str(tmp_path / "out"), "--class-label", "2",
                  "--num-images", "1", "--steps", "1", "--device", "cpu"]) == 0
     assert '"model": "solo@1"' in capsys.readouterr().out
@@ -112,14 +113,14 @@ def test_only_generator_is_the_default(capsys, tmp_path, tiny_unet):
 
 def test_linked_classifier_missing_from_the_store(capsys, tmp_path, tiny_unet):
     store = ModelStore(tmp_path / "store")
-    store.save("fashion-mnist", fp16(tiny_unet), generator_fields(links={"guidance_classifier": "gone"}))
+    save_model(store, "fashion-mnist", fp16(tiny_unet), generator_fields(links={"guidance_classifier": "gone"}))
     line = bad_generate(capsys, store.root, tmp_path, "--class-label", "1", "--guidance", "classifier")
     assert "--guidance classifier" in line and "'gone'" in line
 
 
 def test_bad_card_default_is_blamed_on_the_card(capsys, tmp_path, tiny_unet):
     store = ModelStore(tmp_path / "store")
-    store.save("fashion-mnist", fp16(tiny_unet), generator_fields(defaults={"steps": 5000}))
+    save_model(store, "fashion-mnist", fp16(tiny_unet), generator_fields(defaults={"steps": 5000}))
     line = bad_generate(capsys, store.root, tmp_path, "--class-label", "1")
     assert "--steps must be between 1 and 1000 (got 5000) from the defaults of fashion-mnist@1" in line
 

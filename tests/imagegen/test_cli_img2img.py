@@ -109,7 +109,7 @@ def test_inpainting_keeps_the_black_region(capsys, store_root, tmp_path, init_pn
 
 
 def _normalized_mask(mask: np.ndarray) -> bytes:
-    # what imagegen.image_inputs makes of an already black-and-white 28x28 mask
+    # what contract.image_inputs makes of an already black-and-white 28x28 mask
     buf = io.BytesIO()
     Image.fromarray(mask, "L").save(buf, format="PNG")
     return buf.getvalue()

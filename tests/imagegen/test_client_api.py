@@ -2,7 +2,7 @@
 for `Client` and over `httpx.ASGITransport` for `AsyncClient`.
 
 No worker runs here: where a job must end, `finish` plays the worker's part through the job record
-and result store the real worker writes (`service.jobs`, `service.results`). The e2e tests run the
+and result store the real worker writes (`contract.jobs`, `contract.results`). The e2e tests run the
 real worker.
 """
 
@@ -12,8 +12,8 @@ import asyncio
 import io
 import threading
 import time
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Iterator
 
 import httpx
 import pytest
@@ -27,11 +27,11 @@ except ModuleNotFoundError as e:  # only the app's own absence skips: any other 
         raise
     pytest.skip("service.app (issue 4's API) is not written yet", allow_module_level=True)
 
+from contract.jobs import JobStatus, JobStore
+from contract.results import RedisResultStore
+from contract.settings import Settings
 from imagegen.client import ApiError, AsyncClient, Client, JobError
-from service.jobs import JobStatus, JobStore
 from service.redis_local import free_port
-from service.results import RedisResultStore
-from service.settings import Settings
 
 SIZE = 28
 

@@ -1,6 +1,6 @@
 """The client's img2img, inpainting and preview arguments against the real API (`service.app` on a
 real Redis, over real HTTP), as tests/imagegen/test_client_api.py runs it: no worker, a stand-in
-plays its part through the job record (`service.jobs.JobStore`), previews included; `imagegen
+plays its part through the job record (`contract.jobs.JobStore`), previews included; `imagegen
 submit` runs in this process against the same server."""
 
 from __future__ import annotations
@@ -16,14 +16,13 @@ import time
 import pytest
 from PIL import Image
 from redis import Redis
-
 from test_client_api import SIZE, api, asgi_client, base_url, png, settings  # noqa: F401
 
+from contract.jobs import JobStatus, JobStore, events_channel, job_key
+from contract.results import RedisResultStore
 from imagegen.cli import main
 from imagegen.client import ApiError, Progress
 from service.app import create_app
-from service.jobs import JobStatus, JobStore, events_channel, job_key
-from service.results import RedisResultStore
 
 PREVIEW_STEPS = (2, 4)
 """The steps at which the stand-in worker sends a preview, out of 5."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import io
 from dataclasses import asdict
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import httpx
@@ -58,7 +58,7 @@ def test_a_body_that_is_not_json_still_gives_a_one_line_error():
 
 def test_retry_after_in_seconds_and_as_a_date():
     assert retry_after(httpx.Response(503, headers={"Retry-After": "5"})) == 5.0
-    when = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=30), usegmt=True)
+    when = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
     assert 25 <= retry_after(httpx.Response(503, headers={"Retry-After": when})) <= 31
     assert retry_after(httpx.Response(503)) is None
     assert retry_after(httpx.Response(503, headers={"Retry-After": "soon"})) is None

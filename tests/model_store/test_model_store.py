@@ -15,6 +15,7 @@ from model_store import (
     UnknownModelError,
     default_store_root,
 )
+from model_store.weights import load_tensors, save_model
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -47,10 +48,10 @@ def store(tmp_path) -> ModelStore:
 
 def test_save_load_round_trip_is_bit_exact(store):
     saved = tensors()
-    card = store.save("fashion-mnist", saved, CARD_FIELDS)
+    card = save_model(store, "fashion-mnist", saved, CARD_FIELDS)
     assert card.ref == "fashion-mnist@1"
     assert card.dtype == "float16"  # most floating-point elements are fp16
-    loaded_card, loaded = store.load_tensors("fashion-mnist")
+    loaded_card, loaded = load_tensors(store, "fashion-mnist")
     assert loaded_card == card
     assert loaded.keys() == saved.keys()
     for k, t in saved.items():
@@ -59,13 +60,13 @@ def test_save_load_round_trip_is_bit_exact(store):
 
 def test_round_trip_of_a_real_unet(store, tiny_unet):
     state = {k: v.half() for k, v in tiny_unet.state_dict().items()}
-    card = store.save("tiny", state, {**CARD_FIELDS, "architecture": {"type": "unet", "config": tiny_unet.cfg.to_dict()}})
-    _, loaded = store.load_tensors(card)
+    card = save_model(store, "tiny", state, {**CARD_FIELDS, "architecture": {"type": "unet", "config": tiny_unet.cfg.to_dict()}})
+    _, loaded = load_tensors(store, card)
     assert all(torch.equal(loaded[k], v) for k, v in state.items())
 
 
 def test_layout_on_disk(store):
-    card = store.save("fashion-mnist", tensors(), {**CARD_FIELDS, "dtype": "float32"})
+    card = save_model(store, "fashion-mnist", tensors(), {**CARD_FIELDS, "dtype": "float32"})
     version_dir = store.root / "fashion-mnist" / "1"
     assert sorted(p.name for p in version_dir.iterdir()) == ["card.json", "weights.safetensors"]
     assert store.weights_path(card) == version_dir / "weights.safetensors"
@@ -77,49 +78,49 @@ def test_layout_on_disk(store):
 
 
 def test_versions_increment_and_resolve_picks_the_newest(store):
-    old = store.save("fashion-mnist", tensors(0), CARD_FIELDS)
-    new = store.save("fashion-mnist", tensors(1), {**CARD_FIELDS, "notes": "retrained"})
-    store.save("tiny", tensors(2), CARD_FIELDS)
+    old = save_model(store, "fashion-mnist", tensors(0), CARD_FIELDS)
+    new = save_model(store, "fashion-mnist", tensors(1), {**CARD_FIELDS, "notes": "retrained"})
+    save_model(store, "tiny", tensors(2), CARD_FIELDS)
     assert (old.version, new.version) == (1, 2)
     assert store.resolve("fashion-mnist") == new
     assert store.resolve("fashion-mnist@1") == old
     assert store.resolve("fashion-mnist@2").notes == "retrained"
     assert [c.ref for c in store.list()] == ["fashion-mnist@1", "fashion-mnist@2", "tiny@1"]
     assert store.names() == ["fashion-mnist", "tiny"]
-    _, t = store.load_tensors("fashion-mnist@1")
+    _, t = load_tensors(store, "fashion-mnist@1")
     assert torch.equal(t["conv.bias"], tensors(0)["conv.bias"])
 
 
 def test_tampered_weights_are_refused(store):
-    card = store.save("fashion-mnist", tensors(), CARD_FIELDS)
+    card = save_model(store, "fashion-mnist", tensors(), CARD_FIELDS)
     path = store.weights_path(card)
     data = bytearray(path.read_bytes())
     data[-1] ^= 0x01  # one bit of the last tensor's data
     path.write_bytes(bytes(data))
     with pytest.raises(ModelIntegrityError) as e:
-        store.load_tensors("fashion-mnist")
+        load_tensors(store, "fashion-mnist")
     message = str(e.value)
     assert str(path) in message and card.sha256 in message and "expected" in message
 
 
 def test_missing_weights_are_refused(store):
-    card = store.save("fashion-mnist", tensors(), CARD_FIELDS)
+    card = save_model(store, "fashion-mnist", tensors(), CARD_FIELDS)
     store.weights_path(card).unlink()
     with pytest.raises(ModelIntegrityError, match="missing"):
-        store.load_tensors(card)
+        load_tensors(store, card)
 
 
 def test_unknown_model_lists_what_exists(store):
     with pytest.raises(UnknownModelError, match="is empty"):
         store.resolve("foo")
-    store.save("fashion-mnist", tensors(), CARD_FIELDS)
-    store.save("fashion-mnist", tensors(), CARD_FIELDS)
-    store.save("tiny", tensors(), CARD_FIELDS)
+    save_model(store, "fashion-mnist", tensors(), CARD_FIELDS)
+    save_model(store, "fashion-mnist", tensors(), CARD_FIELDS)
+    save_model(store, "tiny", tensors(), CARD_FIELDS)
     with pytest.raises(UnknownModelError) as e:
         store.resolve("foo")
     assert str(e.value) == f"unknown model 'foo'; the store at {store.root} has: fashion-mnist@1, fashion-mnist@2, tiny@1"
     with pytest.raises(UnknownModelError) as e:
-        store.load_tensors("fashion-mnist@3")
+        load_tensors(store, "fashion-mnist@3")
     assert "unknown version 3 of model 'fashion-mnist'" in str(e.value)
     assert str(e.value).endswith("has: fashion-mnist@1, fashion-mnist@2")
 
@@ -136,20 +137,20 @@ def test_bad_names_and_versions_are_rejected(store, ref):
 @pytest.mark.parametrize("name", ["../escape", "a/b", "UPPER", "a..b", "name@1"])
 def test_save_rejects_bad_names_and_writes_nothing(store, name):
     with pytest.raises(InvalidModelNameError):
-        store.save(name, tensors(), CARD_FIELDS)
+        save_model(store, name, tensors(), CARD_FIELDS)
     assert not store.root.exists()
 
 
 def test_save_rejects_fields_the_store_owns_and_bad_cards(store):
     with pytest.raises(ValueError, match="set by the store"):
-        store.save("fashion-mnist", tensors(), {**CARD_FIELDS, "version": 7})
+        save_model(store, "fashion-mnist", tensors(), {**CARD_FIELDS, "version": 7})
     with pytest.raises(ValueError, match="unknown model card keys"):
-        store.save("fashion-mnist", tensors(), {**CARD_FIELDS, "colour": "blue"})
+        save_model(store, "fashion-mnist", tensors(), {**CARD_FIELDS, "colour": "blue"})
     assert store.list() == []
 
 
 def test_broken_directories_are_skipped(store):
-    store.save("fashion-mnist", tensors(), CARD_FIELDS)
+    save_model(store, "fashion-mnist", tensors(), CARD_FIELDS)
     (store.root / "fashion-mnist" / "2").mkdir()  # no card
     (store.root / "fashion-mnist" / "3").mkdir()
     (store.root / "fashion-mnist" / "3" / "card.json").write_text("{not json")
@@ -159,11 +160,11 @@ def test_broken_directories_are_skipped(store):
     assert [c.ref for c in store.list()] == ["fashion-mnist@1"]
     assert store.resolve("fashion-mnist").version == 1
     # numbering skips over the broken versions rather than reusing them
-    assert store.save("fashion-mnist", tensors(), CARD_FIELDS).version == 4
+    assert save_model(store, "fashion-mnist", tensors(), CARD_FIELDS).version == 4
 
 
 def test_card_under_the_wrong_directory_is_skipped(store):
-    card = store.save("fashion-mnist", tensors(), CARD_FIELDS)
+    card = save_model(store, "fashion-mnist", tensors(), CARD_FIELDS)
     (store.root / "fashion-mnist" / "1").rename(store.root / "fashion-mnist" / "5")
     assert store.list() == []
     with pytest.raises(UnknownModelError):
@@ -180,7 +181,7 @@ def test_env_model_store_is_honoured(tmp_path, monkeypatch):
     assert default_store_root() == tmp_path / "from-env"
     store = ModelStore()
     assert store.root == tmp_path / "from-env"
-    store.save("tiny", tensors(), CARD_FIELDS)
+    save_model(store, "tiny", tensors(), CARD_FIELDS)
     assert (tmp_path / "from-env" / "tiny" / "1" / "card.json").is_file()
     monkeypatch.delenv("MODEL_STORE")
     assert ModelStore().root == REPO / "model_store" / "models"
@@ -197,7 +198,7 @@ def test_importing_the_store_does_not_import_torch():
 
 
 def test_cards_are_plain_data(store):
-    card = store.save("fashion-mnist", tensors(), CARD_FIELDS)
+    card = save_model(store, "fashion-mnist", tensors(), CARD_FIELDS)
     assert isinstance(card, ModelCard)
     assert card.resolve_class("ankle-boot") == 2
     assert len(card.sha256) == 64 and card.created_at.endswith("Z")
@@ -211,7 +212,7 @@ def test_saved_models_are_readable_by_every_user(tmp_path):
 
     from model_store import ModelStore
 
-    card = ModelStore(tmp_path).save("m", {"w": torch.zeros(2)}, {
+    card = save_model(ModelStore(tmp_path), "m", {"w": torch.zeros(2)}, {
         "kind": "eval-classifier", "architecture": {"type": "eval-classifier", "config": {}},
         "class_names": ["a"], "image_size": 4, "channels": 1})
     folder = tmp_path / "m" / str(card.version)

@@ -11,7 +11,7 @@ import torch
 from diffusion.data import load_fashion_mnist
 from diffusion.evaluation import classify
 from diffusion.images import from_png, png_bytes
-from imagegen.inpainting_demo import half_inpainting
+from evaluation.inpainting_demo import half_inpainting
 from model_store import ModelStore
 from model_store.loading import load_generator, load_module
 

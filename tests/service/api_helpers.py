@@ -4,15 +4,14 @@ process."""
 from __future__ import annotations
 
 import io
-from typing import Any
-
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -21,8 +20,8 @@ from PIL import Image
 from redis import Redis
 from rq import Queue
 
-from service.jobs import JobStatus, JobStore
-from service.results import RedisResultStore
+from contract.jobs import JobStatus, JobStore
+from contract.results import RedisResultStore
 
 
 def png(value: int = 128, size: int = 28) -> bytes:

@@ -3,17 +3,17 @@ store, and a stand-in for the worker that drives job records the way a worker do
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
+from api_helpers import FakeWorker
 from fastapi.testclient import TestClient
 from redis import Redis
 from rq import Queue
 from rq.serializers import JSONSerializer
 
-from api_helpers import FakeWorker
+from contract.settings import Settings
 from service.app import create_app
-from service.settings import Settings
 
 
 @pytest.fixture

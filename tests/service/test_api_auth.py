@@ -6,17 +6,17 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from typing import Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
 from api_helpers import FakeWorker, assert_problem
 from fastapi.testclient import TestClient
 
+from contract.settings import Settings
 from imagegen.client import ApiError, Client
 from service.app import create_app
 from service.auth import KeyRing
-from service.settings import Settings
 
 ALPHA, BETA, GAMMA = "alpha-key-0123456789", "beta-key-9876543210", "gamma-key-from-the-file"
 

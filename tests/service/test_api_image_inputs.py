@@ -15,7 +15,7 @@ import pytest
 from api_helpers import assert_problem
 from PIL import Image
 
-from service.jobs import JobStore, record_inputs
+from contract.jobs import JobStore, record_inputs
 
 
 def png(size=(28, 28), mode="L", color=128) -> bytes:

@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_the_app_imports_no_torch():
     code = ("import sys; from service.app import create_app; create_app(); "
-            "import service.__main__, service.webhooks; "
+            "import service.__main__, contract.webhooks; "
             "leaked = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')); "
             "assert not leaked, leaked")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)

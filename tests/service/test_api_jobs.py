@@ -11,7 +11,7 @@ import time
 import pytest
 from api_helpers import assert_problem, submit
 
-from service.jobs import new_job_id
+from contract.jobs import new_job_id
 
 
 def test_unknown_job_is_404(client):

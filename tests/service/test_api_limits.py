@@ -4,14 +4,14 @@ origins from the settings (none by default). Each answer is a problem document."
 from __future__ import annotations
 
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 from api_helpers import assert_problem
 from fastapi.testclient import TestClient
 
+from contract.settings import Settings
 from service.app import create_app
-from service.settings import Settings
 
 ALPHA, BETA = "alpha-limits-key", "beta-limits-key"
 

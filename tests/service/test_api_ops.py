@@ -3,7 +3,7 @@ contract when Redis is down or a route breaks."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from api_helpers import assert_problem, submit
@@ -11,11 +11,11 @@ from fastapi.testclient import TestClient
 from rq import Worker
 from rq.utils import utcformat
 
-from diffusion.names import SAMPLERS
+from contract.names import SAMPLERS
+from contract.settings import Settings
 from service.app import create_app
 from service.metrics import WORKER_METRICS_KEY, batch_histogram
 from service.redis_local import LocalRedis
-from service.settings import Settings
 
 
 def test_models_lists_every_model_with_its_card(client):
@@ -64,7 +64,7 @@ def test_readyz_with_a_live_worker_and_not_with_a_silent_one(client, queue, redi
     try:
         r = client.get("/readyz")
         assert r.status_code == 200 and r.json() == {"status": "ready", "redis": "ok", "workers": 1}
-        silent = datetime.now(timezone.utc) - timedelta(seconds=settings.worker_heartbeat_ttl + 1)
+        silent = datetime.now(UTC) - timedelta(seconds=settings.worker_heartbeat_ttl + 1)
         redis.hset(worker.key, "last_heartbeat", utcformat(silent))
         assert "no worker" in assert_problem(client.get("/readyz"), 503)["detail"]
     finally:

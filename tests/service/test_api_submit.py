@@ -10,8 +10,8 @@ from api_helpers import assert_problem, submit
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from diffusion.names import MAX_SEED
-from service.jobs import JobStore, job_id_time
+from contract.jobs import JobStore, job_id_time
+from contract.names import MAX_SEED
 
 
 def test_submit_answers_202_with_location_and_a_queued_document(client, redis, queue):
@@ -128,8 +128,8 @@ def test_a_body_that_is_not_json(client):
 def test_the_deployments_limits_apply(redis_url, tiny_store_root, monkeypatch):
     from fastapi.testclient import TestClient
 
+    from contract.settings import Settings
     from service.app import create_app
-    from service.settings import Settings
 
     settings = Settings(redis_url=redis_url, model_store=str(tiny_store_root), max_steps=100, max_images_per_job=8,
                         default_model="plain")
@@ -183,8 +183,8 @@ def test_a_malformed_idempotency_key_is_422(client, key):
 def test_a_default_model_missing_from_the_store_is_the_deployments_fault(redis_url, tiny_store_root):
     from fastapi.testclient import TestClient
 
+    from contract.settings import Settings
     from service.app import create_app
-    from service.settings import Settings
 
     settings = Settings(redis_url=redis_url, model_store=str(tiny_store_root), default_model="gone")
     with TestClient(create_app(settings)) as client:

@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import json
 
-from service.webhooks import SIGNATURE_HEADER, sign, verify
+from contract.webhooks import SIGNATURE_HEADER, sign, verify
 
 
 def test_sign_is_the_hex_hmac_sha256_of_the_raw_body():

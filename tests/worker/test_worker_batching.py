@@ -13,10 +13,10 @@ from rq import Queue, Worker
 from rq.job import Job
 from rq.job import JobStatus as RQStatus
 from rq.serializers import JSONSerializer
-
-from service.webhooks import verify
-from worker.metrics import METRICS_KEY
 from worker_process import WebhookReceiver, lone_png, png_pixels, record, request, submit, worker_process
+
+from contract.webhooks import verify
+from worker.metrics import METRICS_KEY
 
 # a worker process each (torch import and model load: several seconds on the busy 2-core machine)
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]

@@ -14,11 +14,11 @@ from PIL import Image
 from redis import Redis
 from rq import Queue, Worker
 from rq.serializers import JSONSerializer
-
-from diffusion.images import png_bytes
-from service.jobs import RUNNING_KEY, JobStore
-from worker.engine import BatchEngine
 from worker_process import png_pixels, request, submit, wait_ended, wait_for, worker_process
+
+from contract.jobs import RUNNING_KEY, JobStore
+from diffusion.images import png_bytes
+from worker.engine import BatchEngine
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -54,7 +54,7 @@ def test_sigkill_mid_batch_every_job_runs_again_on_the_surviving_worker(redis_ur
             worker_process(redis_url, tiny_store_root, tmp_path / "survivor.log", "--name", "survivor",
                            **env) as survivor:
         for name, proc in (("doomed", doomed), ("survivor", survivor)):
-            wait_for(lambda: Worker.find_by_key(f"rq:worker:{name}", connection=r), 90, name, proc)
+            wait_for(lambda name=name: Worker.find_by_key(f"rq:worker:{name}", connection=r), 90, name, proc)
         # the survivor paused (its blocking dequeue lapses within IDLE_WAIT), so that the doomed worker
         # takes all 20 jobs into one batch
         survivor.send_signal(signal.SIGSTOP)

@@ -9,10 +9,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from contract.request import GenerateSettings
 from diffusion.images import from_png
-from diffusion.sampling import sample, specs_for_request
+from diffusion.sampling import SampleSpec, sample, specs_for_request
 from model_store.loading import Generator
-from worker.engine import PREVIEWS_PER_JOB, BatchEngine, decode_inputs, spec_from_request
+from worker.engine import PREVIEWS_PER_JOB, BatchEngine, decode_inputs
 
 
 def png(array: np.ndarray) -> bytes:
@@ -36,7 +37,8 @@ def request(**fields) -> dict:
 
 def alone(gen: Generator, req: dict, inputs: dict[str, bytes]) -> torch.Tensor:
     """The request run alone by the core's driver loop, its inputs decoded independently."""
-    spec, n = spec_from_request(req)
+    settings = GenerateSettings.from_record(req)
+    spec, n = SampleSpec(**settings.sampled()), settings.num_images
     init = from_png(inputs["init_image"], 1) if "init_image" in inputs else None
     mask = (from_png(inputs["mask"], 1) > 0).float() if "mask" in inputs else None
     return sample(gen.model, gen.schedule, specs_for_request(spec, n), gen.image_shape, gen.num_classes,

@@ -11,9 +11,9 @@ from redis import Redis
 from rq import Queue, Worker
 from rq.job import JobStatus as RQStatus
 from rq.serializers import JSONSerializer
-
-from service.jobs import JobStore
 from worker_process import record, request, rq_status, submit, wait_ended, wait_for, worker_process
+
+from contract.jobs import JobStore
 
 # a worker process each (torch import and model load: several seconds on the busy 2-core machine)
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]

@@ -12,13 +12,13 @@ from redis import Redis
 from rq import Queue
 from rq.job import JobStatus as RQStatus
 from rq.serializers import JSONSerializer
+from worker_process import lone_png, own_signal_handlers, png_pixels, record, request, rq_status, submit
 
-from service.jobs import RUNNING_KEY, JobStore
-from service.settings import Settings
+from contract.jobs import RUNNING_KEY, JobStore
+from contract.settings import Settings
 from worker.engine import BatchEngine
 from worker.main import BatchWorker
 from worker.recovery import LOCK_KEY
-from worker_process import lone_png, own_signal_handlers, png_pixels, record, request, rq_status, submit
 
 
 def make_worker(r: Redis, generators, name: str, max_attempts: int = 3) -> BatchWorker:

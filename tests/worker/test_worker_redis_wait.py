@@ -8,12 +8,12 @@ import threading
 import time
 
 from redis import Redis
+from worker_process import record, request, submit
 
+from contract.settings import Settings
 from service.redis_local import LocalRedis
-from service.settings import Settings
 from worker.engine import BatchEngine
 from worker.main import BatchWorker
-from worker_process import record, request, submit
 
 
 def test_a_worker_started_before_redis_waits_for_it_then_runs_the_queue(tmp_path, generators):

@@ -14,9 +14,9 @@ from PIL import Image
 from redis import Redis
 from worker_process import WebhookReceiver
 
-from service.jobs import RUNNING_KEY, JobStatus, JobStore, events_channel, job_key
-from service.results import RedisResultStore
-from service.settings import Settings
+from contract.jobs import RUNNING_KEY, JobStatus, JobStore, events_channel, job_key
+from contract.results import RedisResultStore
+from contract.settings import Settings
 from worker.metrics import METRICS_KEY
 from worker.reporting import JobReporter
 from worker.webhooks import WebhookSender

@@ -10,13 +10,13 @@ from rq import Queue, SimpleWorker
 from rq.job import Job
 from rq.job import JobStatus as RQStatus
 from rq.serializers import JSONSerializer
+from worker_process import lone_png, own_signal_handlers, png_pixels, record, request, rq_job, submit
 
-from service.jobs import JobStore
-from service.settings import Settings
+from contract.jobs import JobStore
+from contract.settings import Settings
 from worker.engine import BatchEngine
 from worker.main import BatchWorker
 from worker.metrics import METRICS_KEY
-from worker_process import lone_png, own_signal_handlers, png_pixels, record, request, rq_job, submit
 
 
 def failure(r: Redis, job_id: str) -> str:

@@ -9,8 +9,8 @@ import signal
 from fastapi.testclient import TestClient
 from redis import Redis
 
+from contract.settings import Settings
 from service.app import create_app
-from service.settings import Settings
 from worker.engine import BatchEngine
 from worker.main import BatchWorker
 

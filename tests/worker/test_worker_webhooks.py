@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from service.jobs import job_document  # what the worker posts
-from service.schemas import JobDocument
-from service.webhooks import verify
-from worker.webhooks import WebhookSender
 from worker_process import WebhookReceiver
+
+from contract.jobs import job_document  # what the worker posts
+from contract.webhooks import verify
+from service.schemas import JobDocument
+from worker.webhooks import WebhookSender
 
 RECORD = {"id": "j1", "status": "succeeded", "model": "fashion-mnist@1",
           "request": {"model": "fashion-mnist@1", "class_label": 7, "num_images": 2, "seed": 5},

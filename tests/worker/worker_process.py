@@ -13,8 +13,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -24,10 +25,10 @@ from rq.job import Job
 from rq.job import JobStatus as RQStatus
 from rq.serializers import JSONSerializer
 
+from contract.jobs import TERMINAL, JobStore, new_job_id
+from contract.results import RedisResultStore
+from contract.settings import Settings
 from diffusion.images import png_bytes
-from service.jobs import TERMINAL, JobStore, new_job_id
-from service.results import RedisResultStore
-from service.settings import Settings
 from worker.engine import BatchEngine
 
 REPO = Path(__file__).resolve().parents[2]
@@ -163,7 +164,7 @@ class WebhookReceiver:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-    def __enter__(self) -> "WebhookReceiver":
+    def __enter__(self) -> WebhookReceiver:
         self.thread.start()
         return self
 

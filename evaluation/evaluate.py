@@ -1,10 +1,10 @@
-"""`imagegen evaluate`: FD and accuracy of a generator in the evaluation classifier's features
+"""`python -m evaluation evaluate`: FD and accuracy of a generator in the evaluation classifier's features
 (evaluation.md), for one setting or for the model card's tables, written as JSON and, with
 `--write-card`, into the generator's card (with `--choose-defaults`, the sampling defaults too).
 `--fill-card` measures the settings a card lists as not measured (a run that a time budget cut short)
 and adds them to its tables, so a CPU-sized measurement can be finished over several sessions.
 
-Images are sampled through the worker's engine (imagegen.eval_sampling): on CUDA in bf16 with CUDA
+Images are sampled through the worker's engine (evaluation.sampling): on CUDA in bf16 with CUDA
 graphs, as the service serves them. With `--max-minutes` a setting starts only if it should end in
 time; those left out are listed under `not_measured`. The results file is rewritten after every
 setting, so a run stopped from outside keeps what it measured."""
@@ -16,15 +16,16 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from diffusion.names import GUIDANCE_KINDS, MAX_STEPS, SAMPLERS
+from contract.errors import UsageError
+from contract.models import pick_generator, resolve_kind
+from contract.names import GUIDANCE_KINDS, MAX_STEPS, SAMPLERS
+from evaluation.budget import Budget, network_rows
+from evaluation.spread import REPEATS, adds_spread, measure_spread, paired_setting
 from imagegen.device import DEVICES, check_device
-from imagegen.eval_budget import Budget, network_rows
-from imagegen.eval_spread import REPEATS, adds_spread, measure_spread, paired_setting
-from imagegen.errors import UsageError
-from imagegen.model_choice import pick_generator, resolve_kind
 from model_store import ModelStore
 
 GUIDANCE_SWEEP = (0.0, 1.0, 1.1, 1.3, 1.5, 2.0, 3.0, 4.0, 6.0)
@@ -41,7 +42,7 @@ COMMIT_ENV = "IMAGEGEN_COMMIT"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The flags of `imagegen evaluate`."""
+    """The flags of `python -m evaluation evaluate`."""
     p.add_argument("--model", metavar="NAME[@VERSION]", help="generator to evaluate (default: as for generate)")
     p.add_argument("--eval-classifier", default="fmnist-eval-classifier", metavar="NAME[@VERSION]",
                    help="the evaluation classifier whose features define FD (default: fmnist-eval-classifier)")
@@ -166,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
     if results.get("not_measured"):
         summary["not_measured"] = len(results["not_measured"])
     if args.write_card or args.fill_card:
-        from imagegen.quality_card import add_spread, fill_quality, write_quality
+        from evaluation.quality_card import add_spread, fill_quality, write_quality
 
         write = fill_quality if args.fill_card else add_spread if adds_spread(args.tables) else write_quality
         written, choice = write(store, card.ref, results, choose=args.choose_defaults)
@@ -174,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
         if args.choose_defaults:
             summary["defaults"] = written.defaults if choice else None
             if choice is None:
-                print(f"imagegen evaluate: defaults of {written.ref} unchanged: the tables measured hold neither "
+                print(f"python -m evaluation evaluate: defaults of {written.ref} unchanged: the tables measured hold neither "
                       "a guidance sweep nor a steps sweep", file=sys.stderr)
     print(json.dumps(summary))
     return 0
@@ -246,7 +247,7 @@ def evaluate(store: ModelStore, model_ref: str, classifier_ref: str, args: argpa
 
     from diffusion.data import load_fashion_mnist
     from diffusion.evaluation import FeatureStats, Setting, classify, evaluate_setting, frechet_distance
-    from imagegen.eval_sampling import engine_sampler
+    from evaluation.sampling import engine_sampler
     from model_store.loading import load_generator, load_module
 
     budget = Budget(60 * args.max_minutes if args.max_minutes else None)

@@ -10,8 +10,12 @@ import pytest
 from PIL import Image
 from tables import CLASSIFIER, STEPS, quality, row, spread
 
-from imagegen import model_card_doc, model_card_plots, model_card_readme, paper_shapes
-from imagegen.quality_card import add_spread, fill_quality, write_quality
+from evaluation import model_card as model_card_doc
+from evaluation import paper_shapes
+from evaluation import plots as model_card_plots
+from evaluation import readme as model_card_readme
+from evaluation.__main__ import run as evaluation_main
+from evaluation.quality_card import add_spread, fill_quality, write_quality
 from model_store import ModelStore
 
 VERDICTS = ("**Agrees", "**Differs")
@@ -26,7 +30,7 @@ def store(tmp_path, tiny_store_root) -> ModelStore:
 
 def render(store: ModelStore, tmp_path, *flags) -> str:
     out = tmp_path / "docs" / "model-card.md"
-    assert model_card_doc.main(["--store", str(store.root), "--out", str(out), *flags]) == 0
+    assert evaluation_main(["model-card", "--store", str(store.root), "--out", str(out), *flags]) == 0
     return out.read_text()
 
 
@@ -231,7 +235,7 @@ def test_a_warm_started_model_says_what_it_continued(store, tmp_path):
 def test_the_readme_summary_is_rewritten_between_its_markers(store, tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n\nbefore\n{model_card_readme.README_BEGIN}\nold text\n{model_card_readme.README_END}\nafter\n")
-    assert model_card_doc.main(["--store", str(store.root), "--out", str(tmp_path / "doc.md"),
+    assert evaluation_main(["model-card", "--store", str(store.root), "--out", str(tmp_path / "doc.md"),
                                 "--readme", str(readme)]) == 0
     assert "has no measured quality table yet" in readme.read_text() and "old text" not in readme.read_text()
     write_quality(store, "fashion-mnist", quality(), choose=True)
@@ -250,7 +254,7 @@ def test_rows_added_by_a_fill_say_their_own_commit_in_the_doc_and_the_readme(sto
     fill_quality(store, "fashion-mnist", {"classifier_guidance": [
         {**r, "commit": "def4567890", "measured_at": "2026-11-29T00:10:00Z"} for r in CLASSIFIER]})
     doc = render(store, tmp_path)
-    assert "Rows added later by `imagegen evaluate --fill-card`" in doc
+    assert "Rows added later by `python -m evaluation evaluate --fill-card`" in doc
     assert "5 at commit `def4567` (2026-11-29)" in doc
     assert "### Classifier guidance beside CFG" in doc and "| 2 | 10.50 |" in doc
     readme = tmp_path / "README.md"

@@ -1,4 +1,4 @@
-"""`imagegen evaluate --tables spread`: how far FD moves between repeats at the tables' sample size.
+"""`python -m evaluation evaluate --tables spread`: how far FD moves between repeats at the tables' sample size.
 
 The card's default setting is measured again on `--repeats` seed ranges disjoint from the tables'
 (range r starts at seed + (r + 1) x images), and as many training images are drawn `--repeats` times
@@ -11,10 +11,11 @@ what it leaves out is counted in `spread.left_out`.
 from __future__ import annotations
 
 import argparse
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from diffusion.names import MAX_STEPS, SAMPLERS
-from imagegen.errors import UsageError
+from contract.errors import UsageError
+from contract.names import MAX_STEPS, SAMPLERS
 
 REPEATS = 5
 """`--tables spread`: how many disjoint seed ranges the default setting is measured with."""
@@ -65,7 +66,7 @@ def measure_spread(results: dict[str, Any], card: Any, args: argparse.Namespace,
 
     d = card.defaults
     if args.choose_defaults:  # the defaults this run's tables pick, which the card is about to get
-        from imagegen.quality_card import choose_defaults
+        from evaluation.quality_card import choose_defaults
 
         choice = choose_defaults(results, d)
         d = choice.defaults if choice is not None else d

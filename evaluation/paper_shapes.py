@@ -12,7 +12,7 @@ nothing. Torch-free: used by the model-card doc, testable on hand-made tables.
 - Classifier guidance (Dhariwal & Nichol 2021): a larger classifier scale raises the share of
   samples of the wanted class.
 
-Where the card holds a spread (`imagegen evaluate --tables spread`: the default setting measured again
+Where the card holds a spread (`python -m evaluation evaluate --tables spread`: the default setting measured again
 with other seeds), a difference between two FDs is set against `SPREAD_SDS` standard deviations of the
 difference of two independent measurements (sqrt(2) sd each). Beyond that margin the difference holds
 even for measurements with independent seeds. The rows of the tables share their seeds, so their

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from diffusion.names import SAMPLERS
-from imagegen.paper_shapes import spread_sd, table_margin
+from contract.names import SAMPLERS
+from evaluation.paper_shapes import spread_sd, table_margin
 
 
 def _pyplot():

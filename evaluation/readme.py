@@ -1,17 +1,17 @@
 """The README's measured-quality summary, rendered from the shipped card between two markers
-(`imagegen model-card --readme README.md`)."""
+(`python -m evaluation model-card --readme README.md`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from imagegen.card_tables import guidance_table, steps_table
-from imagegen.model_card_plots import floor_of, rows_of
-from imagegen.paper_shapes import fd_text, paired_sd, spread_margin, spread_sd, table_margin
-from imagegen.quality_card import later_commits, spoken_list
+from evaluation.paper_shapes import fd_text, paired_sd, spread_margin, spread_sd, table_margin
+from evaluation.plots import floor_of, rows_of
+from evaluation.quality_card import later_commits, spoken_list
+from evaluation.tables import guidance_table, steps_table
 from model_store import ModelCard
 
-README_BEGIN = "<!-- quality:begin (rendered from the shipped card by `imagegen model-card --readme README.md`) -->"
+README_BEGIN = "<!-- quality:begin (rendered from the shipped card by `python -m evaluation model-card --readme README.md`) -->"
 README_END = "<!-- quality:end -->"
 """The markers around the README's measured-quality summary, which `--readme` rewrites."""
 

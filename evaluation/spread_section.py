@@ -1,17 +1,17 @@
 """The model card's section on how far FD moves between repeats at the tables' sample size (the
-card's `quality.spread`, measured by `imagegen evaluate --tables spread`)."""
+card's `quality.spread`, measured by `python -m evaluation evaluate --tables spread`)."""
 
 from __future__ import annotations
 
 import math
 
-from imagegen.card_tables import fmt, table
-from imagegen.paper_shapes import SPREAD_SDS, fd_text, spread_margin
-from imagegen.quality_card import spoken_list
+from evaluation.paper_shapes import SPREAD_SDS, fd_text, spread_margin
+from evaluation.quality_card import spoken_list
+from evaluation.tables import fmt, table
 
 
 def spread_section(q: dict, defaults: dict) -> list[str]:
-    """The section on how far FD moves between repeats at the tables' sample size (`imagegen evaluate
+    """The section on how far FD moves between repeats at the tables' sample size (`python -m evaluation evaluate
     --tables spread`), or [] when the card has no spread. `defaults`: the card's sampling defaults."""
     sp = q.get("spread")
     if not isinstance(sp, dict) or not isinstance(sp.get("repeats"), list) or not sp["repeats"]:

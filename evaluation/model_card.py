@@ -4,9 +4,9 @@ a sample grid with one row per class, and a comparison with the papers written f
 numbers only. A table the card lacks is said to be not measured; a shape is never claimed from
 numbers that are absent.
 
-    python -m imagegen.model_card_doc --model fashion-mnist --out docs/model-card.md --sample-grid
+    python -m evaluation model-card --model fashion-mnist --out docs/model-card.md --sample-grid
 
-Written as a command module (`add_arguments`, `run`) so that `imagegen model-card` is one line in
+Written as a command module (`add_arguments`, `run`) so that `python -m evaluation model-card` is one line in
 `imagegen.cli.COMMANDS`. Only `--sample-grid` needs torch; the rest reads JSON and draws with
 matplotlib.
 """
@@ -16,15 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 
-from imagegen.card_tables import fmt, guidance_table, ratio, steps_table, table
-from imagegen.model_card_plots import floor_of, plot_steps, plot_tradeoff, rows_of
-from imagegen.model_card_readme import write_readme_quality
-from imagegen.model_card_spread import spread_section
-from imagegen.paper_shapes import comparisons, fd_text
-from imagegen.quality_card import ROW_ORDER, later_commits
+from evaluation.paper_shapes import comparisons, fd_text
+from evaluation.plots import floor_of, plot_steps, plot_tradeoff, rows_of
+from evaluation.quality_card import ROW_ORDER, later_commits
+from evaluation.readme import write_readme_quality
+from evaluation.spread_section import spread_section
+from evaluation.tables import fmt, guidance_table, ratio, steps_table, table
 from model_store import ModelCard, ModelStore
 
 GRID_PER_CLASS = 10
@@ -59,7 +58,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Render the doc and its figures; print a JSON line naming the files."""
-    from imagegen.model_choice import pick_generator
+    from contract.models import pick_generator
 
     store = ModelStore(args.store)
     card = pick_generator(store, args.model)
@@ -71,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         from imagegen.device import check_device
 
         if args.grid_per_class < 1:
-            from imagegen.errors import UsageError
+            from contract.errors import UsageError
 
             raise UsageError(f"--grid-per-class must be >= 1 (got {args.grid_per_class})")
         sample_grid(store, card, images / GRID_PNG, check_device(args.device), args.grid_per_class)
@@ -93,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             write_readme_quality(Path(args.readme), card)
         except (OSError, ValueError) as e:
-            from imagegen.errors import UsageError
+            from contract.errors import UsageError
 
             raise UsageError(f"--readme: {e}") from None
         written.append(args.readme)
@@ -117,7 +116,6 @@ def sample_grid(store: ModelStore, card: ModelCard, path: Path, device: str, per
     """`per_class` images of every class, one row per class, at the card's defaults (image i of class
     c has seed c * per_class + i)."""
     import torch
-
     from PIL.PngImagePlugin import PngInfo
 
     from diffusion.images import make_grid, to_pil
@@ -172,7 +170,7 @@ def _run_summary(t: dict) -> str:
 
 
 def _later_rows(q: dict) -> str:
-    """A sentence on the rows `imagegen evaluate --fill-card` added after the tables were measured, or ''."""
+    """A sentence on the rows `python -m evaluation evaluate --fill-card` added after the tables were measured, or ''."""
     commits = later_commits(q)
     if not commits:
         return ""
@@ -181,7 +179,7 @@ def _later_rows(q: dict) -> str:
         rows = [r for key in ROW_ORDER for r in rows_of(q, key) if r.get("commit") == commit]
         dates = sorted({str(r.get("measured_at", "?"))[:10] for r in rows})
         parts.append(f"{len(rows)} at commit `{commit[:7]}` ({', '.join(dates)})")
-    return (" Rows added later by `imagegen evaluate --fill-card`, on the same kind of device with the same seeds, "
+    return (" Rows added later by `python -m evaluation evaluate --fill-card`, on the same kind of device with the same seeds, "
             "images per class and classifier, carry their own commit: " + "; ".join(parts) + ".")
 
 
@@ -320,7 +318,7 @@ def render(card: ModelCard, figures: dict[str, str], clf: ModelCard | None = Non
     names = ", ".join(card.class_names)
     parts = [
         f"# Model card: `{card.ref}`", "",
-        f"<!-- rendered by `python -m imagegen.model_card_doc` from model_store/models/{card.name}/{card.version}/"
+        f"<!-- rendered by `python -m evaluation model-card` from model_store/models/{card.name}/{card.version}/"
         f"card.json; edit the card or the renderer, not this file -->", "",
         f"A class-conditional diffusion model of {card.image_size}x{card.image_size} "
         f"{'grayscale' if card.channels == 1 else 'RGB'} images of {card.num_classes} classes ({names}), one network "
@@ -342,27 +340,3 @@ def render(card: ModelCard, figures: dict[str, str], clf: ModelCard | None = Non
               "", "## Compared with the papers", ""]
     parts += comparisons(card.quality or {})
     return "\n".join(parts).rstrip() + "\n"
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m imagegen.model_card_doc`, with the errors of `imagegen` (one line, exit 2 or 1)."""
-    from imagegen.cli import ArgumentParser
-    from imagegen.errors import UsageError
-    from model_store.errors import ModelStoreError
-
-    prog = "imagegen model-card"
-    parser = ArgumentParser(prog=prog, description="Render docs/model-card.md from a generator's card.",
-                            allow_abbrev=False)
-    add_arguments(parser)
-    try:
-        return run(parser.parse_args(argv))
-    except UsageError as e:
-        print(f"{e.prog or prog}: error: {e.message}", file=sys.stderr)
-        return 2
-    except (OSError, ModelStoreError) as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

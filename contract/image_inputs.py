@@ -1,7 +1,7 @@
 """The image inputs of img2img and inpainting (`init_image`, `mask`), decoded and checked against a
 model card before anything is queued or loaded.
 
-Torch-free (Pillow only), shared by the HTTP API and the CLI like `imagegen.settings`. An input is
+Torch-free (Pillow only), shared by the HTTP API and the CLI like `contract.request`. An input is
 normalized to one PNG of the model's size and channels (a mask to a black-and-white grayscale PNG):
 that PNG is what the worker samples from and what the job's `request` identifies by its sha256.
 By default an input of another size or channel count is refused (the client says what it meant);
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
-from imagegen.settings import API, InvalidField, Vocabulary
+from contract.request import API, Vocabulary, invalid
 from model_store.cards import ModelCard
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -76,22 +76,18 @@ class ImageInputs:
         return out
 
 
-def _invalid(vocab: Vocabulary, key: str, reason: str) -> InvalidField:
-    return InvalidField(key, reason, f"{vocab.names[key]} {reason}")
-
-
 def decode_base64_png(value: str, key: str, vocab: Vocabulary = API) -> bytes:
     """The PNG bytes of a base64 string (a `data:image/png;base64,` URL prefix is allowed)."""
     text = value.strip()
     if text.startswith("data:"):
         head, sep, text = text.partition(",")
         if not sep or not head.endswith(";base64"):
-            raise _invalid(vocab, key, "must be base64 PNG data or a data:image/png;base64 URL "
+            raise invalid(vocab, key, "must be base64 PNG data or a data:image/png;base64 URL "
                                        f"(got a data URL starting {head[:40]!r})")
     try:
         data = base64.b64decode("".join(text.split()), validate=True)
     except (binascii.Error, ValueError):
-        raise _invalid(vocab, key, "must be a base64-encoded PNG (the text is not valid base64)") from None
+        raise invalid(vocab, key, "must be a base64-encoded PNG (the text is not valid base64)") from None
     return data
 
 
@@ -107,21 +103,21 @@ def _channels_of(mode: str) -> int:
 def _open_png(data: bytes, key: str, vocab: Vocabulary) -> Image.Image:
     """The PNG in `data`, its header read and checked; pixels are decoded later."""
     if not data.startswith(PNG_SIGNATURE):
-        raise _invalid(vocab, key, "must be a PNG image (the data does not start with the PNG signature)")
+        raise invalid(vocab, key, "must be a PNG image (the data does not start with the PNG signature)")
     if len(data) >= 24 and data[12:16] == b"IHDR":
         # the size the header declares, read before any decoder sees the data
         w, h = struct.unpack(">II", data[16:24])
         if w > MAX_INPUT_SIDE or h > MAX_INPUT_SIDE:
-            raise _invalid(vocab, key, f"must be at most {MAX_INPUT_SIDE}x{MAX_INPUT_SIDE} pixels (got {w}x{h})")
+            raise invalid(vocab, key, f"must be at most {MAX_INPUT_SIDE}x{MAX_INPUT_SIDE} pixels (got {w}x{h})")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data), formats=["PNG"])
     except Exception as e:  # noqa: BLE001 - any decoder complaint is a bad input, never a 500
-        raise _invalid(vocab, key, f"is not a readable PNG ({type(e).__name__}: {e})") from None
+        raise invalid(vocab, key, f"is not a readable PNG ({type(e).__name__}: {e})") from None
     w, h = img.size
     if not (1 <= w <= MAX_INPUT_SIDE and 1 <= h <= MAX_INPUT_SIDE):
-        raise _invalid(vocab, key, f"must be at most {MAX_INPUT_SIDE}x{MAX_INPUT_SIDE} pixels (got {w}x{h})")
+        raise invalid(vocab, key, f"must be at most {MAX_INPUT_SIDE}x{MAX_INPUT_SIDE} pixels (got {w}x{h})")
     return img
 
 
@@ -129,7 +125,7 @@ def _load(img: Image.Image, key: str, vocab: Vocabulary) -> Image.Image:
     try:
         img.load()
     except Exception as e:  # noqa: BLE001 - a truncated or corrupt PNG
-        raise _invalid(vocab, key, f"is not a readable PNG ({type(e).__name__}: {e})") from None
+        raise invalid(vocab, key, f"is not a readable PNG ({type(e).__name__}: {e})") from None
     return img
 
 
@@ -187,7 +183,7 @@ def normalize_init_image(data: bytes, card: ModelCard, resize: bool = False, voc
     w, h = img.size
     have = _channels_of(img.mode)
     if not resize and ((w, h) != (side, side) or have != channels):
-        raise _invalid(vocab, key, f"must be a {side}x{side} {_MODE_NAMES[channels]} PNG for model {card.ref} "
+        raise invalid(vocab, key, f"must be a {side}x{side} {_MODE_NAMES[channels]} PNG for model {card.ref} "
                                    f"(got {w}x{h} {_MODE_NAMES[have]}); {_resize_hint(vocab)} to have "
                                    "it converted and resized")
     img = _load(img, key, vocab)
@@ -214,10 +210,10 @@ def normalize_mask(data: bytes, card: ModelCard, init_size: tuple[int, int], res
     key, side = "mask", card.image_size
     img = _open_png(data, key, vocab)
     if img.size != init_size:
-        raise _invalid(vocab, key, f"must have the size of {vocab.names['init_image']}, {init_size[0]}x{init_size[1]} "
+        raise invalid(vocab, key, f"must have the size of {vocab.names['init_image']}, {init_size[0]}x{init_size[1]} "
                                    f"(got {img.size[0]}x{img.size[1]})")
     if not resize and img.size != (side, side):
-        raise _invalid(vocab, key, f"must be {side}x{side} for model {card.ref} (got {img.size[0]}x{img.size[1]})")
+        raise invalid(vocab, key, f"must be {side}x{side} for model {card.ref} (got {img.size[0]}x{img.size[1]})")
     img = _load(img, key, vocab)
     gray = _to_mode(img, 1).point(lambda v: 255 if v >= MASK_THRESHOLD else 0)
     gray, what = _square(gray, Image.Resampling.NEAREST, side)
@@ -233,14 +229,14 @@ def png_size(data: bytes, key: str, vocab: Vocabulary = API) -> tuple[int, int]:
 def resolve_image_inputs(card: ModelCard, init_image: bytes | None, mask: bytes | None, *, strength: float,
                          resample_steps: int, resize: bool = False, vocab: Vocabulary = API) -> ImageInputs:
     """Check how the image fields go together, then normalize each input; InvalidField names the
-    field at fault. `strength` and `resample_steps` must already be in range (`imagegen.settings`)."""
+    field at fault. `strength` and `resample_steps` must already be in range (`contract.request`)."""
     n = vocab.names
     if mask is not None and init_image is None:
-        raise _invalid(vocab, "mask", f"needs {n['init_image']}: the kept region comes from it")
+        raise invalid(vocab, "mask", f"needs {n['init_image']}: the kept region comes from it")
     if init_image is None and strength != 1:
-        raise _invalid(vocab, "strength", f"needs {n['init_image']} (got {strength}; strength 1 is plain generation)")
+        raise invalid(vocab, "strength", f"needs {n['init_image']} (got {strength}; strength 1 is plain generation)")
     if mask is None and resample_steps != 1:
-        raise _invalid(vocab, "resample_steps", f"needs {n['mask']}: it resamples inpainting steps "
+        raise invalid(vocab, "resample_steps", f"needs {n['mask']}: it resamples inpainting steps "
                                                 f"(got {resample_steps})")
     if init_image is None:
         return ImageInputs()

@@ -1,4 +1,4 @@
-"""Sampling for `imagegen evaluate` through the worker's engine, so that the figures are those of the
+"""Sampling for `python -m evaluation evaluate` through the worker's engine, so that the figures are those of the
 images the service serves, at the speed the worker reaches.
 
 On CUDA the engine runs the U-Net in bf16 with channels_last and replays one CUDA graph per batch
@@ -9,8 +9,8 @@ it is, so its images equal `diffusion.sampling.sample`'s bit for bit (the tests 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Callable
 
 import torch
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from diffusion.names import SAMPLERS
-from imagegen.paper_shapes import fd_text
+from contract.names import SAMPLERS
+from evaluation.paper_shapes import fd_text
 from model_store import ModelCard
 
 

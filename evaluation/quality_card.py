@@ -15,7 +15,7 @@ at the scale that trades FD and accuracy best"), made precise:
 2. **Sampler and steps.** Among the rows of the steps sweep whose FD is within `FD_TOLERANCE` (10%)
    of the best FD of that sweep, the one with the fewest model evaluations per image (Heun's step
    counts twice, as it costs twice); ties: the lower FD, then the sampler order of
-   `diffusion.names.SAMPLERS`. Evaluations rather than the `steps` number, because the point of
+   `contract.names.SAMPLERS`. Evaluations rather than the `steps` number, because the point of
    fewer steps is a faster request.
 
 The steps sweep is measured at the best-FD scale of the guidance sweep (evaluation.md), which need
@@ -30,8 +30,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from diffusion.names import SAMPLERS
-from imagegen.eval_budget import evaluations
+from contract.names import SAMPLERS
+from evaluation.budget import evaluations
 from model_store import ModelCard, ModelStore
 
 ACCURACY_SHARE = 0.95
@@ -47,7 +47,7 @@ RULE = (f"scale: the lowest FD among the guidance-sweep scales whose accuracy is
 """The rule, in words, as the card records it."""
 
 TABLE_KEYS = ("guidance_sweep", "steps_sweep", "classifier_guidance", "floor", "spread")
-"""The tables of evaluation.md, as `imagegen evaluate --tables` names them in its JSON, and the
+"""The tables of evaluation.md, as `python -m evaluation evaluate --tables` names them in its JSON, and the
 spread (the default setting measured again with other seeds: how far FD moves between repeats)."""
 
 PROVENANCE_KEYS = ("model", "eval_classifier", "per_class", "reference", "seed", "device", "torch", "commit",
@@ -162,7 +162,7 @@ def choose_defaults(quality: dict[str, Any], current: dict[str, Any] | None = No
 
 
 def card_quality(results: dict[str, Any]) -> dict[str, Any]:
-    """The part of `imagegen evaluate --tables` results that goes into a card's `quality`."""
+    """The part of `python -m evaluation evaluate --tables` results that goes into a card's `quality`."""
     tables = {k: results[k] for k in TABLE_KEYS if k in results}
     if not tables:
         raise ValueError("the results hold none of the tables " + ", ".join(TABLE_KEYS))
@@ -195,7 +195,7 @@ def spoken_list(items: list[str]) -> str:
 
 
 def later_commits(quality: dict[str, Any]) -> list[str]:
-    """The commits of rows added by `imagegen evaluate --fill-card` (rows that carry their own commit
+    """The commits of rows added by `python -m evaluation evaluate --fill-card` (rows that carry their own commit
     because it may differ from the tables'), oldest first: by the first `measured_at` of each."""
     first: dict[str, str] = {}
     for key in ROW_ORDER:
@@ -207,7 +207,7 @@ def later_commits(quality: dict[str, Any]) -> list[str]:
 
 
 def filled_quality(quality: dict[str, Any], results: dict[str, Any]) -> dict[str, Any]:
-    """A card's `quality` with the rows of `imagegen evaluate --fill-card` results added to its tables
+    """A card's `quality` with the rows of `python -m evaluation evaluate --fill-card` results added to its tables
     (in table order) and `not_measured` replaced by what the fill itself left out."""
     merged = dict(quality)
     for key, order in ROW_ORDER.items():
@@ -231,7 +231,7 @@ def write_quality(store: ModelStore, ref: str, results: dict[str, Any], choose: 
 
 def fill_quality(store: ModelStore, ref: str, results: dict[str, Any], choose: bool = False
                  ) -> tuple[ModelCard, DefaultsChoice | None]:
-    """Add the rows of `imagegen evaluate --fill-card` results to the tables of generator `ref`'s
+    """Add the rows of `python -m evaluation evaluate --fill-card` results to the tables of generator `ref`'s
     card (`filled_quality`); with `choose`, choose the defaults again from the fuller tables."""
     card = _generator(store, ref)
     return _write(store, card, filled_quality(card.quality or {}, results), choose)
@@ -239,7 +239,7 @@ def fill_quality(store: ModelStore, ref: str, results: dict[str, Any], choose: b
 
 def add_spread(store: ModelStore, ref: str, results: dict[str, Any], choose: bool = False
                ) -> tuple[ModelCard, DefaultsChoice | None]:
-    """Add the `spread` of `imagegen evaluate --tables spread` results to the tables of generator
+    """Add the `spread` of `python -m evaluation evaluate --tables spread` results to the tables of generator
     `ref`'s card (replacing an earlier spread), keeping the tables. The spread records its own commit
     and time; it must be of the card's sample size and evaluation classifier, or it says nothing about
     the card's figures. `choose` is accepted for the caller's sake: the spread changes no default."""

@@ -1,7 +1,14 @@
-"""Names and limits shared by every layer, with no torch import (the service reads them)."""
+"""The API's vocabulary of the math: sampler and guidance names with their descriptions, and the
+ranges a request may ask for. Torch-free, for the API, the CLI and the worker alike.
+
+The math core (`diffusion`) implements these and is below every other layer, so it cannot import
+this module: it keeps its own tables (`diffusion.sampling.SAMPLER_STEPS`, `diffusion.guidance.
+GUIDANCE_KINDS`, `diffusion.noise.MAX_SEED`...), and tests/contract/test_names.py keeps the two in
+step.
+"""
 
 NUM_TRAIN_STEPS = 1000
-"""T: the number of training (noising) steps of every schedule."""
+"""T: the number of training (noising) steps of the models this service trains."""
 
 SAMPLERS: dict[str, str] = {
     "ddpm": "DDPM ancestral sampling with the posterior variance (Ho et al. 2020, Alg. 2, respaced).",

@@ -8,7 +8,7 @@ from typing import Protocol
 from redis import Redis
 from redis.client import Pipeline
 
-from service.jobs import PREFIX
+from contract.jobs import PREFIX
 
 
 class ResultStore(Protocol):

@@ -3,7 +3,7 @@ model-card doc: the shapes the papers report, unless a test changes them."""
 
 from __future__ import annotations
 
-from diffusion.names import SAMPLERS
+from contract.names import SAMPLERS
 
 
 def row(sampler: str = "ddim", steps: int = 50, scale: float = 1.0, fd: float = 10.0, accuracy: float | None = 0.9,

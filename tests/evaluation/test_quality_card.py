@@ -11,9 +11,21 @@ import sys
 import pytest
 from tables import CLASSIFIER, FLOOR, GUIDANCE, STEPS, quality, row, spread
 
-from imagegen.quality_card import (NOTES_MARKER, add_spread, ROW_ORDER, card_quality, choose_defaults, choose_scale, choose_steps,
-                                   fill_quality, filled_quality, later_commits, notes_with, write_quality)
-from imagegen.settings import check_defaults
+from contract.request import check_defaults
+from evaluation.quality_card import (
+    NOTES_MARKER,
+    ROW_ORDER,
+    add_spread,
+    card_quality,
+    choose_defaults,
+    choose_scale,
+    choose_steps,
+    fill_quality,
+    filled_quality,
+    later_commits,
+    notes_with,
+    write_quality,
+)
 from model_store import ModelStore
 from model_store.loading import load_generator
 
@@ -54,7 +66,7 @@ def test_heun_pays_for_its_second_evaluation_and_ties_go_to_the_lower_fd_then_th
     same_cost = [row("euler", 20, fd=8.0), row("ddim", 20, fd=8.0), row("dpmpp_2m", 20, fd=7.9), row("ddpm", 1000, fd=7.5)]
     assert choose_steps(same_cost)[0]["sampler"] == "dpmpp_2m"  # the lower FD
     tie = [row("euler", 20, fd=8.0), row("ddim", 20, fd=8.0), row("ddpm", 1000, fd=7.5)]
-    assert choose_steps(tie)[0]["sampler"] == "ddim"  # then diffusion.names.SAMPLERS' order
+    assert choose_steps(tie)[0]["sampler"] == "ddim"  # then contract.names.SAMPLERS' order
     just_out = [row("ddim", 10, fd=8.26), row("ddim", 50, fd=7.5)]
     assert choose_steps(just_out)[0]["steps"] == 50
 
@@ -87,7 +99,7 @@ def test_a_missing_table_is_said_and_what_it_decides_falls_back():
 
 
 def test_the_chooser_imports_no_torch():
-    code = "import sys, imagegen.quality_card, imagegen.paper_shapes, imagegen.eval_budget; print('torch' in sys.modules)"
+    code = "import sys, evaluation.quality_card, evaluation.paper_shapes, evaluation.budget; print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
 
@@ -119,7 +131,7 @@ def store(tmp_path, tiny_store_root) -> ModelStore:
 
 
 def results(**overrides) -> dict:
-    """`imagegen evaluate --tables` results: the tables and provenance, plus what the card leaves out."""
+    """`python -m evaluation evaluate --tables` results: the tables and provenance, plus what the card leaves out."""
     return {**quality(**overrides), "setting": {"ignored": True}, "extra": 1}
 
 
@@ -186,7 +198,7 @@ def test_a_spread_is_added_beside_the_tables_and_must_be_of_their_sample_size(st
         add_spread(fresh, "fashion-mnist", measured)
 
 
-# --- filling a card's left-out rows (imagegen evaluate --fill-card) -----------------------------------
+# --- filling a card's left-out rows (python -m evaluation evaluate --fill-card) -----------------------------------
 
 
 def _left_out(rows: list[dict], table: str) -> list[dict]:

@@ -1,4 +1,4 @@
-"""A time budget for `imagegen evaluate --max-minutes`: a setting is started only if its estimated
+"""A time budget for `python -m evaluation evaluate --max-minutes`: a setting is started only if its estimated
 time fits in what is left, so that a run on a lent GPU ends in time with whole settings measured and
 the rest listed as not measured (never estimated). Torch-free.
 

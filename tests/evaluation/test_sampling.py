@@ -1,4 +1,4 @@
-"""`imagegen evaluate` samples through the worker's engine; on the CPU its images are those of the
+"""`python -m evaluation evaluate` samples through the worker's engine; on the CPU its images are those of the
 plain sampling loop, bit for bit."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import torch
 
 from diffusion.evaluation import generate_for_evaluation
 from diffusion.sampling import SampleSpec, sample
-from imagegen.eval_budget import Budget, evaluations, network_rows
-from imagegen.eval_sampling import engine_sampler, requests
+from evaluation.budget import Budget, evaluations, network_rows
+from evaluation.sampling import engine_sampler, requests
 from model_store import ModelStore
 from model_store.loading import load_generator
 
@@ -33,7 +33,7 @@ def test_engine_images_equal_the_plain_loop_on_the_cpu(gen, sampler, steps, guid
     # batches of 4 cut across classes: one engine job per class run inside each batch
     got = generate_for_evaluation(sample_batch, specs, 4)
 
-    def plain(chunk):  # the loop `imagegen evaluate` ran before, batch by batch (a batch of another size
+    def plain(chunk):  # the loop `python -m evaluation evaluate` ran before, batch by batch (a batch of another size
         # may differ in the last bit: CPU kernels pick their blocking by batch size)
         return sample(gen.model, gen.schedule, chunk, gen.image_shape, gen.num_classes, classifier=gen.classifier,
                       clip_x0=gen.clip_x0)

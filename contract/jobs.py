@@ -17,7 +17,7 @@ import base64
 import json
 import os
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
@@ -53,7 +53,7 @@ def job_id_time(job_id: str) -> float | None:
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 RUNNING_KEY = f"{PREFIX}running"

@@ -1,4 +1,4 @@
-"""`imagegen train --task eval-classifier` and `imagegen evaluate`, on the real Fashion-MNIST test split."""
+"""`imagegen train --task eval-classifier` and `python -m evaluation evaluate`, on the real Fashion-MNIST test split."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import pytest
 from cli_helpers import last_json
 from stores import fashion_mnist_or_skip
 
-from imagegen.cli import main
+from evaluation.__main__ import run as main
+from imagegen.cli import main as imagegen_main
 from model_store import ModelStore
 from model_store.loading import load_module
 
@@ -25,7 +26,7 @@ def store(tmp_path_factory, tiny_store_root):
     shutil.copytree(tiny_store_root, root)
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        code = main(["train", "--task", "eval-classifier", "--preset", "tiny", "--data", "fashion-mnist",
+        code = imagegen_main(["train", "--task", "eval-classifier", "--preset", "tiny", "--data", "fashion-mnist",
                      "--limit", "4096", "--steps", "150", "--batch-size", "64", "--lr", "2e-3", "--warmup-steps", "5", "--ema-decay", "0.95",
                      "--device", "cpu", "--run-dir", str(root.parent / "run"), "--export-name", "fmnist-eval-classifier",
                      "--store", str(root)])
