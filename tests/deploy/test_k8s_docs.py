@@ -135,6 +135,7 @@ def test_the_numbers_quoted_are_the_manifests(gpu):
     so = gpu.one("ScaledObject", WORKER)["spec"]
     metadata = so["triggers"][0]["metadata"]
     hpa = gpu.one("HorizontalPodAutoscaler", API)["spec"]
+    scale_down = so["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]
     quoted = [
         f"`{metadata['listName']}`",
         f'`listLength: "{metadata["listLength"]}"`',
@@ -142,7 +143,7 @@ def test_the_numbers_quoted_are_the_manifests(gpu):
         f"every {so['pollingInterval']} s (`pollingInterval`)",
         f"at most {so['maxReplicaCount']} (`maxReplicaCount`",
         f"`cooldownPeriod: {so['cooldownPeriod']}`",
-        f"`stabilizationWindowSeconds: {so['advanced']['horizontalPodAutoscalerConfig']['behavior']['scaleDown']['stabilizationWindowSeconds']}`",
+        f"`stabilizationWindowSeconds: {scale_down['stabilizationWindowSeconds']}`",
         f"{hpa['minReplicas']} to {hpa['maxReplicas']} replicas, at "
         f"{hpa['metrics'][0]['resource']['target']['averageUtilization']}% of the CPU request",
         f"the pod's grace is {pod_spec(gpu.one('Deployment', WORKER))['terminationGracePeriodSeconds']} s",

@@ -49,7 +49,8 @@ def _setting(rendered: Rendered, name: str) -> float:
 def test_every_variable_the_manifests_set_is_documented_and_read(renders):
     documented, read = set(env_example()), set(settings_variables())
     for name, rendered in renders.items():
-        auth_keys = {ref["key"] for ref in rendered.one("TriggerAuthentication", "imagegen-redis")["spec"]["secretTargetRef"]}
+        auth = rendered.one("TriggerAuthentication", "imagegen-redis")
+        auth_keys = {ref["key"] for ref in auth["spec"]["secretTargetRef"]}
         for workload in (API, WORKER):
             c = container(rendered.one("Deployment", workload))
             env = env_values(c)
