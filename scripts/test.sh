@@ -13,4 +13,6 @@ fi
 export REQUIRE_DATASETS=1
 # likewise for the browser tests of the page, whose Chromium and Playwright the set-up installs
 export REQUIRE_BROWSER=1
+# and for the Kubernetes manifests' tests, which render them with the machine's kubectl (kustomize)
+export REQUIRE_KUBECTL=1
 exec .venv/bin/python -m pytest "$@"

@@ -362,7 +362,7 @@ def _anchors(path: Path) -> set[str]:
     return {_slug(line.lstrip("#")) for line in path.read_text().splitlines() if line.startswith("#")}
 
 
-@pytest.mark.parametrize("document", ["README.md", "docs/deploy.md"])
+@pytest.mark.parametrize("document", ["README.md", "docs/deploy.md", "docs/kubernetes.md"])
 def test_local_links_resolve(document):
     path = REPO / document
     for target in re.findall(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)", path.read_text()):
