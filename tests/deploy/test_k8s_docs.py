@@ -12,8 +12,18 @@ import subprocess
 
 import pytest
 from deploy_support import REPO, CodeBlock, readme_blocks, shell_commands
-from k8s_support import (API, K8S, KUBERNETES_VERSION, WORKER, Rendered, container, pod_spec, render,
-                         render_overlay, scratch_copy)
+from k8s_support import (
+    API,
+    K8S,
+    KUBERNETES_VERSION,
+    WORKER,
+    Rendered,
+    container,
+    pod_spec,
+    render,
+    render_overlay,
+    scratch_copy,
+)
 
 DOC = REPO / "docs" / "kubernetes.md"
 
@@ -46,8 +56,8 @@ def test_the_runnable_block_makes_a_secret_that_renders(tmp_path):
 
 
 def _api_get_paths() -> set[str]:
+    from contract.settings import Settings
     from service.app import create_app
-    from service.settings import Settings
 
     paths = create_app(Settings(redis_url="redis://127.0.0.1:1/0")).openapi()["paths"]
     return {path for path, methods in paths.items() if "get" in methods}
@@ -155,6 +165,7 @@ def test_the_numbers_quoted_are_the_manifests(gpu):
     missing = [q for q in quoted if q not in text]
     assert not missing, f"docs/kubernetes.md no longer says: {missing}"
     readiness = container(gpu.one("Deployment", API))["readinessProbe"]["httpGet"]["path"]
+    assert readiness == "/readyz?workers=0"
     assert f"**Readiness is `{readiness}`, not `/readyz`.**" in text
 
 

@@ -11,8 +11,23 @@ import subprocess
 
 import kubernetes_validate
 import pytest
-from k8s_support import (API, KUBERNETES_VERSION, OVERLAYS, REDIS, SECRETS_EXAMPLE, WORKER, Rendered, container,
-                         env_lines, env_values, kubectl, pod_spec, render, render_overlay, scratch_copy)
+from k8s_support import (
+    API,
+    KUBERNETES_VERSION,
+    OVERLAYS,
+    REDIS,
+    SECRETS_EXAMPLE,
+    WORKER,
+    Rendered,
+    container,
+    env_lines,
+    env_values,
+    kubectl,
+    pod_spec,
+    render,
+    render_overlay,
+    scratch_copy,
+)
 
 NAMESPACE = "imagegen"
 

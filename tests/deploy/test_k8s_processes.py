@@ -30,7 +30,7 @@ def gpu(tmp_path_factory) -> Rendered:
 def _api_settings(rendered: Rendered, redis_url: str, store: Path, monkeypatch):
     """The Settings an API pod of `rendered` builds from its environment: the ConfigMap's values,
     with the test's Redis and model store in place of the cluster's."""
-    from service.settings import Settings
+    from contract.settings import Settings
 
     for name in settings_variables():
         monkeypatch.delenv(name, raising=False)
@@ -81,10 +81,10 @@ def test_the_trigger_watches_the_list_the_api_fills(queue_name, redis_url, tiny_
 
 def test_the_probes_answer_as_the_pods_need(gpu, redis_url, tiny_store_root, monkeypatch):
     """Readiness must pass with Redis up and no worker at all: the workers are at zero whenever the
-    queue is empty, and an unready API gets no request, so no job would ever wake a worker. /readyz
-    says 503 in exactly that state, which is why the readiness probe is not /readyz (if it ever
-    answers 200 without a worker, the probe can move to it). Liveness passes without Redis: an
-    outage of Redis must not restart every API pod."""
+    queue is empty, and an unready API gets no request, so no job would ever wake a worker. Plain
+    /readyz says 503 in exactly that state, which is why the readiness probe asks /readyz?workers=0
+    (Redis alone). Liveness passes without Redis: an outage of Redis must not restart every API pod,
+    while readiness then fails, so that requests go to pods that can queue them."""
     api = container(gpu.one("Deployment", API))
     liveness, readiness = (api[p]["httpGet"]["path"] for p in ("livenessProbe", "readinessProbe"))
     settings = _api_settings(gpu, redis_url, tiny_store_root, monkeypatch)
@@ -95,6 +95,7 @@ def test_the_probes_answer_as_the_pods_need(gpu, redis_url, tiny_store_root, mon
     unreachable = _api_settings(gpu, f"redis://127.0.0.1:{free_port()}/0", tiny_store_root, monkeypatch)
     with TestClient(create_app(unreachable)) as client:
         assert client.get(liveness).status_code == 200
+        assert client.get(readiness).status_code == 503
 
 
 # --- Redis's container, run here --------------------------------------------------------------------

@@ -12,10 +12,34 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
-from deploy_support import (API_DOCKERFILE, REPO, WORKER_DOCKERFILE, env_example, last, load_compose,
-                            parse_dockerfile, settings_variables)
-from k8s_support import (API, CONFIG_ENV, K8S, OVERLAYS, PASSWORD, REDIS, SECRETS_EXAMPLE, WORKER, Rendered, container,
-                         env_lines, env_values, pod_spec, referenced_variables, render_overlay, shell_variables)
+from deploy_support import (
+    API_DOCKERFILE,
+    REPO,
+    WORKER_DOCKERFILE,
+    env_example,
+    last,
+    load_compose,
+    parse_dockerfile,
+    settings_variables,
+)
+from k8s_support import (
+    API,
+    CONFIG_ENV,
+    K8S,
+    OVERLAYS,
+    PASSWORD,
+    REDIS,
+    SECRETS_EXAMPLE,
+    WORKER,
+    Rendered,
+    container,
+    env_lines,
+    env_values,
+    pod_spec,
+    referenced_variables,
+    render_overlay,
+    shell_variables,
+)
 
 DECIDED_BY_THE_MANIFESTS = {"REDIS_PASSWORD", "REDIS_URL", "WORKER_DEVICE"}
 """What a pod's own `env:` may set (it beats the ConfigMap and the Secret): the Redis URL built from
@@ -90,7 +114,7 @@ def test_every_setting_can_be_set_and_both_pods_share_them(renders):
 def test_config_env_values_are_valid_settings(renders):
     from pydantic import ValidationError
 
-    from service.settings import Settings
+    from contract.settings import Settings
     from worker.settings import WorkerSettings
 
     config = env_lines(CONFIG_ENV.read_text())
@@ -136,7 +160,7 @@ def test_workers_get_time_to_hand_jobs_back(renders):
 
 def test_the_api_gets_time_to_finish_its_requests(renders):
     """The preStop pause (endpoints forget the pod first), then uvicorn's bound on open requests."""
-    from imagegen.serve_cmd import GRACEFUL_SHUTDOWN_S
+    from service.__main__ import GRACEFUL_SHUTDOWN_S
 
     for name, rendered in renders.items():
         spec = pod_spec(rendered.one("Deployment", API))
@@ -156,7 +180,7 @@ def test_keda_scales_to_zero_only_after_a_job_timeout(renders):
 def test_keda_reads_the_redis_the_pods_use(renders):
     from redis import Redis
 
-    from service.settings import Settings
+    from contract.settings import Settings
 
     for name, rendered in renders.items():
         metadata = rendered.one("ScaledObject", WORKER)["spec"]["triggers"][0]["metadata"]
@@ -194,7 +218,7 @@ def test_the_images_are_the_ones_the_dockerfiles_build(renders):
     assert images == {"imagegen-api": "docker/api.Dockerfile", "imagegen-worker": "docker/worker.Dockerfile"}
     for dockerfile, image in ((API_DOCKERFILE, "imagegen-api"), (WORKER_DOCKERFILE, "imagegen-worker")):
         assert f"-t {image} ." in dockerfile.read_text(), f"{dockerfile.name} no longer says it builds {image}"
-    for name, rendered in renders.items():
+    for rendered in renders.values():
         assert container(rendered.one("Deployment", API))["image"] == "imagegen-api"
         assert container(rendered.one("Deployment", WORKER))["image"] == "imagegen-worker"
         redis = rendered.get("StatefulSet", REDIS)
@@ -223,15 +247,17 @@ def test_the_api_listens_where_its_image_does(renders):
 
 
 def test_the_probe_paths_are_routes_of_the_api(renders):
+    from contract.settings import Settings
     from service.app import create_app
-    from service.settings import Settings
 
     paths = create_app(Settings(redis_url="redis://127.0.0.1:1/0")).openapi()["paths"]
     for name, rendered in renders.items():
         api = container(rendered.one("Deployment", API))
         for probe in ("livenessProbe", "readinessProbe"):
-            path = api[probe]["httpGet"]["path"]
+            path, _, query = api[probe]["httpGet"]["path"].partition("?")
             assert "get" in paths.get(path, {}), f"{name}: {probe} {path} is no GET route of the API"
+            params = {p["name"] for p in paths[path]["get"].get("parameters", []) if p["in"] == "query"}
+            assert {q.partition("=")[0] for q in query.split("&") if q} <= params, f"{name}: {probe} {query}"
 
 
 # --- no secret committed -----------------------------------------------------------------------------

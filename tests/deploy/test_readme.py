@@ -349,7 +349,7 @@ def test_configuration_lists_every_variable_with_its_default():
         if isinstance(default, bool) or default in (None, ""):
             continue
         # ints as written (1048576, not 1.04858e+06); floats without trailing zeros (5.0 -> 5)
-        shown = str(default) if isinstance(default, int) else f"{default:g}" if isinstance(default, float) else str(default)
+        shown = f"{default:g}" if isinstance(default, float) else str(default)
         assert f"`{shown}`" in rows[name].split("|")[2], f"{name}: README says {rows[name]!r}, the code {default!r}"
 
 

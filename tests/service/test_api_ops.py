@@ -58,12 +58,20 @@ def test_readyz_names_the_missing_worker(client):
     assert client.get("/readyz").headers["retry-after"]
 
 
+def test_readyz_with_workers_0_asks_about_redis_alone(client):
+    # the readiness of an API whose workers scale to zero (deploy/k8s): Redis answers, no worker runs
+    assert client.get("/readyz?workers=0").json() == {"status": "ready", "redis": "ok", "workers": 0}
+    assert client.get("/readyz").status_code == 503
+    assert_problem(client.get("/readyz?workers=-1"), 422)
+
+
 def test_readyz_with_a_live_worker_and_not_with_a_silent_one(client, queue, redis, settings):
     worker = Worker([queue], connection=redis, name="test-worker")
     worker.register_birth()
     try:
         r = client.get("/readyz")
         assert r.status_code == 200 and r.json() == {"status": "ready", "redis": "ok", "workers": 1}
+        assert "only 1 of the 2" in assert_problem(client.get("/readyz?workers=2"), 503)["detail"]
         silent = datetime.now(UTC) - timedelta(seconds=settings.worker_heartbeat_ttl + 1)
         redis.hset(worker.key, "last_heartbeat", utcformat(silent))
         assert "no worker" in assert_problem(client.get("/readyz"), 503)["detail"]
