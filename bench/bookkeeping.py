@@ -95,7 +95,8 @@ def measure(args: argparse.Namespace, device: str, redis_url: str) -> dict[str, 
           f"{1e3 * outside / args.jobs:.2f} ms and {commands / args.jobs:.1f} Redis commands per job outside "
           "the engine", flush=True)
     return {"model": ref, "parameters": sum(p.numel() for p in gen.model.parameters()),
-            "accel": bool(getattr(engine, "accel", False)) and device == "cuda", "jobs": args.jobs, "wall_s": wall, "engine_s": engine_s, "outside_engine_s": outside,
+            "accel": bool(getattr(engine, "accel", False)) and device == "cuda", "jobs": args.jobs, "wall_s": wall,
+            "engine_s": engine_s, "outside_engine_s": outside,
             "outside_engine_ms_per_job": 1e3 * outside / args.jobs, "redis_commands": commands,
             "redis_commands_per_job": commands / args.jobs, "jobs_per_s": args.jobs / wall}
 

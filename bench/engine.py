@@ -262,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     loops = [name for name in args.loops.split(",") if name]
     unknown = set(loops) - set(LOOPS)
     if unknown or not batches or min(batches) < 1:
-        print(f"bench.engine: error: bad --loops {sorted(unknown)} or --batch-sizes {args.batch_sizes!r}", file=sys.stderr)
+        print(f"bench.engine: error: bad --loops {sorted(unknown)} or --batch-sizes {args.batch_sizes!r}",
+              file=sys.stderr)
         return 2
     bench = Bench(args, device, max(batches))
     ceiling = matmul_ceiling(device, args.ceiling_size)

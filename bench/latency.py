@@ -142,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(f"bench.latency: service p50 {figures['service']['p50'] * 1e3:.1f} ms, p95 "
           f"{figures['service']['p95'] * 1e3:.1f} ms; engine in the worker p50 "
-          f"{figures['engine_in_worker']['p50'] * 1e3:.1f} ms; direct p50 {figures['engine_direct']['p50'] * 1e3:.1f} ms",
+          f"{figures['engine_in_worker']['p50'] * 1e3:.1f} ms; direct p50 "
+          f"{figures['engine_direct']['p50'] * 1e3:.1f} ms",
           flush=True)
     result = {
         "benchmark": "latency",

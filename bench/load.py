@@ -72,7 +72,8 @@ def api_request(args: argparse.Namespace, i: int) -> dict[str, Any]:
             "guidance_scale": args.guidance_scale, "seed": 10_000 + i}
 
 
-def direct_engine(args: argparse.Namespace, device: str, levels: list[int], max_batch: int) -> dict[int, dict[str, Any]]:
+def direct_engine(args: argparse.Namespace, device: str, levels: list[int],
+                  max_batch: int) -> dict[int, dict[str, Any]]:
     """Images/s of the engine with min(N, max_batch) one-image jobs in one batch, per level N."""
     import torch
 
@@ -199,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
                      "max_batch_images": max_batch, "workers": 1, "log_level": args.log_level,
                      "accel": worker_accel() and device == "cuda",
                      "client": "httpx.AsyncClient on loopback; per request POST /generate?wait=, long polls of GET "
-                               "/jobs/{id}?wait= if the wait ran out, GET of the PNG; latency from POST to the PNG read",
+                               "/jobs/{id}?wait= if the wait ran out, GET of the PNG; latency from POST to the PNG "
+                               "read",
                      "engine": "BatchEngine built as the worker builds it, in the benchmark process before the "
                                "service starts: min(N, max_batch_images) one-image jobs added at once, step() "
                                "until all finish"},

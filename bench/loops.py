@@ -99,7 +99,8 @@ class GuidedSeedModel:
 
 
 @torch.no_grad()
-def p_sample(model: GuidedSeedModel, sched: SeedSchedule, x: torch.Tensor, t: torch.Tensor, t_index: int) -> torch.Tensor:
+def p_sample(model: GuidedSeedModel, sched: SeedSchedule, x: torch.Tensor, t: torch.Tensor,
+             t_index: int) -> torch.Tensor:
     """The notebook's `p_sample` (DDPM ancestral step, Ho et al. 2020, Alg. 2)."""
     betas_t = extract(sched.betas, t, x.shape)
     sqrt_one_minus_alphas_cumprod_t = extract(sched.sqrt_one_minus_alphas_cumprod, t, x.shape)

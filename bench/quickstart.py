@@ -139,9 +139,9 @@ def one_start(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             exit_status = up.wait(timeout=120)
         except subprocess.TimeoutExpired:
             logs = sorted((tmp / "cache").rglob("*.log"))
+            tails = "; ".join(f"{p.name}: {p.read_text(errors='replace')[-1500:]}" for p in logs)
             raise RuntimeError(f"`imagegen up` still running 120 s after SIGINT; children {children_of(up.pid)}; "
-                               f"stderr {stderr_path.read_text()[-2000:]}; "
-                               + "; ".join(f"{p.name}: {p.read_text(errors='replace')[-1500:]}" for p in logs)) from None
+                               f"stderr {stderr_path.read_text()[-2000:]}; {tails}") from None
     finally:
         if up.poll() is None:
             started = started or children_of(up.pid)
@@ -189,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
                      "first_png": "from starting the command to the first image's PNG read back; the request is sent "
                                   "once the command prints its URL",
                      "request_alone": "POST /generate?wait= to the first image's PNG read back"},
-        "figures": {"up_s": summary([r["up_s"] for r in runs]), "first_png_s": summary([r["first_png_s"] for r in runs]),
+        "figures": {"up_s": summary([r["up_s"] for r in runs]),
+                    "first_png_s": summary([r["first_png_s"] for r in runs]),
                     "request_s": summary([r["request_s"] for r in runs])},
         "runs": runs,
     }

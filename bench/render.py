@@ -42,7 +42,8 @@ def engine(result: dict[str, Any]) -> str:
               f"engine's CUDA mode (WORKER_ACCEL) {'on' if s.get('accel') else 'off'}. "
               f"{result['flops']['per_row'] / 1e9:.3f} GFLOP per forward row, "
               f"{result['flops']['per_image'] / 1e9:.1f} GFLOP per image. Ceiling: "
-              f"{ceil['flops_per_s'] / 1e12:.2f} TFLOP/s, a {ceil['dtype']} {ceil['matmul_n']}^3 matmul ({ceil['note']}).",
+              f"{ceil['flops_per_s'] / 1e12:.2f} TFLOP/s, a {ceil['dtype']} {ceil['matmul_n']}^3 matmul "
+              f"({ceil['note']}).",
               "",
               "| batch | " + " | ".join(f"{loop} img/s" for loop in loops) + " | project/peer | project/seed | "
               + " | ".join(f"{loop} % of ceiling" for loop in loops) + " |",
@@ -56,7 +57,8 @@ def engine(result: dict[str, Any]) -> str:
                      + " | ".join(_pct((row.get(loop) or {}).get("fraction_of_ceiling")) for loop in loops) + " |")
     served = c.get("served_mode") or {}
     lines += ["", f"Correctness (same x_T, DDIM {c['steps']} steps, eta 0, {c['batch']} images): max abs difference "
-                  f"of the engine in fp32 against the peer loop {c['max_abs_diff']:.2e} (tolerance {c['tolerance']:g}): "
+                  f"of the engine in fp32 against the peer loop {c['max_abs_diff']:.2e} "
+                  f"(tolerance {c['tolerance']:g}): "
                   f"**{'pass' if c['passed'] else 'FAIL'}**."]
     if served:
         lines.append(f"The engine as served ({'bf16 CUDA mode' if served.get('accel') else 'the same fp32 mode'}) "

@@ -116,12 +116,14 @@ def targets(results: dict[str, dict[str, Any]]) -> list[str]:
                              ratio >= 5 if ratio else None))
             rows.append(_row("throughput at batch >= 256: >= 35% of the bf16 matmul ceiling",
                              f"{100 * frac:.1f}% at batch {best['batch']}", frac >= 0.35))
-        one = next((r for r in eng["results"] if r["batch"] == 1 and (r.get("project") or {}).get("images_per_s")), None)
+        one = next((r for r in eng["results"] if r["batch"] == 1 and (r.get("project") or {}).get("images_per_s")),
+                   None)
         if one:
             ms = 1e3 / one["project"]["images_per_s"]
             rows.append(_row("batch-1 engine time for one image <= 60 ms", f"{ms:.1f} ms", ms <= 60))
         c = eng["correctness"]
-        rows.append(_row("project and peer samples agree (max abs diff < 1e-3)", f"{c['max_abs_diff']:.2e}", c["passed"]))
+        rows.append(_row("project and peer samples agree (max abs diff < 1e-3)", f"{c['max_abs_diff']:.2e}",
+                         c["passed"]))
     lat = results.get("latency")
     if lat:
         over = lat["overhead"]["p50_over_worker_engine_s"] * 1e3
@@ -132,7 +134,8 @@ def targets(results: dict[str, dict[str, Any]]) -> list[str]:
         if at:
             frac = at["fraction_of_engine"]
             rows.append(_row("256 one-image clients: >= 80% of the engine's own throughput",
-                             f"{100 * frac:.0f}% ({at['images_per_s']:.1f} of {at['engine_images_per_s']:.1f} images/s)",
+                             f"{100 * frac:.0f}% ({at['images_per_s']:.1f} of "
+                             f"{at['engine_images_per_s']:.1f} images/s)",
                              frac >= 0.8))
     mixed = results.get("mixed")
     if mixed:
@@ -255,7 +258,8 @@ def make_plots(results: dict[str, dict[str, Any]], folder: Path) -> list[str]:
     if eng:
         fig, ax = plt.subplots(figsize=(6, 4))
         for loop in eng["settings"]["loops"]:
-            pts = [(r["batch"], r[loop]["images_per_s"]) for r in eng["results"] if (r.get(loop) or {}).get("images_per_s")]
+            pts = [(r["batch"], r[loop]["images_per_s"]) for r in eng["results"]
+                   if (r.get(loop) or {}).get("images_per_s")]
             if pts:
                 ax.plot(*zip(*pts), marker="o", label=loop)
         ax.set(yscale="log", xlabel="batch size", ylabel="images/s",
@@ -270,7 +274,8 @@ def make_plots(results: dict[str, dict[str, Any]], folder: Path) -> list[str]:
         keys = [("service", "through the service"), ("engine_in_worker", "engine in the worker"),
                 ("engine_direct", "engine directly")]
         for i, q in enumerate(("p50", "p95")):
-            ax.bar([k + 0.38 * i for k in range(len(keys))], [lat["figures"][k][q] * 1e3 for k, _ in keys], 0.38, label=q)
+            ax.bar([k + 0.38 * i for k in range(len(keys))], [lat["figures"][k][q] * 1e3 for k, _ in keys], 0.38,
+                   label=q)
         ax.set_xticks([k + 0.19 for k in range(len(keys))], [label for _, label in keys])
         ax.set(ylabel="ms", title="Single-request latency, one image")
         ax.legend()

@@ -29,7 +29,8 @@ def add_service_arguments(p: argparse.ArgumentParser) -> None:
     """The flags of a benchmark that runs the whole service (`running_service`) and sends it requests:
     --wait, --log-level, --ready-timeout, --workdir."""
     p.add_argument("--wait", type=float, default=60.0,
-                   help="?wait= seconds of each POST, 60 at most (default: 60); then long polls of GET /jobs/{id}?wait=")
+                   help="?wait= seconds of each POST, 60 at most (default: 60); then long polls of "
+                        "GET /jobs/{id}?wait=")
     p.add_argument("--log-level", default="warning", help="LOG_LEVEL of the service (default: warning)")
     p.add_argument("--ready-timeout", type=float, default=READY_TIMEOUT_S,
                    help=f"seconds for the service to be ready (default: {READY_TIMEOUT_S:g})")

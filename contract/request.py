@@ -217,7 +217,8 @@ def problem(key: str, value: Any, limits: Limits = DEFAULT_LIMITS) -> str | None
 def check_defaults(defaults: Any, where: str) -> dict[str, Any]:
     """A card's sampling defaults, checked key by key; `where` names their source in messages."""
     if not isinstance(defaults, dict):
-        raise UsageError(f"{where} must be a JSON object like {{\"sampler\": \"ddim\", \"steps\": 50}} (got {defaults!r})")
+        raise UsageError(f"{where} must be a JSON object like {{\"sampler\": \"ddim\", \"steps\": 50}} "
+                         f"(got {defaults!r})")
     unknown = sorted(set(defaults) - set(DEFAULT_KEYS))
     if unknown:
         raise UsageError(f"{where}: unknown keys {unknown}; allowed: {', '.join(DEFAULT_KEYS)}")

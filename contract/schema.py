@@ -88,7 +88,8 @@ def _setting_field(name: str, s: Setting) -> tuple[Any, Any]:
 class RequestBase(BaseModel):
     """What every generate request is, besides its settings (see `GenerateRequest`)."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"class_label": "sneaker", "num_images": 4}]})
+    model_config = ConfigDict(extra="forbid",
+                              json_schema_extra={"examples": [{"class_label": "sneaker", "num_images": 4}]})
 
     def settings(self) -> dict[str, Any]:
         """The settings this request gives (None: left out), for `resolve_settings`."""

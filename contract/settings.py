@@ -13,7 +13,8 @@ class Settings(BaseSettings):
 
     # the API and every worker default to the same local server; `imagegen up` starts a private one
     # instead when REDIS_URL is not set in its environment
-    redis_url: str = Field("redis://127.0.0.1:6379/0", description="redis:// or rediss:// URL of the queue and result store")
+    redis_url: str = Field("redis://127.0.0.1:6379/0",
+                           description="redis:// or rediss:// URL of the queue and result store")
     redis_max_connections: int = Field(
         2048, ge=8, description="most connections to Redis per API process and kind (sync, async); each request "
                                 "holding ?wait= or an event stream keeps one, so this bounds those per process")
@@ -21,7 +22,8 @@ class Settings(BaseSettings):
     result_ttl: int = Field(86_400, ge=60, description="seconds a finished job and its PNGs are kept")
     max_images_per_job: int = Field(64, ge=1, description="most images one request may ask for")
     max_steps: int = Field(1000, ge=1, le=1000, description="most sampler steps one request may ask for")
-    default_model: str | None = Field(None, description="model used when a request names none (default: fashion-mnist, else the only generator)")
+    default_model: str | None = Field(None, description="model used when a request names none (default: "
+                                                        "fashion-mnist, else the only generator)")
     model_store: str | None = Field(None, description="model store root (default: the repository's model_store/models)")
     webhook_secret: str = Field("", description="HMAC-SHA256 key for webhook signatures (X-Signature)")
     webhook_timeout: float = Field(5.0, gt=0, description="seconds one webhook POST may take")

@@ -50,7 +50,8 @@ class NoiseClassifier(nn.Module):
             for _ in range(cfg.num_res_blocks):
                 attn = (SelfAttention(ch0 * mult, cfg.head_channels, cfg.norm_groups)
                         if size in cfg.attention_resolutions else nn.Identity())
-                self.blocks.append(nn.ModuleList([ResBlock(ch, ch0 * mult, emb_dim, cfg.dropout, cfg.norm_groups), attn]))
+                block = ResBlock(ch, ch0 * mult, emb_dim, cfg.dropout, cfg.norm_groups)
+                self.blocks.append(nn.ModuleList([block, attn]))
                 ch = ch0 * mult
             if level < len(cfg.channel_mult) - 1:
                 self.blocks.append(Downsample(ch))

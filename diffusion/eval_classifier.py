@@ -88,7 +88,8 @@ def augment(x: torch.Tensor, generator: torch.Generator | None = None, max_shift
     dy = torch.randint(0, 2 * max_shift + 1, (b,), device=x.device, generator=generator)
     rows = (dy[:, None] + torch.arange(h, device=x.device)[None])  # [b, h]
     cols = (dx[:, None] + torch.arange(w, device=x.device)[None])  # [b, w]
-    out = padded[torch.arange(b, device=x.device)[:, None, None, None], torch.arange(x.shape[1], device=x.device)[None, :, None, None],
+    out = padded[torch.arange(b, device=x.device)[:, None, None, None],
+                 torch.arange(x.shape[1], device=x.device)[None, :, None, None],
                  rows[:, None, :, None], cols[:, None, None, :]]
     flip = torch.rand(b, device=x.device, generator=generator) < 0.5
     return torch.where(flip.view(-1, 1, 1, 1), out.flip(-1), out)

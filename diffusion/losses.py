@@ -10,7 +10,8 @@ from diffusion.eval_classifier import augment
 from diffusion.schedules import NoiseSchedule
 
 
-def drop_labels(y: torch.Tensor, null_class: int, p_uncond: float, generator: torch.Generator | None = None) -> torch.Tensor:
+def drop_labels(y: torch.Tensor, null_class: int, p_uncond: float,
+                generator: torch.Generator | None = None) -> torch.Tensor:
     """Ho & Salimans 2022, Alg. 1: replace each label by the null class with probability p_uncond,
     so that one network learns both eps(x_t, y) and eps(x_t)."""
     drop = torch.rand(y.shape, device=y.device, generator=generator) < p_uncond
@@ -19,7 +20,8 @@ def drop_labels(y: torch.Tensor, null_class: int, p_uncond: float, generator: to
 
 def eps_loss(model: nn.Module, schedule: NoiseSchedule, x0: torch.Tensor, y: torch.Tensor, null_class: int,
              p_uncond: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Ho et al. 2020, eq. 14 (L_simple): E_{t, x0, eps} || eps - eps_theta(sqrt(ab_t) x0 + sqrt(1 - ab_t) eps, t) ||^2."""
+    """Ho et al. 2020, eq. 14 (L_simple):
+    E_{t, x0, eps} || eps - eps_theta(sqrt(ab_t) x0 + sqrt(1 - ab_t) eps, t) ||^2."""
     b = x0.shape[0]
     t = torch.randint(0, schedule.num_train_steps, (b,), device=x0.device, generator=generator)
     eps = torch.randn(x0.shape, device=x0.device, generator=generator)

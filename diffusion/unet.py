@@ -62,7 +62,9 @@ class UNet(nn.Module):
             return ResBlock(i, o, emb_dim, cfg.dropout, cfg.norm_groups)
 
         def attn(c: int, size: int) -> nn.Module:
-            return SelfAttention(c, cfg.head_channels, cfg.norm_groups) if size in cfg.attention_resolutions else nn.Identity()
+            if size not in cfg.attention_resolutions:
+                return nn.Identity()
+            return SelfAttention(c, cfg.head_channels, cfg.norm_groups)
 
         self.conv_in = nn.Conv2d(cfg.in_channels, ch0, 3, padding=1)
         self.down = nn.ModuleList()

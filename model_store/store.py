@@ -214,7 +214,8 @@ class ModelStore:
         keeps the card it read until it loads it again."""
         refused = sorted(set(changes) - set(UPDATABLE_FIELDS))
         if refused:
-            raise ValueError(f"card fields {refused} cannot be updated in place; updatable: {', '.join(UPDATABLE_FIELDS)}")
+            raise ValueError(f"card fields {refused} cannot be updated in place; "
+                             f"updatable: {', '.join(UPDATABLE_FIELDS)}")
         for key, value in changes.items():
             if not isinstance(value, str if key == "notes" else dict):
                 raise ValueError(f"card field {key!r} must be {'a string' if key == 'notes' else 'a JSON object'}, "

@@ -25,7 +25,8 @@ def load_tensors(store: ModelStore, ref_or_card: str | ModelCard,
     return card, tensors
 
 
-def save_model(store: ModelStore, name: str, tensors: dict[str, torch.Tensor], card_fields: dict[str, Any]) -> ModelCard:
+def save_model(store: ModelStore, name: str, tensors: dict[str, torch.Tensor],
+               card_fields: dict[str, Any]) -> ModelCard:
     """Store `tensors` as the next version of `name`, with a card built from `card_fields`.
 
     The store sets name, version and sha256; created_at defaults to now and dtype to the dtype

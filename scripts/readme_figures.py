@@ -43,7 +43,8 @@ def inpainting_figure(store: ModelStore, path: Path) -> dict:
     with torch.no_grad():
         _, regenerated = classify(clf, case.regenerated)
         _, left_blank = classify(clf, case.blanked)
-    return {"model": gen.card.ref, "defaults": gen.card.defaults, "regenerated_correct": int((regenerated == wanted).sum()),
+    return {"model": gen.card.ref, "defaults": gen.card.defaults,
+            "regenerated_correct": int((regenerated == wanted).sum()),
             "blanked_correct": int((left_blank == wanted).sum()), "of": len(case.inits)}
 
 

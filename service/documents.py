@@ -119,7 +119,8 @@ async def held(backend: Backend, record: dict[str, Any], seconds: float) -> dict
     return await wait_for_end(backend, record["id"], seconds) or record
 
 
-async def job_events(backend: Backend, pubsub: PubSub, record: dict[str, Any], root: str) -> AsyncIterator[ServerSentEvent]:
+async def job_events(backend: Backend, pubsub: PubSub, record: dict[str, Any],
+                     root: str) -> AsyncIterator[ServerSentEvent]:
     """The SSE stream of a job whose events `pubsub` is subscribed to and whose record was read
     after subscribing: the current progress, each `progress` event, then one `end` event with the
     final job document. Owns `pubsub` and closes it."""

@@ -104,7 +104,8 @@ def _validation_errors(exc: RequestValidationError, allowed_fields: list[str]) -
     merged: dict[str, list[str]] = {}
     for err in exc.errors():
         loc = [str(p) for p in err.get("loc", ())]
-        where, rest = (loc[0], loc[1:]) if loc and loc[0] in ("body", "query", "path", "header", "cookie") else ("", loc)
+        located = loc and loc[0] in ("body", "query", "path", "header", "cookie")
+        where, rest = (loc[0], loc[1:]) if located else ("", loc)
         kind = err.get("type", "")
         # a JSON syntax error's location is a character offset, not a field
         field = rest[0] if rest and kind != "json_invalid" else (where or "body")

@@ -110,4 +110,5 @@ class Health(BaseModel):
 class Readiness(BaseModel):
     status: Literal["ready"]
     redis: Literal["ok"]
-    workers: int = Field(description="workers with a heartbeat younger than WORKER_HEARTBEAT_TTL (not counted, 0, with ?workers=0)")
+    workers: int = Field(description="workers with a heartbeat younger than WORKER_HEARTBEAT_TTL (not counted, "
+                                     "0, with ?workers=0)")

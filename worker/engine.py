@@ -63,7 +63,8 @@ class StepReport:
     # that asked for previews and reached their next preview step (never on the step they finish)
     previews: dict[str, Tensor] = field(default_factory=dict)
     batch_images: list[int] = field(default_factory=list)  # images in each model evaluation made
-    seconds: float = 0.0  # wall time of the step on the host (on CUDA it waits for the device only when its queue is full)
+    # wall time of the step on the host (on CUDA it waits for the device only when its queue is full)
+    seconds: float = 0.0
 
 
 @dataclass(eq=False)  # hashed by identity: one lane may sit under several keys
@@ -124,8 +125,9 @@ class BatchEngine:
                 # CFG doubles a batch: the largest forward pass is twice the images in flight
                 config = replace(accel, max_rows=2 * max_batch_images)
                 model = accelerated.setdefault(id(gen.model), Accelerated(gen.model, config))
-            lane = _Lane(gen.card.ref, gen, GuidedDenoiser(model, null_class=gen.num_classes,
-                                                          classifier=gen.classifier, clip_x0=gen.clip_x0), _device_of(gen.model))
+            denoiser = GuidedDenoiser(model, null_class=gen.num_classes, classifier=gen.classifier,
+                                      clip_x0=gen.clip_x0)
+            lane = _Lane(gen.card.ref, gen, denoiser, _device_of(gen.model))
             self._lanes[gen.card.ref] = lane
             self._lanes.setdefault(key, lane)
             # a bare name means the newest version loaded, as it means the newest in the store

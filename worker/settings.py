@@ -16,7 +16,8 @@ class WorkerSettings(BaseSettings):
         "auto", description="where the models run; auto picks cuda when torch sees a GPU")
     # a plain string: pydantic-settings would parse a list-typed field as JSON, not "a,b"
     worker_models: str = Field(
-        "", description="comma-separated model refs (name or name@version) to load; empty: every generator in the store")
+        "", description="comma-separated model refs (name or name@version) to load; empty: every generator in the "
+                        "store")
     max_batch_images: int = Field(
         64, ge=1, description="most images in flight at once; a larger job runs alone when the worker is idle")
     worker_accel: bool = Field(

@@ -44,7 +44,8 @@ def find_generator(store: ModelStore, settings: Settings, ref: str | None) -> Mo
         if by_default:
             # the deployment is misconfigured, not the request
             raise Problem(503, f"the default model {ref!r} (DEFAULT_MODEL) is not in the model store; name one of: "
-                               f"{listing(cards)}", type=problem_type("no-model"), headers={"Retry-After": "60"}) from None
+                               f"{listing(cards)}", type=problem_type("no-model"),
+                          headers={"Retry-After": "60"}) from None
         # the store's own message names its directory: not for clients
         raise invalid([{"field": "model", "message": f"unknown model {ref!r}; available: {listing(cards)}"}]) from None
     if card.kind != "generator":

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import redis.exceptions
 from typing import Annotated
 
+import redis.exceptions
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from service.auth import authenticate

@@ -7,7 +7,8 @@ from diffusion.evaluation import FeatureStats, accuracy, classify, frechet_dista
 
 def stats(mean, std, n=20_000, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return FeatureStats.of(torch.tensor(mean) + torch.tensor(std) * torch.randn(n, len(mean), generator=g, dtype=torch.float64))
+    noise = torch.randn(n, len(mean), generator=g, dtype=torch.float64)
+    return FeatureStats.of(torch.tensor(mean) + torch.tensor(std) * noise)
 
 
 def test_fd_of_a_set_with_itself_is_zero():
@@ -17,8 +18,9 @@ def test_fd_of_a_set_with_itself_is_zero():
 
 def test_fd_of_diagonal_gaussians_has_its_closed_form():
     """For diagonal covariances, FD = ||mu_a - mu_b||^2 + sum_i (sigma_a,i - sigma_b,i)^2."""
-    a = FeatureStats(torch.tensor([0.0, 1.0], dtype=torch.float64), torch.diag(torch.tensor([1.0, 4.0], dtype=torch.float64)), 1)
-    b = FeatureStats(torch.tensor([1.0, 3.0], dtype=torch.float64), torch.diag(torch.tensor([9.0, 1.0], dtype=torch.float64)), 1)
+    f64 = torch.float64
+    a = FeatureStats(torch.tensor([0.0, 1.0], dtype=f64), torch.diag(torch.tensor([1.0, 4.0], dtype=f64)), 1)
+    b = FeatureStats(torch.tensor([1.0, 3.0], dtype=f64), torch.diag(torch.tensor([9.0, 1.0], dtype=f64)), 1)
     assert frechet_distance(a, b) == pytest.approx(1 + 4 + (1 - 3) ** 2 + (2 - 1) ** 2, rel=1e-9)
     assert frechet_distance(b, a) == pytest.approx(frechet_distance(a, b), rel=1e-9)
 

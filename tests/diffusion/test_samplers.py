@@ -125,7 +125,8 @@ def test_the_last_step_lands_on_a_clean_image(linear_schedule):
     model = GaussianEps(linear_schedule, c, torch.zeros_like(c))
     for name in ALL:
         for steps in (1, 3, 50):
-            x = sample(model, linear_schedule, [SampleSpec(None, sampler=name, steps=steps, seed=0)], (1, 4, 4), NUM_CLASSES)
+            x = sample(model, linear_schedule, [SampleSpec(None, sampler=name, steps=steps, seed=0)], (1, 4, 4),
+                       NUM_CLASSES)
             assert (x - 0.25).abs().max() < 1e-3, (name, steps)
 
 
@@ -157,7 +158,8 @@ def moment_error(schedule: NoiseSchedule, name: str, steps: int) -> tuple[float,
     return dm.abs().mean().item(), ds.abs().mean().item(), (dm**2 + ds**2).mean().sqrt().item()
 
 
-@pytest.mark.parametrize("name, steps", [("ddpm", 1000), ("ddim", 250), ("dpmpp_2m", 100), ("euler", 250), ("heun", 100)])
+@pytest.mark.parametrize("name, steps",
+                         [("ddpm", 1000), ("ddim", 250), ("dpmpp_2m", 100), ("euler", 250), ("heun", 100)])
 def test_many_steps_recover_the_data_mean_and_variance(linear_schedule, name, steps):
     mean_err, std_err, _ = moment_error(linear_schedule, name, steps)
     # sampling error alone: std 0.2 / sqrt(400) = 0.01 per pixel for the mean, 0.007 for the std

@@ -315,7 +315,8 @@ def test_quality_tab_shows_the_card_or_says_not_measured(page, service, tmp_path
     plotted = [r for r in SWEEP if r["accuracy"] is not None]
     scales = page.eval_on_selector_all("svg.plot circle.point", "cs => cs.map(c => Number(c.dataset.scale))")
     assert scales == [r["guidance_scale"] for r in plotted]
-    assert page.eval_on_selector_all("svg.plot circle.is-default", "cs => cs.map(c => Number(c.dataset.scale))") == [2.0]
+    chosen = page.eval_on_selector_all("svg.plot circle.is-default", "cs => cs.map(c => Number(c.dataset.scale))")
+    assert chosen == [2.0]
     rows = page.locator('table[data-table="guidance_sweep"] tbody tr')
     assert rows.count() == len(SWEEP)
     assert "3.10" in rows.nth(2).text_content() and "86.0%" in rows.nth(2).text_content()

@@ -145,8 +145,10 @@ def test_a_wide_image_is_center_cropped_with_resize(capsys, store_root, tmp_path
 
 BAD = [
     # (flags, files to write first: name -> array, what the line must contain)
-    (["--strength", "1.5", "--init-image", "init.png"], {"init.png": pattern()}, ["--strength must be between 0 and 1"]),
-    (["--strength", "-0.1", "--init-image", "init.png"], {"init.png": pattern()}, ["--strength must be between 0 and 1"]),
+    (["--strength", "1.5", "--init-image", "init.png"], {"init.png": pattern()},
+     ["--strength must be between 0 and 1"]),
+    (["--strength", "-0.1", "--init-image", "init.png"], {"init.png": pattern()},
+     ["--strength must be between 0 and 1"]),
     (["--strength", "nan", "--init-image", "init.png"], {"init.png": pattern()}, ["--strength"]),
     (["--strength", "abc"], {}, ["--strength", "'abc'"]),
     (["--strength", "0.5"], {}, ["--strength needs --init-image"]),
@@ -158,10 +160,12 @@ BAD = [
     (["--resample-steps", "11", "--init-image", "init.png", "--mask", "mask.png"],
      {"init.png": pattern(), "mask.png": half_mask()}, ["--resample-steps must be between 1 and 10 (got 11)"]),
     (["--init-image", "missing.png"], {}, ["--init-image", "missing.png", "cannot read"]),
-    (["--init-image", "init.png", "--mask", "missing.png"], {"init.png": pattern()}, ["--mask", "missing.png", "cannot read"]),
+    (["--init-image", "init.png", "--mask", "missing.png"], {"init.png": pattern()},
+     ["--mask", "missing.png", "cannot read"]),
     (["--init-image", "."], {}, ["--init-image", "cannot read"]),  # a directory
     (["--init-image", "notes.txt"], {"notes.txt": b"not a picture"}, ["--init-image must be a PNG image"]),
-    (["--init-image", "init.png"], {"init.png": pattern(40)}, ["--init-image must be a 28x28", "got 40x40", "--resize"]),
+    (["--init-image", "init.png"], {"init.png": pattern(40)},
+     ["--init-image must be a 28x28", "got 40x40", "--resize"]),
     (["--init-image", "rgb.png"], {"rgb.png": np.zeros((28, 28, 3), dtype=np.uint8)},
      ["--init-image must be a 28x28 grayscale", "RGB"]),
     (["--init-image", "init.png", "--mask", "mask.png"], {"init.png": pattern(), "mask.png": half_mask(20)},

@@ -25,7 +25,8 @@ def _until(predicate, timeout: float = 20.0) -> None:
 
 def test_a_dead_child_is_reported_with_its_status_and_last_log_lines(tmp_path):
     group = Processes(tmp_path)
-    group.start("crash", [sys.executable, "-c", "print('\\n'.join(f'line {i}' for i in range(50))); raise SystemExit(3)"],
+    group.start("crash", [sys.executable, "-c",
+                          "print('\\n'.join(f'line {i}' for i in range(50))); raise SystemExit(3)"],
                 dict(os.environ))
     group.start("alive", [sys.executable, "-c", POLITE], dict(os.environ))
     try:

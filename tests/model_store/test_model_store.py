@@ -60,7 +60,8 @@ def test_save_load_round_trip_is_bit_exact(store):
 
 def test_round_trip_of_a_real_unet(store, tiny_unet):
     state = {k: v.half() for k, v in tiny_unet.state_dict().items()}
-    card = save_model(store, "tiny", state, {**CARD_FIELDS, "architecture": {"type": "unet", "config": tiny_unet.cfg.to_dict()}})
+    arch = {"type": "unet", "config": tiny_unet.cfg.to_dict()}
+    card = save_model(store, "tiny", state, {**CARD_FIELDS, "architecture": arch})
     _, loaded = load_tensors(store, card)
     assert all(torch.equal(loaded[k], v) for k, v in state.items())
 
@@ -118,7 +119,8 @@ def test_unknown_model_lists_what_exists(store):
     save_model(store, "tiny", tensors(), CARD_FIELDS)
     with pytest.raises(UnknownModelError) as e:
         store.resolve("foo")
-    assert str(e.value) == f"unknown model 'foo'; the store at {store.root} has: fashion-mnist@1, fashion-mnist@2, tiny@1"
+    assert str(e.value) == (f"unknown model 'foo'; the store at {store.root} has: "
+                            "fashion-mnist@1, fashion-mnist@2, tiny@1")
     with pytest.raises(UnknownModelError) as e:
         load_tensors(store, "fashion-mnist@3")
     assert "unknown version 3 of model 'fashion-mnist'" in str(e.value)

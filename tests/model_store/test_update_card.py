@@ -59,7 +59,8 @@ def test_update_starts_from_the_card_on_disk_not_a_stale_copy(store):
 
 @pytest.mark.parametrize("changes, message", [
     ({"sha256": "0" * 64}, "cannot be updated"), ({"version": 2}, "cannot be updated"),
-    ({"architecture": {"type": "unet", "config": {}}}, "cannot be updated"), ({"class_names": ["a"]}, "cannot be updated"),
+    ({"architecture": {"type": "unet", "config": {}}}, "cannot be updated"),
+    ({"class_names": ["a"]}, "cannot be updated"),
     ({"notes": 3}, "must be a string"), ({"quality": [1, 2]}, "JSON object"), ({"defaults": None}, "JSON object"),
 ])
 def test_update_refuses_fields_that_describe_the_weights_and_bad_values(store, changes, message):

@@ -50,8 +50,9 @@ def submit(client: TestClient, key: str, **body) -> dict:
 
 
 def test_no_key_a_malformed_header_and_a_wrong_key(keyed):
-    for headers in ({}, {"Authorization": ""}, {"Authorization": "Basic YWxwaGE6a2V5"}, {"Authorization": "Bearer"},
-                    {"Authorization": "Bearer   "}, {"Authorization": f"Bearer {ALPHA} extra"}, {"Authorization": ALPHA}):
+    for headers in ({}, {"Authorization": ""}, {"Authorization": "Basic YWxwaGE6a2V5"},
+                    {"Authorization": "Bearer"}, {"Authorization": "Bearer   "},
+                    {"Authorization": f"Bearer {ALPHA} extra"}, {"Authorization": ALPHA}):
         r = keyed.get("/models", headers=headers)
         problem = assert_problem(r, 401)
         assert r.headers["www-authenticate"].startswith("Bearer"), headers

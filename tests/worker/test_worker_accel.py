@@ -46,7 +46,8 @@ def test_padding_rows_never_change_the_real_rows(generators):
     pad = 5
     with torch.no_grad():
         alone = gen.model(x, t, y)
-        padded = gen.model(torch.cat([x, torch.zeros(pad, *x.shape[1:])]), torch.cat([t, torch.zeros(pad, dtype=torch.long)]),
+        padded = gen.model(torch.cat([x, torch.zeros(pad, *x.shape[1:])]),
+                           torch.cat([t, torch.zeros(pad, dtype=torch.long)]),
                            torch.cat([y, torch.full((pad,), gen.num_classes)]))
     assert torch.allclose(padded[:3], alone, rtol=1e-5, atol=1e-5)
 

@@ -86,7 +86,8 @@ def test_a_batch_mixing_generation_img2img_and_inpainting_gives_each_job_what_it
     assert reports[0].batch_images == [2 * len(jobs)]
     for job_id, (req, inputs) in jobs.items():
         want = alone(gen, req, inputs)
-        assert torch.allclose(finished[job_id], want, rtol=1e-4, atol=1e-4), (job_id, (finished[job_id] - want).abs().max())
+        assert torch.allclose(finished[job_id], want, rtol=1e-4, atol=1e-4), \
+            (job_id, (finished[job_id] - want).abs().max())
 
 
 def test_strength_0_returns_the_input_without_a_model_evaluation(generators):

@@ -113,7 +113,8 @@ def test_a_plain_rq_simple_worker_runs_img2img_from_the_record_inputs(redis_url,
     pixels = (np.add.outer(np.arange(28), np.arange(28)) * 4 % 256).astype(np.uint8)
     buf = io.BytesIO()
     Image.fromarray(pixels, mode="L").save(buf, format="PNG")
-    job = submit(r, request(strength=0.0, num_images=2), inputs={"init_image": base64.b64encode(buf.getvalue()).decode()})
+    job = submit(r, request(strength=0.0, num_images=2),
+                 inputs={"init_image": base64.b64encode(buf.getvalue()).decode()})
     worker = SimpleWorker(["imagegen"], connection=r, serializer=JSONSerializer, name="plain-rq-img2img")
     with own_signal_handlers():
         worker.work(burst=True)
