@@ -63,6 +63,7 @@ def test_readyz_with_workers_0_asks_about_redis_alone(client):
     assert client.get("/readyz?workers=0").json() == {"status": "ready", "redis": "ok", "workers": 0}
     assert client.get("/readyz").status_code == 503
     assert_problem(client.get("/readyz?workers=-1"), 422)
+    assert_problem(client.get("/readyz?workers=2"), 422)
 
 
 def test_readyz_with_a_live_worker_and_not_with_a_silent_one(client, queue, redis, settings):
@@ -71,7 +72,6 @@ def test_readyz_with_a_live_worker_and_not_with_a_silent_one(client, queue, redi
     try:
         r = client.get("/readyz")
         assert r.status_code == 200 and r.json() == {"status": "ready", "redis": "ok", "workers": 1}
-        assert "only 1 of the 2" in assert_problem(client.get("/readyz?workers=2"), 503)["detail"]
         silent = datetime.now(UTC) - timedelta(seconds=settings.worker_heartbeat_ttl + 1)
         redis.hset(worker.key, "last_heartbeat", utcformat(silent))
         assert "no worker" in assert_problem(client.get("/readyz"), 503)["detail"]
