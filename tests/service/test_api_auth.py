@@ -68,12 +68,13 @@ def test_every_endpoint_needs_a_key_but_health_readiness_the_page_and_the_docs(k
     for method, path in (("GET", "/models"), ("GET", "/models/fashion-mnist"), ("GET", "/samplers"),
                          ("GET", "/metrics"), ("POST", "/generate"), ("GET", f"/jobs/{job}"),
                          ("GET", f"/jobs/{job}/images/0.png"), ("GET", f"/jobs/{job}/grid.png"),
-                         ("GET", f"/jobs/{job}/events"), ("DELETE", f"/jobs/{job}")):
+                         ("GET", f"/jobs/{job}/events"), ("POST", f"/jobs/{job}/cancel"), ("DELETE", f"/jobs/{job}")):
         assert_problem(keyed.request(method, path, json={"class_label": 1} if method == "POST" else None), 401)
     assert keyed.get("/healthz").status_code == 200
     assert keyed.get("/readyz").status_code == 503  # no worker, but not a 401: probes carry no key
     assert keyed.get("/").status_code == 200 and keyed.get("/static/app.js").status_code == 200
     assert keyed.get("/docs").status_code == 200
+
     schema = keyed.get("/openapi.json").json()
     assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
     assert "401" in schema["paths"]["/generate"]["post"]["responses"]
@@ -91,13 +92,13 @@ def test_a_job_is_visible_only_to_the_key_that_made_it(keyed, redis, queue, sett
         for method, path in (("GET", f"/jobs/{job_id}"), ("GET", f"/jobs/{job_id}?wait=30"),
                              ("GET", f"/jobs/{job_id}/images/0.png"),
                              ("GET", f"/jobs/{job_id}/grid.png"), ("GET", f"/jobs/{job_id}/events"),
-                             ("DELETE", f"/jobs/{job_id}")):
+                             ("POST", f"/jobs/{job_id}/cancel"), ("DELETE", f"/jobs/{job_id}")):
             for other in (BETA, GAMMA):
                 problem = assert_problem(keyed.request(method, path, headers=bearer(other)), 404)
                 # the very answer a job that never existed gets: nothing tells the ids apart
                 assert problem == {**problem, "type": "tag:imagegen,2026:problem/job-not-found",
                                    "detail": f"unknown job {job_id!r}"}, (method, path)
-    # the other key's DELETE canceled nothing
+    # the other key's cancel and DELETE canceled and deleted nothing
     assert keyed.get(f"/jobs/{queued}", headers=bearer(ALPHA)).json()["status"] == "queued"
     assert keyed.get(f"/jobs/{mine}", headers=bearer(ALPHA)).json()["status"] == "succeeded"
     png = keyed.get(f"/jobs/{mine}/images/1.png", headers=bearer(ALPHA))
@@ -106,7 +107,9 @@ def test_a_job_is_visible_only_to_the_key_that_made_it(keyed, redis, queue, sett
     assert keyed.get(f"/jobs/{mine}/grid.png", headers=bearer(ALPHA)).status_code == 200
     with keyed.stream("GET", f"/jobs/{mine}/events", headers=bearer(ALPHA)) as events:
         assert events.status_code == 200 and "event: end" in events.read().decode()
-    assert keyed.delete(f"/jobs/{queued}", headers=bearer(ALPHA)).json()["status"] == "canceled"
+    assert keyed.post(f"/jobs/{queued}/cancel", headers=bearer(ALPHA)).json()["status"] == "canceled"
+    assert keyed.delete(f"/jobs/{mine}", headers=bearer(ALPHA)).status_code == 204
+    assert_problem(keyed.get(f"/jobs/{mine}", headers=bearer(ALPHA)), 404)
 
 
 def test_the_owner_is_the_keys_digest_and_no_key_is_stored_or_logged(keyed, redis, caplog):

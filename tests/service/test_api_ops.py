@@ -160,6 +160,7 @@ def test_redis_down_is_503_with_retry_after_everywhere(stopped_redis_client):
     assert "Redis" in problem["detail"]
     for method, path, body in (("POST", "/generate", {"class_label": 1}), ("GET", "/jobs/" + "0" * 32, None),
                                ("POST", "/generate?wait=5", {"class_label": 1}), ("DELETE", "/jobs/" + "0" * 32, None),
+                               ("POST", "/jobs/" + "0" * 32 + "/cancel", None),
                                ("GET", "/jobs/" + "0" * 32 + "/events", None)):
         r = client.request(method, path, json=body)
         problem = assert_problem(r, 503)
