@@ -75,10 +75,30 @@ def test_every_endpoint_needs_a_key_but_health_readiness_the_page_and_the_docs(k
     assert keyed.get("/").status_code == 200 and keyed.get("/static/app.js").status_code == 200
     assert keyed.get("/docs").status_code == 200
 
-    schema = keyed.get("/openapi.json").json()
-    assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
-    assert "401" in schema["paths"]["/generate"]["post"]["responses"]
-    assert "security" not in schema["paths"]["/healthz"]["get"]
+
+def test_the_openapi_document_describes_the_auth_as_configured(keyed, client):
+    keyed_schema, open_schema = keyed.get("/openapi.json").json(), client.get("/openapi.json").json()
+    # keys on: a bearer scheme, required by every operation but the probes and the page
+    schemes = keyed_schema["components"]["securitySchemes"]
+    assert list(schemes) == ["HTTPBearer"] and schemes["HTTPBearer"]["type"] == "http"
+    assert schemes["HTTPBearer"]["scheme"] == "bearer"
+    unguarded = {("get", "/healthz"), ("get", "/readyz"), ("get", "/")}
+    for path, operations in keyed_schema["paths"].items():
+        for method, operation in operations.items():
+            if (method, path) in unguarded:
+                assert "security" not in operation and "401" not in operation["responses"], (method, path)
+            else:
+                assert operation["security"] == [{"HTTPBearer": []}], (method, path)
+                assert {"401", "403"} <= set(operation["responses"]), (method, path)
+    # open: no scheme, no requirement, no 401/403, and no Authorization header parameter anywhere
+    assert "securitySchemes" not in open_schema.get("components", {})
+    for path, operations in open_schema["paths"].items():
+        for method, operation in operations.items():
+            assert "security" not in operation, (method, path)
+            assert not {"401", "403"} & set(operation["responses"]), (method, path)
+            headers = [p["name"].lower() for p in operation.get("parameters", []) if p["in"] == "header"]
+            assert "authorization" not in headers, (method, path)
+    assert "security" not in open_schema
 
 
 def test_a_job_is_visible_only_to_the_key_that_made_it(keyed, redis, queue, settings):
