@@ -45,7 +45,9 @@ class GenerateRequest(BaseModel):
                                                 "default: the deployment's default model")
     class_label: ClassLabel = Field(..., description="class index 0..K-1, a class name from the model card "
                                                      "(case-insensitive, e.g. \"sneaker\", \"Ankle boot\"), or null "
-                                                     "for unconditional")
+                                                     "for unconditional. K, the upper bound, depends on the model: "
+                                                     "the length of its `class_names` in GET /models; an index of K "
+                                                     "or more, like an unknown name, is answered 422")
     num_images: StrictInt | None = Field(None, description="images to generate, 1..MAX_IMAGES_PER_JOB; default 4",
                                          json_schema_extra={"minimum": 1})
     guidance: GuidanceKind | None = Field(None, description="\"cfg\" (classifier-free) or \"classifier\" (the "
