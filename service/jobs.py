@@ -328,6 +328,13 @@ class JobStore:
         return bool(self._delete(keys=[record, RUNNING_KEY, idempotency or record],
                                  args=[job_id, events_channel(job_id), event]))
 
+    def missing(self, job_ids: list[str]) -> set[str]:
+        """The jobs among `job_ids` that have no record: deleted by their owner, or expired."""
+        pipe = self.redis.pipeline(transaction=False)
+        for j in job_ids:
+            pipe.exists(job_key(j))
+        return {j for j, found in zip(job_ids, pipe.execute()) if not found}
+
     def cancel_requested(self, job_ids: list[str]) -> set[str]:
         """The jobs among `job_ids` whose cancel was asked for (or whose record is gone)."""
         pipe = self.redis.pipeline(transaction=False)

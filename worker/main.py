@@ -245,7 +245,8 @@ class BatchWorker(WaitsForRedis, SimpleWorker):
                 pipe.execute()
             return False
         if record is None or not self.reporter.jobs.start(job_id, self.name):
-            self._skip(job, queue, job_id, record)
+            # read again: it may have been canceled or deleted since it was read
+            self._skip(job, queue, job_id, record and self.reporter.jobs.get(job_id))
             return True
         execution = self.prepare_execution(job)
         self.prepare_job_execution(job, remove_from_intermediate_queue=True)
@@ -270,9 +271,13 @@ class BatchWorker(WaitsForRedis, SimpleWorker):
         return True
 
     def _skip(self, job: Job, queue: Queue, job_id: str, record: dict | None) -> None:
-        """A dequeued job that must not run: canceled while queued, or without a record."""
+        """A dequeued job that must not run: canceled while queued, deleted, or without a record."""
         queue.intermediate_queue.remove(job.id)
-        if record is None:
+        if record is None and not Job.exists(job.id, connection=self.connection):
+            # DELETE /jobs/{id} removed the record and RQ's job after this worker took it: nothing to
+            # record, and RQ's job must not be written back as failed
+            log.info("job %s was deleted while queued; skipped", job_id)
+        elif record is None:
             self.handle_job_failure(job, queue, exc_string=f"job record {job_id} not found: expired or never created")
         elif record.get("status") == JobStatus.CANCELED.value:
             if job.get_status() != RQStatus.CANCELED:
@@ -325,23 +330,33 @@ class BatchWorker(WaitsForRedis, SimpleWorker):
         self._unended[run.id] = (run, status, images, error)  # until written: Redis may be down
         try:
             if status == JobStatus.SUCCEEDED:
-                self.reporter.succeeded(run.id, images, run.request)
+                moved = self.reporter.succeeded(run.id, images, run.request)
             elif status == JobStatus.FAILED:
-                self.reporter.failed(run.id, error)
+                moved = self.reporter.failed(run.id, error)
             else:
-                self.reporter.canceled(run.id)
+                moved = self.reporter.canceled(run.id)
         except REDIS_DOWN:
             raise
         except Exception as e:  # noqa: BLE001 - e.g. a PNG that cannot be encoded: this job fails alone
             log.exception("job %s: writing its end failed", run.id)
             status, error = JobStatus.FAILED, JobError("internal_error", f"{type(e).__name__}: {e}")
-            self.reporter.failed(run.id, error)
-        self._close(run, status, images, error)
+            moved = self.reporter.failed(run.id, error)
+        self._close(run, status, images, error, deleted=not moved and bool(self.reporter.jobs.missing([run.id])))
 
-    def _close(self, run: _Running, status: JobStatus, images: Tensor | None, error: JobError | None) -> None:
-        """RQ's side of an end whose record is written: its registries, then the log line."""
+    def _close(self, run: _Running, status: JobStatus, images: Tensor | None, error: JobError | None,
+               deleted: bool = False) -> None:
+        """RQ's side of an end whose record is written (or whose record was deleted while it ran):
+        its registries, then the log line."""
         job, queue, execution = run.job, run.queue, run.execution
-        if status == JobStatus.SUCCEEDED:
+        if deleted:
+            # DELETE /jobs/{id} removed RQ's job with the record; this worker's heartbeat may have
+            # written its hash back since, without a TTL: remove it again rather than finish it
+            with self.connection.pipeline() as pipe:
+                self.cleanup_execution(job, pipeline=pipe, execution=execution)
+                pipe.delete(job.key)
+                pipe.execute()
+            status = JobStatus.CANCELED
+        elif status == JobStatus.SUCCEEDED:
             self._finalize_success(job, queue, execution, result_value(status, int(images.shape[0])))
         elif status == JobStatus.FAILED:
             failure = JobFailed(error)
@@ -354,8 +369,8 @@ class BatchWorker(WaitsForRedis, SimpleWorker):
             if job.get_status() != RQStatus.CANCELED:
                 job.cancel()
         del self._unended[run.id]
-        log.info("job %s %s after %.1f s%s", run.id, status.value, time.monotonic() - run.started,
-                 f": {error.code}: {error.message}" if error else "")
+        log.info("job %s %s after %.1f s%s", run.id, "deleted" if deleted else status.value,
+                 time.monotonic() - run.started, f": {error.code}: {error.message}" if error and not deleted else "")
         if not self.running:
             self.set_state(WorkerStatus.IDLE)
 
@@ -366,14 +381,16 @@ class BatchWorker(WaitsForRedis, SimpleWorker):
         done = [(run, images) for run, status, images, _ in self._unended.values() if status == JobStatus.SUCCEEDED]
         if len(done) > 1:
             try:
-                self.reporter.succeeded_many([(run.id, images, run.request) for run, images in done])
+                moved = self.reporter.succeeded_many([(run.id, images, run.request) for run, images in done])
             except REDIS_DOWN:
                 raise
             except Exception:  # noqa: BLE001 - written job by job below, where the failing one fails alone
                 log.exception("writing the ends of %d jobs at once failed; writing them one by one", len(done))
             else:
+                unmoved = [run.id for run, _ in done if not moved[run.id]]
+                deleted = self.reporter.jobs.missing(unmoved) if unmoved else set()
                 for run, images in done:
-                    self._close(run, JobStatus.SUCCEEDED, images, None)
+                    self._close(run, JobStatus.SUCCEEDED, images, None, deleted=run.id in deleted)
         for run, status, images, error in list(self._unended.values()):
             self._end(run, status, images=images, error=error)
 
