@@ -51,6 +51,15 @@ IDLE_WAIT = 1
 WEBHOOK_DRAIN = 10.0
 """Seconds a stopping worker waits for webhook deliveries under way."""
 
+STOP_POLL = 0.25
+"""Longest a wait for Redis goes without checking whether the stop's grace has run out."""
+
+
+class StoppedWithoutRedis(Exception):
+    """The worker was asked to stop and its grace ran out while Redis was unreachable: it exits
+    without handing its jobs back (the dead-worker recovery of the others requeues them, as after a
+    SIGKILL). `python -m worker` exits 1 on it."""
+
 
 
 @dataclass
@@ -95,7 +104,7 @@ class BatchWorker(WaitsForRedis, SimpleWorker):
         """Run until SIGTERM/SIGINT (or, with `burst`, until the queue is empty and nothing runs)."""
         self._bootstrap(logging_level)
         self._install_signal_handlers()
-        worked, backoff = False, 1.0
+        worked, backoff, abandoned = False, 1.0, False
         try:
             while True:
                 try:
@@ -120,16 +129,19 @@ class BatchWorker(WaitsForRedis, SimpleWorker):
                     self.recovery.maybe_run()
                     backoff = 1.0
                 except REDIS_DOWN as e:
-                    if self._force_stop:
-                        raise
+                    self._give_up_if_stopped(e)
                     # keep the batch: the jobs go on once Redis answers again
                     log.error("Redis unreachable (%s); retrying in %.0f s", e, backoff)
-                    time.sleep(backoff)
+                    self._wait_for_redis(backoff)
                     backoff = min(backoff * 2, REDIS_BACKOFF_MAX)
                     self._last_beat = 0.0  # a heartbeat first thing once Redis is back
                     self.recovery.pause(self.recovery.heartbeat_ttl)
         except StopRequested:
             pass
+        except StoppedWithoutRedis as e:
+            abandoned = True
+            log.error("%s", e)
+            raise
         except Exception:
             # a bug (or a lost device) must not strand the jobs in flight: they go back to the queue
             log.exception("the worker loop failed; handing %d running jobs back", len(self.running))
@@ -137,10 +149,16 @@ class BatchWorker(WaitsForRedis, SimpleWorker):
                 self._hand_back(list(self.running))
             raise
         finally:
-            try:
-                self.teardown()
-            except REDIS_DOWN as e:  # stopping while Redis is down: its key expires on its own
-                log.warning("could not register this worker's death: Redis unreachable (%s)", e)
+            if abandoned:
+                # no Redis to register a death with (its key expires with its last heartbeat), and
+                # rq's pub/sub thread would go on logging its own reconnect attempts until exit
+                if self.pubsub_thread is not None:
+                    self.pubsub_thread.stop()
+            else:
+                try:
+                    self.teardown()
+                except REDIS_DOWN as e:  # stopping while Redis is down: its key expires on its own
+                    log.warning("could not register this worker's death: Redis unreachable (%s)", e)
             if not self.reporter.webhooks.drain(WEBHOOK_DRAIN):
                 log.warning("%d webhook deliveries still under way at exit", self.reporter.webhooks.pending())
         return worked
@@ -159,6 +177,35 @@ class BatchWorker(WaitsForRedis, SimpleWorker):
         else:
             self._force_stop = True
             log.warning("second stop signal: handing every running job back now")
+
+    def _in_flight(self) -> int:
+        """Jobs this worker holds: running, or ended but not yet written."""
+        return len(self.running) + len(self._unended)
+
+    def _stop_is_due(self) -> bool:
+        """Asked to stop, and nothing left to wait for: the grace has run out, a second signal came,
+        or no job is in flight."""
+        return self._stop_at is not None and (self._force_stop or time.monotonic() >= self._stop_at
+                                              or self._in_flight() == 0)
+
+    def _give_up_if_stopped(self, error: Exception) -> None:
+        """A stop wins over waiting for Redis: StoppedWithoutRedis once it is due with Redis still
+        unreachable."""
+        if not self._stop_is_due():
+            return
+        held = self._in_flight()
+        why = ("a second stop signal came" if self._force_stop else
+               f"its {self.shutdown_grace:g} s grace ran out" if held else "no job was in flight")
+        fate = (f"{held} jobs in flight are not handed back: the other workers' dead-worker recovery requeues them"
+                if held else "nothing to hand back")
+        raise StoppedWithoutRedis(f"stopping without Redis: {why} with Redis unreachable ({error}); exiting, "
+                                  f"{fate}") from None
+
+    def _wait_for_redis(self, seconds: float) -> None:
+        """Sleep `seconds` before the next try, but not past the moment a stop is due."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0 and not self._stop_is_due():
+            time.sleep(min(left, STOP_POLL))
 
     def _heartbeat(self) -> None:
         """Keep the worker, its executions and its jobs alive in RQ's eyes."""
