@@ -199,7 +199,7 @@ async def generate(
                                                   description="makes a retry return the same job (24 h)")] = None,
 ) -> dict[str, Any]:
     record = await run_in_threadpool(submit, backend, body, idempotency_key, caller.owner)
-    record = await held(backend, record, wait)
+    record = await held(backend, record, wait) or record  # deleted while held: answered as it was made
     doc = await run_in_threadpool(document, backend, record, _root(request))
     response.status_code = 200 if doc["status"] in TERMINAL_STATUSES else 202
     response.headers["Location"] = job_url(_root(request), doc["id"])
@@ -219,6 +219,8 @@ async def get_job(
                                                                    "to end, 0..60")] = 0,
 ) -> dict[str, Any]:
     record = await held(backend, await run_in_threadpool(load, backend, job_id, caller.owner), wait)
+    if record is None:  # deleted while the request waited
+        raise not_found(job_id, backend.settings.result_ttl)
     return await run_in_threadpool(document, backend, record, _root(request))
 
 

@@ -223,6 +223,16 @@ def test_a_delete_ends_a_wait_and_an_event_stream_at_once(client, fake_worker):
     assert r.status_code == 200 and "event: end" not in lines
     assert time.monotonic() - started < 3
 
+    # a long poll on a job deleted while it waits answers what every later read answers: 404
+    job_id = submit(client)["id"]
+    fake_worker.start(job_id)
+    thread = threading.Thread(target=delete_later)
+    thread.start()
+    started = time.monotonic()
+    assert_problem(client.get(f"/jobs/{job_id}?wait=30"), 404)
+    thread.join()
+    assert time.monotonic() - started < 3
+
 
 def test_events_of_an_ended_job_are_one_end_event(client, fake_worker):
     job_id = submit(client, num_images=1)["id"]
