@@ -180,7 +180,7 @@ def test_every_check_and_phase_of_the_schemathesis_cli_passes(keyed, redis_url, 
             [sys.executable, "-m", "schemathesis.cli", "--config-file", str(CONFIG), "--no-color", "run",
              f"{base}/openapi.json", "--checks", "all", "--phases", "examples,coverage,fuzzing,stateful",
              "--max-examples", str(CLI_EXAMPLES), "--seed", str(CLI_SEED), "--request-timeout", "30", *auth],
-            capture_output=True, text=True, timeout=540)
+            capture_output=True, text=True, timeout=540, cwd=tmp_path)  # its cache stays out of the checkout
         took = time.monotonic() - started
     report = run.stdout + run.stderr
     assert run.returncode == 0, report[-8000:]
