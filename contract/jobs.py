@@ -6,7 +6,8 @@ Keys (all under `imagegen:`):
 - `job:{id}`        hash: the record (nested values as JSON strings)
 - `events:{id}`     pub/sub channel: progress events and the terminal event
 - `result:{id}:{name}` PNG bytes (see results.py)
-- `idem:{owner}:{key}` Idempotency-Key -> job id (per API key: one key's retry never finds another's job)
+- `idem:{owner}:{key}` Idempotency-Key -> job id (per API key: one key's retry never finds another's job);
+                    the record names its entry (`idem`), so that deleting the job frees the key
 - `running`         set: ids of the jobs whose record is `running`, so that a surviving worker finds the
                     jobs of a dead one without scanning every record (see worker/recovery.py)
 """
@@ -167,6 +168,31 @@ redis.call('EXPIRE', KEYS[1], tonumber(redis.call('HGET', KEYS[1], 'ttl')))
 return 'failed'
 """
 
+# a worker's progress, only into a record that exists: a job deleted while it runs must not come
+# back as a hash holding nothing but its progress
+_PROGRESS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'progress', ARGV[1])
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 1
+"""
+
+# delete: the record, its place in the running index and its Idempotency-Key entry (KEYS[3]; the
+# record's own key when it has none) if that still names this job (an expired key may name another
+# by now); then an end event, so that waiters and event streams see at once that it is gone;
+# returns 1 if there was a record
+_DELETE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[2], ARGV[1])
+if KEYS[3] ~= KEYS[1] then
+  local held = redis.call('GET', KEYS[3])
+  if held and cjson.decode(held).job == ARGV[1] then redis.call('DEL', KEYS[3]) end
+end
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 1
+"""
+
 # cancel: a queued job ends now; a running one gets a flag its worker reads at the next step
 _CANCEL = """
 local s = redis.call('HGET', KEYS[1], 'status')
@@ -192,19 +218,23 @@ class JobStore:
         self._requeue = redis.register_script(_REQUEUE)
         self._recover = redis.register_script(_RECOVER)
         self._cancel = redis.register_script(_CANCEL)
+        self._progress = redis.register_script(_PROGRESS)
+        self._delete = redis.register_script(_DELETE)
 
     def create(self, job_id: str, model: str, request: dict[str, Any], webhook_url: str | None = None,
                owner: str | None = None, inputs: dict[str, str] | None = None,
-               notes: list[str] | None = None) -> dict[str, Any]:
+               notes: list[str] | None = None, idempotency: str | None = None) -> dict[str, Any]:
         """A new queued record. `request` is the normalized request the API echoes back; `inputs` the
         normalized input PNGs (base64) by request field, which the request names by sha256 only;
-        `notes` what the service did to the request (e.g. resized an input)."""
+        `notes` what the service did to the request (e.g. resized an input); `idempotency` the Redis
+        key of the Idempotency-Key entry that names the job, if any."""
         record = {
             "id": job_id, "status": JobStatus.QUEUED.value, "model": model, "request": request,
             "inputs": inputs or {}, "notes": notes or [],
             "created_at": now_iso(), "started_at": "", "finished_at": "", "progress": None,
             "images": [], "error": None, "webhook_url": webhook_url or "", "owner": owner,
             "ttl": str(self.result_ttl), "attempts": "0", "deaths": "0", "cancel_requested": "0", "worker": "",
+            "idem": idempotency or "",
         }
         self.redis.hset(job_key(job_id), mapping=_encode(record))
         return record
@@ -255,18 +285,14 @@ class JobStore:
 
     def set_progress(self, job_id: str, step: int, total: int, preview: str | None = None,
                      pipe: Pipeline | None = None) -> None:
-        """Record progress and publish a `progress` event (queued on `pipe` if given, for its caller
-        to execute with others)."""
+        """Record progress and publish a `progress` event, if the record still exists (queued on
+        `pipe` if given, for its caller to execute with others)."""
         progress = {"step": step, "total": total}
-        own = pipe is None
-        pipe = self.redis.pipeline(transaction=False) if own else pipe
-        pipe.hset(job_key(job_id), "progress", json.dumps(progress))
         event = {"event": "progress", **progress}
         if preview is not None:
             event["preview"] = preview
-        pipe.publish(events_channel(job_id), json.dumps(event))
-        if own:
-            pipe.execute()
+        self._progress(keys=[job_key(job_id)], args=[json.dumps(progress), events_channel(job_id), json.dumps(event)],
+                       client=pipe)
 
     def finish(self, job_id: str, status: JobStatus, images: list[dict] | None = None,
                error: dict[str, str] | None = None, pipe: Pipeline | None = None) -> bool | None:
@@ -292,6 +318,22 @@ class JobStore:
         if status == JobStatus.CANCELED.value:
             self.redis.publish(events_channel(job_id), json.dumps({"event": "end", "status": status}))
         return status
+
+    def delete(self, job_id: str, idempotency: str | None = None) -> bool:
+        """Remove the record, its place in the running index and its Idempotency-Key entry (the
+        Redis key the record's `idem` names); False if there was no record. The PNGs are the result
+        store's, RQ's job is RQ's: the caller removes those."""
+        record = job_key(job_id)
+        event = json.dumps({"event": "end", "status": "deleted"})
+        return bool(self._delete(keys=[record, RUNNING_KEY, idempotency or record],
+                                 args=[job_id, events_channel(job_id), event]))
+
+    def missing(self, job_ids: list[str]) -> set[str]:
+        """The jobs among `job_ids` that have no record: deleted by their owner, or expired."""
+        pipe = self.redis.pipeline(transaction=False)
+        for j in job_ids:
+            pipe.exists(job_key(j))
+        return {j for j, found in zip(job_ids, pipe.execute()) if not found}
 
     def cancel_requested(self, job_ids: list[str]) -> set[str]:
         """The jobs among `job_ids` whose cancel was asked for (or whose record is gone)."""

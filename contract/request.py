@@ -63,8 +63,9 @@ class GenerateSettings:
     errors are reported."""
 
     class_label: int | None = _setting(
-        help="class index 0..K-1 (K: the model's classes, see GET /models), a class name from the model card "
-             "(case-insensitive, e.g. \"sneaker\", \"Ankle boot\"), or null for unconditional", metavar="C")
+        help="class index 0..K-1, a class name from the model card (case-insensitive, e.g. \"sneaker\", \"Ankle "
+             "boot\"), or null for unconditional. K, the upper bound, depends on the model: the length of its "
+             "`class_names` in GET /models; an index of K or more, like an unknown name, is answered 422", metavar="C")
     num_images: int = _setting(help="images to generate", default=4, lo=1, limit="max_images",
                                metavar="N", sampled=False)
     guidance: str = _setting(help="\"cfg\" (classifier-free) or \"classifier\" (the gradient of the model's linked "

@@ -11,12 +11,20 @@ from redis.client import Pipeline
 from contract.jobs import PREFIX
 
 
+def result_names(num_images: int) -> list[str]:
+    """The files a job of `num_images` images leaves in the result store: one PNG each, and the grid."""
+    return [f"{i}.png" for i in range(num_images)] + ["grid.png"]
+
+
 class ResultStore(Protocol):
     def put(self, job_id: str, name: str, data: bytes) -> None:
         """Store one result file (e.g. "0.png", "grid.png") of a job."""
 
     def get(self, job_id: str, name: str) -> bytes | None:
         """One result file, or None if absent or expired."""
+
+    def delete(self, job_id: str, names: list[str]) -> None:
+        """Remove result files of a job (absent ones are no error)."""
 
 
 class RedisResultStore:
@@ -42,3 +50,7 @@ class RedisResultStore:
 
     def get(self, job_id: str, name: str) -> bytes | None:
         return self.redis.get(self.key(job_id, name))
+
+    def delete(self, job_id: str, names: list[str]) -> None:
+        if names:
+            self.redis.delete(*(self.key(job_id, name) for name in names))

@@ -33,7 +33,7 @@ def add_setting_arguments(p: argparse.ArgumentParser, *, local: bool) -> None:
         flag = FLAGS[name]
         if name == "class_label":
             p.add_argument(flag, required=True, metavar=s.metavar,
-                           help=f"{s.help.replace('or null', 'or none')}")
+                           help=s.help.split(". ")[0].replace("or null", "or 'none'"))
         elif FIELD_TYPES[name] == "bool":
             p.add_argument(flag, action="store_true", default=None, help=_help(name, s))
         else:

@@ -9,6 +9,11 @@ here (a file that cannot be read exits 2 naming its flag); they are sent as base
 `--previews` asks for previews of the images forming and follows the job's event stream: each
 progress event that carries one prints a line on stderr and, with `--out`, is saved as
 `preview-<step>.png` beside the images.
+
+`--delete` removes the job from the service once it has ended and its PNGs are written into `--out`
+(`DELETE /jobs/{id}`: the job, its PNGs and its Idempotency-Key), for images that must not stay on
+the server until its RESULT_TTL. There are no commands for a job by id (the CLI makes a job and
+follows it to its end): a job submitted with `--no-wait` is the Python client's to cancel or delete.
 """
 
 from __future__ import annotations
@@ -52,6 +57,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="wait, then write 0.png .. N-1.png and grid.png into DIR (created if missing)")
     p.add_argument("--no-wait", action="store_true",
                    help="print the job as submitted (queued) and exit, without waiting for it")
+    p.add_argument("--delete", action="store_true",
+                   help="once the job has ended and --out holds its PNGs, delete it from the service (the job, its "
+                        "images and its Idempotency-Key), rather than leave it there until the service's RESULT_TTL")
     p.add_argument("--timeout", type=float, default=WAIT_TIMEOUT_S, metavar="S",
                    help=f"most seconds to wait for the job to end (default: {WAIT_TIMEOUT_S:g})")
 
@@ -114,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--out needs the job to end: leave out --no-wait")
     if args.no_wait and args.previews:
         raise UsageError("--previews follows the job to its end: leave out --no-wait")
+    if args.delete and not args.out:
+        raise UsageError("--delete removes the job's images from the service: give --out to keep them here first")
     if args.timeout <= 0:
         raise UsageError(f"--timeout must be > 0 (got {args.timeout:g})")
     out = Path(args.out) if args.out else None
@@ -137,10 +147,15 @@ def run(args: argparse.Namespace) -> int:
             if job.done and job.status != "succeeded":
                 why = (job.error or {}).get("message") or job.status
                 print(f"imagegen submit: error: job {job.id} {job.status}: {why}", file=sys.stderr)
+                if args.delete:
+                    job.delete()
                 return 1
             if out is not None:
                 written = _save(job, out)
                 print(f"imagegen submit: wrote {len(written) - 1} images and grid.png to {out}", file=sys.stderr)
+            if args.delete:
+                job.delete()
+                print(f"imagegen submit: deleted job {job.id} from the service", file=sys.stderr)
     except ApiError as e:
         if 400 <= e.status < 500:
             raise UsageError(error_line(e)) from None

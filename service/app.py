@@ -73,13 +73,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (jobs, models, ops):
         app.include_router(module.router)
     page.install(app)
-    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    app.openapi = lambda: _openapi(app, settings, keys)  # type: ignore[method-assign]
     return app
 
 
-def _openapi(app: FastAPI) -> dict[str, Any]:
+def _openapi(app: FastAPI, settings: Settings, keys: KeyRing) -> dict[str, Any]:
     """FastAPI's schema, with error bodies declared as application/problem+json and its default
-    validation-error schema replaced by the problem document the API really sends."""
+    validation-error schema replaced by the problem document the API really sends; then made to
+    describe this server as configured: its auth, its limits, and how a job's operations follow
+    from POST /generate."""
     if app.openapi_schema:
         return app.openapi_schema
     schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
@@ -97,5 +99,53 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     components = schema.get("components", {}).get("schemas", {})
     for unused in ("HTTPValidationError", "ValidationError"):
         components.pop(unused, None)
+    _describe_auth(schema, keys)
+    _describe_limits(schema, settings)
+    _link_job_operations(schema)
     app.openapi_schema = schema
     return schema
+
+
+def _operations(schema: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [(path, method, operation) for path, operations in schema.get("paths", {}).items()
+            for method, operation in operations.items()]
+
+
+def _describe_auth(schema: dict[str, Any], keys: KeyRing) -> None:
+    """With API keys, the bearer scheme and a `security` requirement on every operation that
+    needs a key (FastAPI derives both from the auth dependency); with the API open, neither, and
+    no 401 or 403 that the server never sends."""
+    if not keys.open:
+        schema["info"]["description"] += ("\n\nThis server has API keys configured: every operation but `/healthz`, "
+                                          "`/readyz`, `/` and the docs needs `Authorization: Bearer <key>`, and a job "
+                                          "is visible only to the key that made it.")
+        return
+    schema.get("components", {}).pop("securitySchemes", None)
+    for _, _, operation in _operations(schema):
+        operation.pop("security", None)
+        for code in ("401", "403"):
+            operation.get("responses", {}).pop(code, None)
+
+
+def _describe_limits(schema: dict[str, Any], settings: Settings) -> None:
+    """The request's ranges that the deployment sets (MAX_STEPS, MAX_IMAGES_PER_JOB), as its
+    normalizer will check them."""
+    fields = schema.get("components", {}).get("schemas", {}).get("GenerateRequest", {}).get("properties", {})
+    if "steps" in fields:
+        fields["steps"]["maximum"] = settings.max_steps
+    if "num_images" in fields:
+        fields["num_images"]["maximum"] = settings.max_images_per_job
+
+
+def _link_job_operations(schema: dict[str, Any]) -> None:
+    """OpenAPI links from POST /generate's answers to every operation on the job it made (its
+    `id` is their `job_id`), so that tools which follow links (schemathesis's stateful phase,
+    client generators) know how the operations chain."""
+    links = {operation["operationId"]: {"operationId": operation["operationId"],
+                                        "parameters": {"job_id": "$response.body#/id"}}
+             for path, _, operation in _operations(schema)
+             if path.startswith("/jobs/{job_id}") and "operationId" in operation}
+    generate = schema.get("paths", {}).get("/generate", {}).get("post", {})
+    for code in ("200", "202"):
+        if code in generate.get("responses", {}):
+            generate["responses"][code]["links"] = dict(links)

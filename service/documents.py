@@ -112,11 +112,12 @@ async def wait_for_end(backend: Backend, job_id: str, seconds: float) -> dict[st
         await close(pubsub)
 
 
-async def held(backend: Backend, record: dict[str, Any], seconds: float) -> dict[str, Any]:
-    """`?wait=`: the record once its job has ended, or as it is after `seconds` (0: at once)."""
+async def held(backend: Backend, record: dict[str, Any], seconds: float) -> dict[str, Any] | None:
+    """`?wait=`: the record once its job has ended, or as it is after `seconds` (0: at once); None
+    if the job was deleted meanwhile."""
     if seconds <= 0 or record["status"] in TERMINAL_STATUSES:
         return record
-    return await wait_for_end(backend, record["id"], seconds) or record
+    return await wait_for_end(backend, record["id"], seconds)
 
 
 async def job_events(backend: Backend, pubsub: PubSub, record: dict[str, Any],

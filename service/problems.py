@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from http import HTTPStatus
 from typing import Any
 
@@ -143,6 +144,20 @@ def _unparsable(cause: BaseException) -> str:
     return "is not valid JSON"
 
 
+def _allowed_methods(request: Request) -> str:
+    """The methods the API's schema gives the request's path, or "" for a path it does not list.
+    (Starlette's 405 names only those of the first route that matched the path: GET /jobs/{id} hid
+    DELETE /jobs/{id}.)"""
+    root = request.scope.get("root_path", "").rstrip("/")
+    path = request.url.path[len(root):] if root and request.url.path.startswith(root) else request.url.path
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        pattern = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, path):
+            methods = {m.upper() for m in operations}
+            return ", ".join(sorted(methods | ({"HEAD"} if "GET" in methods else set())))
+    return ""
+
+
 def install(app: FastAPI, allowed_fields: list[str]) -> None:
     """Register the handlers; `allowed_fields` are the request body's fields, listed when a client
     sends an unknown one."""
@@ -164,9 +179,11 @@ def install(app: FastAPI, allowed_fields: list[str]) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
         if exc.status_code == 404 and detail == HTTPStatus(404).phrase:
             detail = f"no route {request.url.path}; see /docs"
-        elif exc.status_code == 405 and exc.headers and "Allow" in exc.headers:
-            detail = f"{request.method} is not allowed on {request.url.path}; allowed: {exc.headers['Allow']}"
-        return Problem(exc.status_code, detail, headers=dict(exc.headers or {})).response()
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405 and "Allow" in headers:
+            headers["Allow"] = _allowed_methods(request) or headers["Allow"]
+            detail = f"{request.method} is not allowed on {request.url.path}; allowed: {headers['Allow']}"
+        return Problem(exc.status_code, detail, headers=headers).response()
 
     async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
         log.warning("%s %s: Redis unreachable: %s", request.method, request.url.path, exc)

@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
     from worker.accel import AccelConfig
     from worker.engine import BatchEngine
-    from worker.main import BatchWorker
+    from worker.main import BatchWorker, StoppedWithoutRedis
     from worker.models import generator_refs, load_generators, resolve_device
 
     store = ModelStore(settings.model_store)
@@ -68,7 +68,10 @@ def run(args: argparse.Namespace) -> int:
                          max_attempts=worker_settings.max_attempts, name=name,
                          connection=Redis.from_url(settings.redis_url, socket_connect_timeout=5),
                          default_result_ttl=settings.result_ttl)
-    worker.work(burst=args.burst, logging_level=settings.log_level.upper())
+    try:
+        worker.work(burst=args.burst, logging_level=settings.log_level.upper())
+    except StoppedWithoutRedis:  # said in one line by the worker; its jobs are left for the recovery
+        return 1
     log.info("worker %s: stopped", name)
     return 0
 

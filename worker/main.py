@@ -51,6 +51,15 @@ IDLE_WAIT = 1
 WEBHOOK_DRAIN = 10.0
 """Seconds a stopping worker waits for webhook deliveries under way."""
 
+STOP_POLL = 0.25
+"""Longest a wait for Redis goes without checking whether the stop's grace has run out."""
+
+
+class StoppedWithoutRedis(Exception):
+    """The worker was asked to stop and its grace ran out while Redis was unreachable: it exits
+    without handing its jobs back (the dead-worker recovery of the others requeues them, as after a
+    SIGKILL). `python -m worker` exits 1 on it."""
+
 
 
 @dataclass
@@ -95,7 +104,7 @@ class BatchWorker(WaitsForRedis, SimpleWorker):
         """Run until SIGTERM/SIGINT (or, with `burst`, until the queue is empty and nothing runs)."""
         self._bootstrap(logging_level)
         self._install_signal_handlers()
-        worked, backoff = False, 1.0
+        worked, backoff, abandoned = False, 1.0, False
         try:
             while True:
                 try:
@@ -120,16 +129,19 @@ class BatchWorker(WaitsForRedis, SimpleWorker):
                     self.recovery.maybe_run()
                     backoff = 1.0
                 except REDIS_DOWN as e:
-                    if self._force_stop:
-                        raise
+                    self._give_up_if_stopped(e)
                     # keep the batch: the jobs go on once Redis answers again
                     log.error("Redis unreachable (%s); retrying in %.0f s", e, backoff)
-                    time.sleep(backoff)
+                    self._wait_for_redis(backoff)
                     backoff = min(backoff * 2, REDIS_BACKOFF_MAX)
                     self._last_beat = 0.0  # a heartbeat first thing once Redis is back
                     self.recovery.pause(self.recovery.heartbeat_ttl)
         except StopRequested:
             pass
+        except StoppedWithoutRedis as e:
+            abandoned = True
+            log.error("%s", e)
+            raise
         except Exception:
             # a bug (or a lost device) must not strand the jobs in flight: they go back to the queue
             log.exception("the worker loop failed; handing %d running jobs back", len(self.running))
@@ -137,10 +149,16 @@ class BatchWorker(WaitsForRedis, SimpleWorker):
                 self._hand_back(list(self.running))
             raise
         finally:
-            try:
-                self.teardown()
-            except REDIS_DOWN as e:  # stopping while Redis is down: its key expires on its own
-                log.warning("could not register this worker's death: Redis unreachable (%s)", e)
+            if abandoned:
+                # no Redis to register a death with (its key expires with its last heartbeat), and
+                # rq's pub/sub thread would go on logging its own reconnect attempts until exit
+                if self.pubsub_thread is not None:
+                    self.pubsub_thread.stop()
+            else:
+                try:
+                    self.teardown()
+                except REDIS_DOWN as e:  # stopping while Redis is down: its key expires on its own
+                    log.warning("could not register this worker's death: Redis unreachable (%s)", e)
             if not self.reporter.webhooks.drain(WEBHOOK_DRAIN):
                 log.warning("%d webhook deliveries still under way at exit", self.reporter.webhooks.pending())
         return worked
@@ -159,6 +177,35 @@ class BatchWorker(WaitsForRedis, SimpleWorker):
         else:
             self._force_stop = True
             log.warning("second stop signal: handing every running job back now")
+
+    def _in_flight(self) -> int:
+        """Jobs this worker holds: running, or ended but not yet written."""
+        return len(self.running) + len(self._unended)
+
+    def _stop_is_due(self) -> bool:
+        """Asked to stop, and nothing left to wait for: the grace has run out, a second signal came,
+        or no job is in flight."""
+        return self._stop_at is not None and (self._force_stop or time.monotonic() >= self._stop_at
+                                              or self._in_flight() == 0)
+
+    def _give_up_if_stopped(self, error: Exception) -> None:
+        """A stop wins over waiting for Redis: StoppedWithoutRedis once it is due with Redis still
+        unreachable."""
+        if not self._stop_is_due():
+            return
+        held = self._in_flight()
+        why = ("a second stop signal came" if self._force_stop else
+               f"its {self.shutdown_grace:g} s grace ran out" if held else "no job was in flight")
+        fate = (f"{held} jobs in flight are not handed back: the other workers' dead-worker recovery requeues them"
+                if held else "nothing to hand back")
+        raise StoppedWithoutRedis(f"stopping without Redis: {why} with Redis unreachable ({error}); exiting, "
+                                  f"{fate}") from None
+
+    def _wait_for_redis(self, seconds: float) -> None:
+        """Sleep `seconds` before the next try, but not past the moment a stop is due."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0 and not self._stop_is_due():
+            time.sleep(min(left, STOP_POLL))
 
     def _heartbeat(self) -> None:
         """Keep the worker, its executions and its jobs alive in RQ's eyes."""
@@ -245,7 +292,8 @@ class BatchWorker(WaitsForRedis, SimpleWorker):
                 pipe.execute()
             return False
         if record is None or not self.reporter.jobs.start(job_id, self.name):
-            self._skip(job, queue, job_id, record)
+            # read again: it may have been canceled or deleted since it was read
+            self._skip(job, queue, job_id, record and self.reporter.jobs.get(job_id))
             return True
         execution = self.prepare_execution(job)
         self.prepare_job_execution(job, remove_from_intermediate_queue=True)
@@ -270,9 +318,13 @@ class BatchWorker(WaitsForRedis, SimpleWorker):
         return True
 
     def _skip(self, job: Job, queue: Queue, job_id: str, record: dict | None) -> None:
-        """A dequeued job that must not run: canceled while queued, or without a record."""
+        """A dequeued job that must not run: canceled while queued, deleted, or without a record."""
         queue.intermediate_queue.remove(job.id)
-        if record is None:
+        if record is None and not Job.exists(job.id, connection=self.connection):
+            # DELETE /jobs/{id} removed the record and RQ's job after this worker took it: nothing to
+            # record, and RQ's job must not be written back as failed
+            log.info("job %s was deleted while queued; skipped", job_id)
+        elif record is None:
             self.handle_job_failure(job, queue, exc_string=f"job record {job_id} not found: expired or never created")
         elif record.get("status") == JobStatus.CANCELED.value:
             if job.get_status() != RQStatus.CANCELED:
@@ -325,23 +377,33 @@ class BatchWorker(WaitsForRedis, SimpleWorker):
         self._unended[run.id] = (run, status, images, error)  # until written: Redis may be down
         try:
             if status == JobStatus.SUCCEEDED:
-                self.reporter.succeeded(run.id, images, run.request)
+                moved = self.reporter.succeeded(run.id, images, run.request)
             elif status == JobStatus.FAILED:
-                self.reporter.failed(run.id, error)
+                moved = self.reporter.failed(run.id, error)
             else:
-                self.reporter.canceled(run.id)
+                moved = self.reporter.canceled(run.id)
         except REDIS_DOWN:
             raise
         except Exception as e:  # noqa: BLE001 - e.g. a PNG that cannot be encoded: this job fails alone
             log.exception("job %s: writing its end failed", run.id)
             status, error = JobStatus.FAILED, JobError("internal_error", f"{type(e).__name__}: {e}")
-            self.reporter.failed(run.id, error)
-        self._close(run, status, images, error)
+            moved = self.reporter.failed(run.id, error)
+        self._close(run, status, images, error, deleted=not moved and bool(self.reporter.jobs.missing([run.id])))
 
-    def _close(self, run: _Running, status: JobStatus, images: Tensor | None, error: JobError | None) -> None:
-        """RQ's side of an end whose record is written: its registries, then the log line."""
+    def _close(self, run: _Running, status: JobStatus, images: Tensor | None, error: JobError | None,
+               deleted: bool = False) -> None:
+        """RQ's side of an end whose record is written (or whose record was deleted while it ran):
+        its registries, then the log line."""
         job, queue, execution = run.job, run.queue, run.execution
-        if status == JobStatus.SUCCEEDED:
+        if deleted:
+            # DELETE /jobs/{id} removed RQ's job with the record; this worker's heartbeat may have
+            # written its hash back since, without a TTL: remove it again rather than finish it
+            with self.connection.pipeline() as pipe:
+                self.cleanup_execution(job, pipeline=pipe, execution=execution)
+                pipe.delete(job.key)
+                pipe.execute()
+            status = JobStatus.CANCELED
+        elif status == JobStatus.SUCCEEDED:
             self._finalize_success(job, queue, execution, result_value(status, int(images.shape[0])))
         elif status == JobStatus.FAILED:
             failure = JobFailed(error)
@@ -354,8 +416,8 @@ class BatchWorker(WaitsForRedis, SimpleWorker):
             if job.get_status() != RQStatus.CANCELED:
                 job.cancel()
         del self._unended[run.id]
-        log.info("job %s %s after %.1f s%s", run.id, status.value, time.monotonic() - run.started,
-                 f": {error.code}: {error.message}" if error else "")
+        log.info("job %s %s after %.1f s%s", run.id, "deleted" if deleted else status.value,
+                 time.monotonic() - run.started, f": {error.code}: {error.message}" if error and not deleted else "")
         if not self.running:
             self.set_state(WorkerStatus.IDLE)
 
@@ -366,14 +428,16 @@ class BatchWorker(WaitsForRedis, SimpleWorker):
         done = [(run, images) for run, status, images, _ in self._unended.values() if status == JobStatus.SUCCEEDED]
         if len(done) > 1:
             try:
-                self.reporter.succeeded_many([(run.id, images, run.request) for run, images in done])
+                moved = self.reporter.succeeded_many([(run.id, images, run.request) for run, images in done])
             except REDIS_DOWN:
                 raise
             except Exception:  # noqa: BLE001 - written job by job below, where the failing one fails alone
                 log.exception("writing the ends of %d jobs at once failed; writing them one by one", len(done))
             else:
+                unmoved = [run.id for run, _ in done if not moved[run.id]]
+                deleted = self.reporter.jobs.missing(unmoved) if unmoved else set()
                 for run, images in done:
-                    self._close(run, JobStatus.SUCCEEDED, images, None)
+                    self._close(run, JobStatus.SUCCEEDED, images, None, deleted=run.id in deleted)
         for run, status, images, error in list(self._unended.values()):
             self._end(run, status, images=images, error=error)
 

@@ -149,6 +149,13 @@ class Recovery:
                 job.cancel()
             self.worker.reporter.ended(job_id, JobStatus.CANCELED)
             log.warning("job %s: its worker %s died with its cancel pending; canceled", job_id, holder)
+        elif self.jobs.missing([job_id]):
+            # deleted (DELETE /jobs/{id}) since this pass read it: RQ's job, which `_requeue_rq` has
+            # just saved again, goes too
+            with self.connection.pipeline() as pipe:
+                self._forget_executions(queue, job_id, pipe)
+                pipe.delete(job.key)
+                pipe.execute()
 
     def _queue_of(self, job_id: str) -> tuple[Queue, Job | None]:
         queue = Queue(self.settings.queue_name, connection=self.connection, serializer=JSONSerializer)

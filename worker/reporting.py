@@ -13,7 +13,7 @@ from redis import Redis
 from torch import Tensor
 
 from contract.jobs import JobStatus, JobStore, decode_record, job_document, job_key
-from contract.results import RedisResultStore
+from contract.results import RedisResultStore, result_names
 from contract.settings import Settings
 from diffusion.images import make_grid, png_bytes
 from worker.engine import JobError, StepReport
@@ -109,13 +109,19 @@ class JobReporter:
         records = [decode_record(answers[i + 1]) for i in at]
         for job_id, _, _ in done:
             self._sent.pop(job_id, None)
+        for (job_id, _, _), n, record in zip(done, counts, records):
+            if record is None:
+                # deleted while it ran (DELETE /jobs/{id}), or expired: the PNGs just written must not
+                # outlive it (had this failed, they would still expire with the result TTL)
+                self.results.delete(job_id, result_names(n))
         metrics = self.redis.pipeline(transaction=False)
         for (job_id, _, _), n, record in zip(done, counts, records):
             if moved[job_id]:
                 record_job_end(metrics, JobStatus.SUCCEEDED.value, n)
                 self._webhook(record)
             else:
-                log.warning("job %s had already ended (or its record expired); succeeded not recorded", job_id)
+                log.warning("job %s had already ended (or was deleted, or its record expired); succeeded not "
+                            "recorded", job_id)
         if len(metrics):
             metrics.execute()
         return moved
@@ -135,7 +141,8 @@ class JobReporter:
              error: dict[str, str] | None = None) -> bool:
         self._sent.pop(job_id, None)
         if not self.jobs.finish(job_id, status, images=images, error=error):
-            log.warning("job %s had already ended (or its record expired); %s not recorded", job_id, status.value)
+            log.warning("job %s had already ended (or was deleted, or its record expired); %s not recorded", job_id,
+                        status.value)
             return False
         self.ended(job_id, status, num_images)
         return True

@@ -12,6 +12,9 @@ img2img and inpainting: `api.generate("sneaker", init_image="shoe.png", strength
 `job.wait(stream=True, on_progress=callback)`, which hands `callback` a `Progress` whose `preview` is
 a PIL image of the images forming.
 
+`job.cancel()` stops a job and keeps it readable (status `canceled`); `job.delete()` (or
+`api.delete(id)`) removes it, its images and its Idempotency-Key from the server.
+
 `AsyncClient` has the same methods as coroutines (and `events` as an async iterator). Arguments left
 out of `generate` are not sent, so the server fills them from the model card. Every error response
 raises `ApiError` with the problem document's fields; network failures raise httpx's own errors

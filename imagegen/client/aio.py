@@ -83,8 +83,12 @@ class AsyncClient:
         return AsyncJob.parse((await self._request("GET", f"/jobs/{id}")).json(), client=self)
 
     async def cancel(self, id: str) -> AsyncJob:
-        """Cancel a job; see `Client.cancel`."""
-        return AsyncJob.parse((await self._request("DELETE", f"/jobs/{id}")).json(), client=self)
+        """Cancel a job, which stays readable; see `Client.cancel`."""
+        return AsyncJob.parse((await self._request("POST", f"/jobs/{id}/cancel")).json(), client=self)
+
+    async def delete(self, id: str) -> None:
+        """Delete a job, its images and its Idempotency-Key; see `Client.delete`."""
+        await self._request("DELETE", f"/jobs/{id}")
 
     async def models(self) -> list[dict[str, Any]]:
         """Every model the server has."""

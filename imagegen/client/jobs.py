@@ -88,8 +88,8 @@ def terminal_event(event: dict[str, Any]) -> tuple[bool, dict[str, Any] | None]:
 
 @dataclass
 class Job(JobDocument):
-    """A job of a `Client`: the document plus `wait`, `grid`, `refresh` and `cancel`; `images()`
-    downloads the images as PIL images (see ImageList)."""
+    """A job of a `Client`: the document plus `wait`, `grid`, `refresh`, `cancel` and `delete`;
+    `images()` downloads the images as PIL images (see ImageList)."""
 
     client: Client | None = field(default=None, repr=False, compare=False)
 
@@ -124,6 +124,10 @@ class Job(JobDocument):
         """Cancel the job (see `Client.cancel`)."""
         return self._client().cancel(self.id)
 
+    def delete(self) -> None:
+        """Delete the job and its images from the server (see `Client.delete`)."""
+        self._client().delete(self.id)
+
     def _client(self) -> Client:
         if self.client is None:
             raise RuntimeError("this Job has no client; get it from Client.generate or Client.job")
@@ -155,6 +159,10 @@ class AsyncJob(JobDocument):
     async def cancel(self) -> AsyncJob:
         """Cancel the job (see `Client.cancel`)."""
         return await self._client().cancel(self.id)
+
+    async def delete(self) -> None:
+        """Delete the job and its images from the server (see `Client.delete`)."""
+        await self._client().delete(self.id)
 
     def _client(self) -> AsyncClient:
         if self.client is None:

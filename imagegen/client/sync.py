@@ -98,9 +98,15 @@ class Client:
         return Job.parse(self._request("GET", f"/jobs/{id}").json(), client=self)
 
     def cancel(self, id: str) -> Job:
-        """Cancel a job (`DELETE /jobs/{id}`): a queued one ends at once, a running one at its next
-        step; the answer says `canceled`, or how the job ended if it already had."""
-        return Job.parse(self._request("DELETE", f"/jobs/{id}").json(), client=self)
+        """Cancel a job (`POST /jobs/{id}/cancel`): a queued one ends at once, a running one at its
+        next step; the answer says `canceled` (or `running`, for a job still stopping), or how the job
+        ended if it already had. The job stays readable until the server's RESULT_TTL."""
+        return Job.parse(self._request("POST", f"/jobs/{id}/cancel").json(), client=self)
+
+    def delete(self, id: str) -> None:
+        """Delete a job (`DELETE /jobs/{id}`): cancel it if it has not ended, then remove it, its
+        images and its Idempotency-Key from the server. Reading it afterwards raises ApiError (404)."""
+        self._request("DELETE", f"/jobs/{id}")
 
     def models(self) -> list[dict[str, Any]]:
         """Every model the server has (`GET /models`)."""

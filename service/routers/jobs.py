@@ -1,4 +1,4 @@
-"""Jobs: submit, poll, fetch PNGs, stream progress, cancel."""
+"""Jobs: submit, poll, fetch PNGs, stream progress, cancel, delete."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from contract.errors import InvalidField
 from contract.image_inputs import ImageInputs, decode_base64_png, resolve_image_inputs
 from contract.jobs import PREFIX, JobStatus, JobStore, job_id_time, job_url, new_job_id
 from contract.request import API, Limits, resolve_settings
+from contract.results import result_names
 from contract.schema import GenerateRequest
 from model_store import ModelCard
 from service.auth import Caller, CallerDep, authenticate
@@ -111,16 +112,17 @@ def _replay(backend: Backend, job_id: str) -> dict[str, Any]:
 
 def create_and_enqueue(backend: Backend, job_id: str, card: ModelCard, request: dict[str, Any],
                        webhook_url: str | None, owner: str | None = None,
-                       inputs: ImageInputs | None = None) -> dict[str, Any]:
+                       inputs: ImageInputs | None = None, idempotency: str | None = None) -> dict[str, Any]:
     """Write the record and the RQ job in one MULTI/EXEC: both exist or neither does, so no crash
-    can leave a queued record that no worker will ever see (or an RQ job with no record)."""
+    can leave a queued record that no worker will ever see (or an RQ job with no record).
+    `idempotency` is the Redis key of the job's Idempotency-Key entry, which DELETE removes too."""
     settings = backend.settings
     inputs = inputs or ImageInputs()
     pipe = backend.redis.pipeline(transaction=True)
     pipe.multi()
     record = JobStore(pipe, result_ttl=settings.result_ttl).create(
         job_id, model=card.ref, request=request, webhook_url=webhook_url, owner=owner, inputs=inputs.encoded(),
-        notes=inputs.notes)
+        notes=inputs.notes, idempotency=idempotency)
     backend.queue.enqueue_call(func=TASK, kwargs={"job": job_id}, job_id=job_id, timeout=settings.job_timeout,
                                result_ttl=settings.result_ttl, failure_ttl=settings.result_ttl, pipeline=pipe)
     pipe.execute()
@@ -142,19 +144,20 @@ def submit(backend: Backend, body: GenerateRequest, idempotency_key: str | None,
     """Validate, then create and enqueue the job (or find the one this Idempotency-Key made)."""
     card, request, inputs = normalize(backend, body)
     job_id = new_job_id()
-    if idempotency_key is not None:
-        existing = _claim(backend, _idem_key(owner, idempotency_key), _fingerprint(body), job_id)
+    idem = None if idempotency_key is None else _idem_key(owner, idempotency_key)
+    if idem is not None:
+        existing = _claim(backend, idem, _fingerprint(body), job_id)
         if existing is not None:
             return _replay(backend, existing)
     try:
         check_queue_depth(backend)
         webhook_url = None if body.webhook_url is None else str(body.webhook_url)
-        return create_and_enqueue(backend, job_id, card, request, webhook_url, owner, inputs)
+        return create_and_enqueue(backend, job_id, card, request, webhook_url, owner, inputs, idem)
     except BaseException:
-        if idempotency_key is not None:
+        if idem is not None:
             # the job was not made: a retry with this key must make it, not find nothing
             try:
-                backend.redis.delete(_idem_key(owner, idempotency_key))
+                backend.redis.delete(idem)
             except Exception:  # noqa: BLE001 - the original error is the one to raise
                 pass
         raise
@@ -180,7 +183,7 @@ async def generate(
                                                   description="makes a retry return the same job (24 h)")] = None,
 ) -> dict[str, Any]:
     record = await run_in_threadpool(submit, backend, body, idempotency_key, caller.owner)
-    record = await held(backend, record, wait)
+    record = await held(backend, record, wait) or record  # deleted while held: answered as it was made
     doc = await run_in_threadpool(document, backend, record, _root(request))
     response.status_code = 200 if doc["status"] in TERMINAL_STATUSES else 202
     response.headers["Location"] = job_url(_root(request), doc["id"])
@@ -200,6 +203,8 @@ async def get_job(
                                                                    "to end, 0..60")] = 0,
 ) -> dict[str, Any]:
     record = await held(backend, await run_in_threadpool(load, backend, job_id, caller.owner), wait)
+    if record is None:  # deleted while the request waited
+        raise not_found(job_id, backend.settings.result_ttl)
     return await run_in_threadpool(document, backend, record, _root(request))
 
 
@@ -275,12 +280,13 @@ def _cancel(backend: Backend, job_id: str, owner: str | None) -> dict[str, Any]:
     return load(backend, job_id, owner)
 
 
-@router.delete(
-    "/jobs/{job_id}", response_model=JobDocument, summary="Cancel a job",
+@router.post(
+    "/jobs/{job_id}/cancel", response_model=JobDocument, summary="Cancel a job",
     response_description="The job ended: canceled now, or succeeded/failed before the request",
     description="A queued job is canceled at once (200, status `canceled`). A running one is canceled by its "
                 "worker at the next sampler step: 202 with the document as it is now (status `running`); poll or "
-                "stream events for the end. A job that had already ended is answered as it is (200).",
+                "stream events for the end. A job that had already ended is answered as it is (200). The job stays "
+                "readable until RESULT_TTL; `DELETE /jobs/{id}` removes it.",
     responses={202: {"model": JobDocument, "description": "Cancel requested; the job is still running"},
                **responses(404)},
 )
@@ -289,3 +295,32 @@ def cancel_job(job_id: str, request: Request, response: Response, backend: Backe
     record = _cancel(backend, job_id, caller.owner)
     response.status_code = 202 if record["status"] == JobStatus.RUNNING.value else 200
     return document(backend, record, _root(request))
+
+
+def _delete(backend: Backend, job_id: str, owner: str | None) -> None:
+    record = load(backend, job_id, owner)  # another key's job is not found, and not deleted
+    # the record first: from then on a worker's finish writes nothing, and a running job's worker
+    # finds it gone at its next step and stops it (as for a cancel); a queued one leaves RQ's queue below
+    if not backend.jobs.delete(job_id, record.get("idem") or None):
+        raise not_found(job_id, backend.settings.result_ttl)
+    num_images = int((record.get("request") or {}).get("num_images") or 0)
+    backend.results.delete(job_id, result_names(num_images))
+    rq_job = backend.queue.fetch_job(job_id)
+    if rq_job is not None:
+        try:
+            rq_job.delete()  # off the queue and out of every registry, then its hash
+        except InvalidJobOperation:  # a hash with no status (a worker's heartbeat wrote it back)
+            backend.redis.delete(rq_job.key)
+
+
+@router.delete(
+    "/jobs/{job_id}", status_code=204, response_class=Response, summary="Delete a job",
+    response_description="Deleted: the job, its images and its Idempotency-Key are gone",
+    description="Cancels the job if it has not ended (a running one stops at its worker's next sampler step), then "
+                "removes it: its record, its PNGs and its Idempotency-Key entry, so that the key can be used for a "
+                "new job. Every later read of the job, its images, its grid and its events answers 404.",
+    responses={204: {"description": "Deleted"}, **responses(404)},
+)
+def delete_job(job_id: str, backend: BackendDep, caller: CallerDep) -> Response:
+    _delete(backend, job_id, caller.owner)
+    return Response(status_code=204)

@@ -13,7 +13,7 @@
 // text as it is; an image's seed (seed + i) is computed with BigInt.
 
 import { TERMINAL, call, jobPath } from "./api.js";
-import { remember, renderHistory, saveHistory } from "./history.js";
+import { forget, remember, renderHistory, saveHistory } from "./history.js";
 import { imageFields, setImageModel, setupImage } from "./image.js";
 import { follow, hidePreview, seconds, setBusy, setStatus, showProgress, showQueued } from "./job.js";
 import { renderQuality } from "./quality.js";
@@ -89,14 +89,38 @@ function applyModel() {
   $("steps").value = String(d.steps);
   $("num_images").value = String(d.num_images);
   $("eta").value = String(d.eta);
-  $("model-hint").textContent = `${info.image_size}×${info.image_size} ${info.channels === 1 ? "grayscale" : "color"}, `
-    + `${info.class_names.length} classes.` + (info.notes ? ` ${info.notes}` : "");
+  showCard(info);
   showScale();
   showEta();
   showSampler();
   setImageModel(info);
   $("quality-model").value = info.ref;
   if (!$("panel-quality").hidden) loadQuality();
+}
+
+// the card's notes say "Interim model..." until a model has had its full training
+const isInterim = (info) => /^\s*interim\b/i.test(info.notes || "");
+
+/** One line about the model under its picker; the card's notes and facts behind a disclosure, so
+ * that a long card never pushes the class picker below the fold. */
+function showCard(info) {
+  const kind = `${info.image_size}×${info.image_size} ${info.channels === 1 ? "grayscale" : "color"}`;
+  $("model-hint").textContent = [kind, `${info.class_names.length} classes`, ...(isInterim(info) ? ["interim"] : [])]
+    .join(" · ");
+  $("model-notes").textContent = info.notes || "";
+  $("model-notes").hidden = !info.notes;
+  const facts = [["version", `${info.ref}${info.latest ? " (latest)" : ""}`], ["created", info.created_at],
+    ["classes", info.class_names.join(", ")],
+    ["defaults", `${info.defaults.sampler} ${info.defaults.steps} steps, ${info.defaults.guidance} ${formatScale(info.defaults.guidance_scale)}`],
+    ["guidance classifier", linkedClassifier(info) || "none"]];
+  $("model-facts").replaceChildren(...facts.filter(([, v]) => v).flatMap(([k, v]) => {
+    const dt = document.createElement("dt");
+    dt.textContent = k;
+    const dd = document.createElement("dd");
+    dd.textContent = v;
+    return [dt, dd];
+  }));
+  $("model-card").hidden = false;
 }
 
 function randomSeed() {
@@ -237,7 +261,7 @@ async function cancel() {
   $("cancel").disabled = true;
   setStatus("canceling", "Canceling…");
   try {
-    const { data } = await call("DELETE", jobPath(job.id));
+    const { data } = await call("POST", jobPath(job.id, "/cancel"));
     // a running job stops at its next sampler step: the stream (or the poll) brings the end
     if (TERMINAL.has(data.status)) finish(job, data);
   } catch (e) {
@@ -311,8 +335,30 @@ function show(entry) {
   showResults($("results"), entry, reuse);
 }
 
+/** Delete the job on the service (its images go too), then its history entry. A job the service no
+ * longer has (expired, deleted elsewhere) leaves the history all the same. */
+async function deleteFromHistory(entry) {
+  try {
+    await call("DELETE", jobPath(entry.id));
+  } catch (e) {
+    if (e.status !== 404) {
+      askForKeyIf(e);
+      setStatus("failed", `Could not delete job ${entry.id.slice(0, 8)}: ${e.message}`);
+      return;
+    }
+  }
+  forget(entry.id);
+  if ($("job").dataset.job === entry.id) {
+    $("results").replaceChildren();
+    $("job").hidden = true;
+    $("empty").hidden = false;
+  }
+  listHistory();
+  $("history-title").focus();
+}
+
 function listHistory() {
-  const count = renderHistory($("history"), showFromHistory);
+  const count = renderHistory($("history"), showFromHistory, deleteFromHistory);
   $("history-empty").hidden = count > 0;
   $("clear-history").hidden = count === 0;
 }

@@ -22,8 +22,14 @@ export function remember(entry) {
   saveHistory([entry, ...loadHistory().filter((e) => e.id !== entry.id)]);
 }
 
-/** The stored jobs into the list `ul`; `onShow(entry)` when one is clicked. Returns how many. */
-export function renderHistory(ul, onShow) {
+/** Drop the entry of job `id`. */
+export function forget(id) {
+  saveHistory(loadHistory().filter((e) => e.id !== id));
+}
+
+/** The stored jobs into the list `ul`; `onShow(entry)` when one is clicked, `onDelete(entry)` when its
+ * delete button is. Returns how many. */
+export function renderHistory(ul, onShow, onDelete) {
   const list = loadHistory();
   ul.replaceChildren(...list.map((entry) => {
     const b = button("", () => onShow(entry), { class: "history-item", "data-job": entry.id });
@@ -44,8 +50,10 @@ export function renderHistory(ul, onShow) {
       + (Number.isNaN(when.getTime()) ? "" : ` · ${when.toLocaleTimeString()}`);
     b.append(thumbs, text);
     b.setAttribute("aria-label", `Show job: ${describe(entry)}, ${entry.status}`);
+    const remove = button("Delete", () => onDelete(entry), { class: "history-delete", "data-job": entry.id,
+      "aria-label": `Delete job ${entry.id.slice(0, 8)} and its images from the service` });
     const item = document.createElement("li");
-    item.append(b);
+    item.append(b, remove);
     return item;
   }));
   return list.length;

@@ -8,6 +8,7 @@ than the service. Every wait is bounded.
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -64,17 +65,23 @@ QUALITY = {"guidance_sweep": SWEEP, "floor": {"fd": 0.9, "n": 10000, "what": "tr
            "eval_classifier": "fmnist-eval-classifier@1", "per_class": 1000}
 
 
+REPO = Path(__file__).resolve().parents[2]
+
+SHIPPED_NOTES = json.loads((REPO / "model_store/models/fashion-mnist/2/card.json").read_text())["notes"]
+"""The notes paragraph of the shipped interim model's card: the long one a first-time visitor meets."""
+
+
 @pytest.fixture(scope="module")
 def tiny_store_root(tiny_store_root, tmp_path_factory) -> Path:
     """The session's tiny store (copied, so other modules see it unchanged) plus `swept`: the tiny
-    generator again, with a measured guidance sweep in its card."""
+    generator again, with a measured guidance sweep and the shipped model's notes in its card."""
     from stores import fp16, generator_fields, randomized_unet
 
     from model_store import ModelStore
 
     root = tmp_path_factory.mktemp("page-store")
     shutil.copytree(tiny_store_root, root, dirs_exist_ok=True)
-    save_model(ModelStore(root), "swept", fp16(randomized_unet()), generator_fields(quality=QUALITY))
+    save_model(ModelStore(root), "swept", fp16(randomized_unet()), generator_fields(quality=QUALITY, notes=SHIPPED_NOTES))
     return root
 
 
@@ -255,7 +262,65 @@ def test_cancel_during_a_long_job(page, service, tmp_path):
     assert "canceled" in page.text_content("#status")
     assert page.is_hidden("#cancel") and page.is_enabled("#generate")
     page.screenshot(path=str(tmp_path / "canceled.png"))
+    # canceled, not deleted: the job stays readable
     assert job_document(service, page.get_attribute("#job", "data-job"))["status"] == "canceled"
+
+
+def test_delete_from_the_history_removes_the_job_on_the_service_too(page, service, tmp_path):
+    open_page(page, service.url + "/")
+    page.fill("#num_images", "1")
+    page.fill("#steps", "2")
+    page.click("#generate")
+    assert wait_status(page, "succeeded", "failed", "canceled") == "succeeded"
+    job_id = page.get_attribute("#job", "data-job")
+    assert httpx.get(f"{service.url}/jobs/{job_id}/images/0.png", timeout=30).status_code == 200
+
+    delete = page.locator(f'#history .history-delete[data-job="{job_id}"]')
+    assert delete.get_attribute("aria-label").startswith(f"Delete job {job_id[:8]}")
+    page.screenshot(path=str(tmp_path / "history.png"))
+    delete.click()
+    page.locator(f'#history .history-item[data-job="{job_id}"]').wait_for(state="detached")
+    stored = page.evaluate("() => JSON.parse(localStorage.getItem('imagegen.playground.history') || '[]')")
+    assert job_id not in [e["id"] for e in stored]
+    assert page.is_hidden("#job") and page.locator("#results .images img").count() == 0
+    for path in (f"/jobs/{job_id}", f"/jobs/{job_id}/images/0.png", f"/jobs/{job_id}/grid.png"):
+        assert httpx.get(f"{service.url}{path}", timeout=30).status_code == 404, path
+
+
+def test_the_model_card_is_one_line_and_its_details_are_a_click_away(browser, guard, service, tmp_path):
+    page = new_page(browser, guard, viewport={"width": 1280, "height": 1000})
+    try:
+        open_page(page, service.url + "/")
+        page.select_option("#model", "swept@1")  # the card with the shipped model's long notes
+        assert page.text_content("#model-hint") == "28×28 grayscale · 10 classes · interim"
+        lines = page.evaluate("() => { const r = document.createRange();"
+                              " r.selectNodeContents(document.getElementById('model-hint'));"
+                              " return new Set([...r.getClientRects()].map(b => Math.round(b.top))).size; }")
+        assert lines == 1, "the summary wraps"
+        # the class picker is on screen without scrolling
+        assert page.evaluate("() => window.scrollY") == 0
+        box = page.locator("#class_label").bounding_box()
+        assert box is not None and box["y"] >= 0 and box["y"] + box["height"] <= 1000, box
+        assert page.is_hidden("#model-notes")
+        page.screenshot(path=str(tmp_path / "card-closed.png"))
+
+        # the full card is one click away, and a second click folds it again
+        page.click("#model-card summary")
+        assert page.is_visible("#model-notes")
+        assert page.text_content("#model-notes") == SHIPPED_NOTES
+        facts = dict(zip(page.locator("#model-facts dt").all_text_contents(),
+                         page.locator("#model-facts dd").all_text_contents()))
+        assert facts["version"] == "swept@1 (latest)" and facts["classes"].startswith("T-shirt/top, Trouser")
+        page.screenshot(path=str(tmp_path / "card-open.png"), full_page=True)
+        page.click("#model-card summary")
+        assert page.is_hidden("#model-notes")
+
+        # the tiny default model's card has no notes: the summary line says so, with nothing interim
+        page.select_option("#model", "fashion-mnist@1")
+        assert page.text_content("#model-hint") == "28×28 grayscale · 10 classes"
+    finally:
+        page.context.close()
+    check_guard(guard)
 
 
 def test_phone_width_and_keyboard_only(browser, guard, service, tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -146,6 +147,51 @@ def test_cancel_a_queued_job(api):
     assert canceled.status == "canceled" and canceled.done
     with pytest.raises(JobError, match="canceled"):
         canceled.images()
+    assert api.job(job.id).status == "canceled"  # canceled, not deleted
+
+
+def test_delete_a_job_and_its_images(api, redis_url):
+    job = api.generate(1, num_images=2, idempotency_key="client-delete-1")
+    finish(redis_url, job.id)
+    done = api.job(job.id)
+    assert len(done.images()) == 2
+    assert done.delete() is None
+    for read in (lambda: api.job(job.id), lambda: api.image(done.image_urls()[0]), lambda: api.grid(done),
+                 lambda: api.delete(job.id), lambda: api.cancel(job.id)):
+        with pytest.raises(ApiError) as e:
+            read()
+        assert e.value.status == 404
+    # its Idempotency-Key names no job any more: the same request makes a new one
+    assert api.generate(1, num_images=2, idempotency_key="client-delete-1").id != job.id
+
+
+def test_submit_delete_keeps_the_pngs_here_and_removes_the_job_there(api, base_url, redis_url, tmp_path, capsys):
+    from imagegen.cli import main
+
+    redis = Redis.from_url(redis_url)
+
+    def stand_in() -> None:  # submit's job is made inside main(): finish the one that appears
+        deadline = time.monotonic() + 20
+        while not (keys := list(redis.scan_iter("imagegen:job:*"))):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        finish(redis_url, keys[0].decode().rpartition(":")[2])
+
+    threading.Thread(target=stand_in, daemon=True).start()
+    out = tmp_path / "out"
+    code = main(["submit", "--url", base_url, "--class-label", "1", "--num-images", "2", "--out", str(out),
+                 "--delete", "--timeout", "30"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    job_id = json.loads(captured.out)["id"]
+    assert sorted(p.name for p in out.iterdir()) == ["0.png", "1.png", "grid.png"]
+    assert f"deleted job {job_id}" in captured.err
+    with pytest.raises(ApiError) as e:
+        api.job(job_id)
+    assert e.value.status == 404
+    # without --out, --delete would throw the images away unseen: refused before anything is sent
+    assert main(["submit", "--url", base_url, "--class-label", "1", "--delete"]) == 2
+    assert "--delete" in capsys.readouterr().err and list(redis.scan_iter("imagegen:job:*")) == []
 
 
 def test_idempotency_key_returns_the_same_job(api):
@@ -254,5 +300,14 @@ def test_async_client(settings, redis_url):
             assert e.value.status == 422 and "sampler" in str(e.value)
             queued = await client.generate(1, num_images=1)
             assert (await queued.cancel()).status == "canceled"
+            assert (await queued.refresh()).status == "canceled"
+            await queued.delete()
+            with pytest.raises(ApiError) as e:
+                await client.job(queued.id)
+            assert e.value.status == 404
+            await done.delete()
+            with pytest.raises(ApiError) as e:
+                await done.grid()
+            assert e.value.status == 404
 
     asyncio.run(go())

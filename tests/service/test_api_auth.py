@@ -69,16 +69,37 @@ def test_every_endpoint_needs_a_key_but_health_readiness_the_page_and_the_docs(k
     for method, path in (("GET", "/models"), ("GET", "/models/fashion-mnist"), ("GET", "/samplers"),
                          ("GET", "/metrics"), ("POST", "/generate"), ("GET", f"/jobs/{job}"),
                          ("GET", f"/jobs/{job}/images/0.png"), ("GET", f"/jobs/{job}/grid.png"),
-                         ("GET", f"/jobs/{job}/events"), ("DELETE", f"/jobs/{job}")):
+                         ("GET", f"/jobs/{job}/events"), ("POST", f"/jobs/{job}/cancel"), ("DELETE", f"/jobs/{job}")):
         assert_problem(keyed.request(method, path, json={"class_label": 1} if method == "POST" else None), 401)
     assert keyed.get("/healthz").status_code == 200
     assert keyed.get("/readyz").status_code == 503  # no worker, but not a 401: probes carry no key
     assert keyed.get("/").status_code == 200 and keyed.get("/static/app.js").status_code == 200
     assert keyed.get("/docs").status_code == 200
-    schema = keyed.get("/openapi.json").json()
-    assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
-    assert "401" in schema["paths"]["/generate"]["post"]["responses"]
-    assert "security" not in schema["paths"]["/healthz"]["get"]
+
+
+def test_the_openapi_document_describes_the_auth_as_configured(keyed, client):
+    keyed_schema, open_schema = keyed.get("/openapi.json").json(), client.get("/openapi.json").json()
+    # keys on: a bearer scheme, required by every operation but the probes and the page
+    schemes = keyed_schema["components"]["securitySchemes"]
+    assert list(schemes) == ["HTTPBearer"] and schemes["HTTPBearer"]["type"] == "http"
+    assert schemes["HTTPBearer"]["scheme"] == "bearer"
+    unguarded = {("get", "/healthz"), ("get", "/readyz"), ("get", "/")}
+    for path, operations in keyed_schema["paths"].items():
+        for method, operation in operations.items():
+            if (method, path) in unguarded:
+                assert "security" not in operation and "401" not in operation["responses"], (method, path)
+            else:
+                assert operation["security"] == [{"HTTPBearer": []}], (method, path)
+                assert {"401", "403"} <= set(operation["responses"]), (method, path)
+    # open: no scheme, no requirement, no 401/403, and no Authorization header parameter anywhere
+    assert "securitySchemes" not in open_schema.get("components", {})
+    for path, operations in open_schema["paths"].items():
+        for method, operation in operations.items():
+            assert "security" not in operation, (method, path)
+            assert not {"401", "403"} & set(operation["responses"]), (method, path)
+            headers = [p["name"].lower() for p in operation.get("parameters", []) if p["in"] == "header"]
+            assert "authorization" not in headers, (method, path)
+    assert "security" not in open_schema
 
 
 def test_a_job_is_visible_only_to_the_key_that_made_it(keyed, redis, queue, settings):
@@ -92,13 +113,13 @@ def test_a_job_is_visible_only_to_the_key_that_made_it(keyed, redis, queue, sett
         for method, path in (("GET", f"/jobs/{job_id}"), ("GET", f"/jobs/{job_id}?wait=30"),
                              ("GET", f"/jobs/{job_id}/images/0.png"),
                              ("GET", f"/jobs/{job_id}/grid.png"), ("GET", f"/jobs/{job_id}/events"),
-                             ("DELETE", f"/jobs/{job_id}")):
+                             ("POST", f"/jobs/{job_id}/cancel"), ("DELETE", f"/jobs/{job_id}")):
             for other in (BETA, GAMMA):
                 problem = assert_problem(keyed.request(method, path, headers=bearer(other)), 404)
                 # the very answer a job that never existed gets: nothing tells the ids apart
                 assert problem == {**problem, "type": "tag:imagegen,2026:problem/job-not-found",
                                    "detail": f"unknown job {job_id!r}"}, (method, path)
-    # the other key's DELETE canceled nothing
+    # the other key's cancel and DELETE canceled and deleted nothing
     assert keyed.get(f"/jobs/{queued}", headers=bearer(ALPHA)).json()["status"] == "queued"
     assert keyed.get(f"/jobs/{mine}", headers=bearer(ALPHA)).json()["status"] == "succeeded"
     png = keyed.get(f"/jobs/{mine}/images/1.png", headers=bearer(ALPHA))
@@ -107,7 +128,9 @@ def test_a_job_is_visible_only_to_the_key_that_made_it(keyed, redis, queue, sett
     assert keyed.get(f"/jobs/{mine}/grid.png", headers=bearer(ALPHA)).status_code == 200
     with keyed.stream("GET", f"/jobs/{mine}/events", headers=bearer(ALPHA)) as events:
         assert events.status_code == 200 and "event: end" in events.read().decode()
-    assert keyed.delete(f"/jobs/{queued}", headers=bearer(ALPHA)).json()["status"] == "canceled"
+    assert keyed.post(f"/jobs/{queued}/cancel", headers=bearer(ALPHA)).json()["status"] == "canceled"
+    assert keyed.delete(f"/jobs/{mine}", headers=bearer(ALPHA)).status_code == 204
+    assert_problem(keyed.get(f"/jobs/{mine}", headers=bearer(ALPHA)), 404)
 
 
 def test_the_owner_is_the_keys_digest_and_no_key_is_stored_or_logged(keyed, redis, caplog):

@@ -1,5 +1,5 @@
-"""GET /jobs/{id}, its PNGs, its events (for an ended job) and DELETE, with a stand-in worker
-driving the records through JobStore and the result store."""
+"""GET /jobs/{id}, its PNGs, its events (for an ended job), POST /jobs/{id}/cancel and DELETE, with
+a stand-in worker driving the records through JobStore and the result store."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import time
 import pytest
 from api_helpers import assert_problem, submit
 
-from contract.jobs import new_job_id
+from contract.jobs import JobStatus, new_job_id
 
 
 def test_unknown_job_is_404(client):
@@ -20,6 +20,7 @@ def test_unknown_job_is_404(client):
         assert "unknown job" in problem["detail"] and "expired" not in problem["detail"]
         assert problem["type"].endswith("job-not-found")
     assert_problem(client.delete(f"/jobs/{new_job_id()}"), 404)
+    assert_problem(client.post(f"/jobs/{new_job_id()}/cancel"), 404)
     assert_problem(client.get(f"/jobs/{new_job_id()}/grid.png"), 404)
     assert_problem(client.get(f"/jobs/{new_job_id()}/events"), 404)
 
@@ -115,7 +116,7 @@ def test_images_gone_from_the_result_store_are_404_expired(client, fake_worker, 
 def test_cancel_a_queued_job(client, queue):
     keep, cancel = submit(client)["id"], submit(client)["id"]
     assert queue.job_ids == [keep, cancel]
-    r = client.delete(f"/jobs/{cancel}")
+    r = client.post(f"/jobs/{cancel}/cancel")
     assert r.status_code == 200
     doc = r.json()
     assert doc["status"] == "canceled" and doc["finished_at"] and doc["queue_position"] is None
@@ -123,25 +124,114 @@ def test_cancel_a_queued_job(client, queue):
     # RQ's own bookkeeping agrees: the job is in its canceled registry, not left "queued"
     assert cancel in queue.canceled_job_registry.get_job_ids()
     assert queue.fetch_job(cancel).get_status() == "canceled"
+    # canceled is not deleted: the job stays readable
     assert client.get(f"/jobs/{cancel}").json()["status"] == "canceled"
     # again: nothing changes
-    assert client.delete(f"/jobs/{cancel}").json()["status"] == "canceled"
+    assert client.post(f"/jobs/{cancel}/cancel").json()["status"] == "canceled"
 
 
 def test_cancel_a_running_job_is_accepted_for_the_worker(client, fake_worker, redis):
     job_id = submit(client)["id"]
     fake_worker.start(job_id)
-    r = client.delete(f"/jobs/{job_id}")
+    r = client.post(f"/jobs/{job_id}/cancel")
     assert r.status_code == 202 and r.json()["status"] == "running"
     assert fake_worker.jobs.cancel_requested([job_id]) == {job_id}
+    assert client.get(f"/jobs/{job_id}").status_code == 200
 
 
 def test_cancel_an_ended_job_answers_it_as_it_is(client, fake_worker):
     job_id = submit(client, num_images=1)["id"]
     fake_worker.start(job_id)
     fake_worker.succeed(job_id)
-    r = client.delete(f"/jobs/{job_id}")
+    r = client.post(f"/jobs/{job_id}/cancel")
     assert r.status_code == 200 and r.json()["status"] == "succeeded" and len(r.json()["images"]) == 1
+    assert client.get(f"/jobs/{job_id}/images/0.png").status_code == 200
+
+
+def assert_gone(client, job_id: str, num_images: int) -> None:
+    """Every read of the job answers 404, as for a job that never existed."""
+    paths = [f"/jobs/{job_id}", f"/jobs/{job_id}?wait=5", f"/jobs/{job_id}/grid.png", f"/jobs/{job_id}/events",
+             *(f"/jobs/{job_id}/images/{i}.png" for i in range(num_images))]
+    for path in paths:
+        problem = assert_problem(client.get(path), 404)
+        assert problem["type"].endswith("job-not-found"), (path, problem)
+    assert_problem(client.post(f"/jobs/{job_id}/cancel"), 404)
+    assert_problem(client.delete(f"/jobs/{job_id}"), 404)
+
+
+def test_delete_a_succeeded_job_removes_it_its_pngs_and_its_idempotency_key(client, fake_worker, redis, queue):
+    key = {"Idempotency-Key": "delete-me-1"}
+    first = client.post("/generate", json={"class_label": 1, "num_images": 2}, headers=key)
+    assert first.status_code == 202
+    job_id = first.json()["id"]
+    fake_worker.start(job_id)
+    fake_worker.succeed(job_id)
+    assert client.get(f"/jobs/{job_id}/images/1.png").status_code == 200
+
+    r = client.delete(f"/jobs/{job_id}")
+    assert r.status_code == 204 and r.content == b""
+    assert_gone(client, job_id, 2)
+    # nothing of it is left in Redis: no record, no PNG, no idempotency entry, no RQ job
+    assert [k for k in redis.keys("*") if job_id.encode() in k] == []
+    assert redis.keys("imagegen:idem:*") == [] and redis.smembers("imagegen:running") == set()
+    assert queue.fetch_job(job_id) is None and job_id not in queue.finished_job_registry.get_job_ids()
+
+    # the key is free again: the same request with it makes a new job
+    again = client.post("/generate", json={"class_label": 1, "num_images": 2}, headers=key)
+    assert again.status_code == 202 and again.json()["id"] != job_id
+    assert client.post("/generate", json={"class_label": 1, "num_images": 2}, headers=key).json()["id"] == \
+        again.json()["id"]
+
+
+def test_delete_a_queued_job_takes_it_off_the_queue(client, queue, redis):
+    keep, gone = submit(client)["id"], submit(client)["id"]
+    assert client.delete(f"/jobs/{gone}").status_code == 204
+    assert queue.job_ids == [keep] and queue.fetch_job(gone) is None
+    assert_gone(client, gone, 4)
+    assert client.get(f"/jobs/{keep}").json()["queue_position"] == 0
+
+
+def test_delete_a_running_job_stops_its_worker_and_a_late_finish_writes_no_record(client, fake_worker, redis):
+    job_id = submit(client, num_images=1)["id"]
+    fake_worker.start(job_id)
+    fake_worker.progress(job_id, 1, 4)
+    assert client.delete(f"/jobs/{job_id}").status_code == 204
+    # the worker's next check finds the record gone, which it treats as a cancel
+    assert fake_worker.jobs.cancel_requested([job_id]) == {job_id}
+    # a worker that writes progress or its end after the delete brings no record back
+    fake_worker.progress(job_id, 2, 4)
+    assert fake_worker.jobs.finish(job_id, JobStatus.SUCCEEDED, images=[{"index": 0, "seed": 1}]) is False
+    assert redis.exists(f"imagegen:job:{job_id}") == 0
+    assert_gone(client, job_id, 1)
+
+
+def test_a_delete_ends_a_wait_and_an_event_stream_at_once(client, fake_worker):
+    job_id = submit(client)["id"]
+    fake_worker.start(job_id)
+
+    def delete_later() -> None:
+        time.sleep(0.5)
+        assert client.delete(f"/jobs/{job_id}").status_code == 204
+
+    thread = threading.Thread(target=delete_later)
+    thread.start()
+    started = time.monotonic()
+    with client.stream("GET", f"/jobs/{job_id}/events") as r:
+        lines = list(r.iter_lines())
+    thread.join()
+    # the stream closes without an end event (there is no job to end), well before RECHECK_S
+    assert r.status_code == 200 and "event: end" not in lines
+    assert time.monotonic() - started < 3
+
+    # a long poll on a job deleted while it waits answers what every later read answers: 404
+    job_id = submit(client)["id"]
+    fake_worker.start(job_id)
+    thread = threading.Thread(target=delete_later)
+    thread.start()
+    started = time.monotonic()
+    assert_problem(client.get(f"/jobs/{job_id}?wait=30"), 404)
+    thread.join()
+    assert time.monotonic() - started < 3
 
 
 def test_events_of_an_ended_job_are_one_end_event(client, fake_worker):

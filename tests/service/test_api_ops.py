@@ -136,6 +136,12 @@ def test_openapi_documents_every_route_with_problems(client):
 def test_unknown_routes_and_methods_are_problems(client):
     assert "no route" in assert_problem(client.get("/nope"), 404)["detail"]
     assert "allowed: GET" in assert_problem(client.delete("/models"), 405)["detail"]
+    # Allow names every method of the path, not only those of the first route that matched it
+    for method, path, allowed in (("PUT", "/jobs/abc", "DELETE, GET, HEAD"), ("OPTIONS", "/jobs/abc", "DELETE, GET, HEAD"),
+                                  ("GET", "/jobs/abc/cancel", "POST"), ("PUT", "/generate", "POST")):
+        r = client.request(method, path)
+        assert_problem(r, 405)
+        assert r.headers["allow"] == allowed, (method, path)
 
 
 def test_an_unexpected_error_is_a_500_problem_without_a_trace(settings, caplog):
@@ -168,6 +174,7 @@ def test_redis_down_is_503_with_retry_after_everywhere(stopped_redis_client):
     assert "Redis" in problem["detail"]
     for method, path, body in (("POST", "/generate", {"class_label": 1}), ("GET", "/jobs/" + "0" * 32, None),
                                ("POST", "/generate?wait=5", {"class_label": 1}), ("DELETE", "/jobs/" + "0" * 32, None),
+                               ("POST", "/jobs/" + "0" * 32 + "/cancel", None),
                                ("GET", "/jobs/" + "0" * 32 + "/events", None)):
         r = client.request(method, path, json=body)
         problem = assert_problem(r, 503)

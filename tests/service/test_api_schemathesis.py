@@ -1,14 +1,33 @@
-"""Property-based fuzzing of every operation in the app's own /openapi.json with schemathesis: valid and
-invalid inputs (positive and negative generation), at least 200 examples per operation, in-process
-(ASGI) against the real app on a real Redis. Checks: no 5xx, and every 4xx is an RFC 9457 problem
-document. (A live worker is registered, so that /readyz has no reason to answer 503.)"""
+"""Property-based fuzzing of every operation in the app's own /openapi.json with schemathesis.
+
+1. In-process (ASGI) against the real app on a real Redis: valid and invalid inputs (positive and
+   negative generation), 200 examples per operation and mode. Checks: no 5xx, and every 4xx is an
+   RFC 9457 problem document. (A live worker is registered, so that /readyz has no reason to answer
+   503.)
+2. The schemathesis command line, as an outside client would run it, with every check and every phase
+   (examples, coverage, fuzzing, stateful) against the API served over HTTP with a real worker, once
+   open and once with API keys (two of them, so that the object-level authorization check has a
+   second identity to try another's jobs with). The stateful phase follows the schema's links from
+   POST /generate to the job's operations, DELETE included; the worker makes the jobs end, so that
+   long polls and event streams end too. Only POST /generate's schema-valid 422s are allowed beyond
+   what the schema says (schemathesis.toml says why).
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import subprocess
+import sys
+import time
 from datetime import timedelta
+from pathlib import Path
 
+import httpx
 import pytest
 import schemathesis
+from api_helpers import REPO, api_process
 from hypothesis import HealthCheck, Phase, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis.errors import Unsatisfiable
@@ -59,6 +78,16 @@ def problem_document(ctx, response, case) -> None:
     return None
 
 
+def negatable(operation) -> bool:
+    """Whether the operation has an input that can be invalid: a query, a header, a body, or a path
+    parameter more constrained than "a string"."""
+    if operation.query or operation.headers or operation.body:
+        return True
+    constraints = {"type", "title", "description"}
+    return any(parameter.definition.get("schema", {}).get("type") != "string"
+               or set(parameter.definition.get("schema", {})) - constraints for parameter in operation.path_parameters)
+
+
 @pytest.mark.parametrize(("method", "path"), OPERATIONS, ids=[f"{m} {p}" for m, p in OPERATIONS])
 def test_no_operation_answers_5xx_and_every_error_is_a_problem_document(method, path, settings, redis_url):
     worker = Worker([settings.queue_name], connection=Redis.from_url(redis_url), name="fuzz-worker",
@@ -82,7 +111,85 @@ def test_no_operation_answers_5xx_and_every_error_is_a_problem_document(method, 
         try:
             fuzz()
         except Unsatisfiable:
-            # an operation without parameters or body (GET /healthz) has no invalid input to generate
-            assert mode is GenerationMode.NEGATIVE and not (operation.path_parameters or operation.query
-                                                           or operation.headers or operation.body), operation.label
+            # an operation without parameters or body (GET /healthz), or whose only input is a path
+            # segment that any string fills (GET /models/{ref}), has no invalid input to generate
+            assert mode is GenerationMode.NEGATIVE and not negatable(operation), operation.label
     print(f"{method} {path}: {calls[GenerationMode.POSITIVE]} valid and {calls[GenerationMode.NEGATIVE]} invalid inputs")
+
+
+# --- 2. the command line, every check and phase, against the served API --------------------------
+
+CLI_EXAMPLES = 100
+"""Examples per operation and phase: a run takes about 25 s on the 2-core machine."""
+
+CLI_SEED = 23
+"""A fixed seed, so that a failure found once is found again; vary it to explore."""
+
+CONFIG = Path(__file__).with_name("schemathesis.toml")
+
+LIMITS = {"MAX_STEPS": "8", "MAX_IMAGES_PER_JOB": "4", "MAX_QUEUE_DEPTH": "8"}
+"""Small jobs, and a short queue (beyond it, 429), so that every job a run makes ends in about a second
+and no long poll or event stream outlasts --request-timeout."""
+
+KEYS = {"alpha": "fuzz-alpha-key-0123", "beta": "fuzz-beta-key-4567"}
+
+
+@pytest.fixture
+def fuzz_worker(redis_url, tiny_store_root, tmp_path):
+    """`python -m worker` on the tiny store, as a process."""
+    env = {**os.environ, "REDIS_URL": redis_url, "MODEL_STORE": str(tiny_store_root), "WORKER_DEVICE": "cpu",
+           "OMP_NUM_THREADS": "1", **LIMITS}
+    with open(tmp_path / "worker.log", "wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "worker"], cwd=REPO, env=env, stdout=log,
+                                   stderr=subprocess.STDOUT)
+    try:
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def wait_ready(base: str, worker: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + 90
+    while httpx.get(f"{base}/readyz", timeout=5).status_code != 200:
+        assert worker.poll() is None and time.monotonic() < deadline, f"no worker came up:\n{log.read_text()[-3000:]}"
+        time.sleep(0.2)
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("keyed", [False, True], ids=["open", "keyed"])
+def test_every_check_and_phase_of_the_schemathesis_cli_passes(keyed, redis_url, tiny_store_root, tmp_path,
+                                                             fuzz_worker):
+    env = {**LIMITS, **({"API_KEYS": ",".join(KEYS.values())} if keyed else {})}
+    auth: list[str] = []
+    if keyed:
+        # two identities in the Web Fuzzing Commons format schemathesis reads
+        wfc = tmp_path / "keys.wfc.json"
+        wfc.write_text(json.dumps({"auth": [{"name": name, "fixedHeaders": [{"name": "Authorization",
+                                                                             "value": f"Bearer {key}"}]}
+                                            for name, key in KEYS.items()]}))
+        auth = ["--auth-wfc", str(wfc)]
+    with api_process(redis_url, tiny_store_root, tmp_path / "api.log", **env) as base:
+        wait_ready(base, fuzz_worker, tmp_path / "worker.log")
+        started = time.monotonic()
+        run = subprocess.run(
+            [sys.executable, "-m", "schemathesis.cli", "--config-file", str(CONFIG), "--no-color", "run",
+             f"{base}/openapi.json", "--checks", "all", "--phases", "examples,coverage,fuzzing,stateful",
+             "--max-examples", str(CLI_EXAMPLES), "--seed", str(CLI_SEED), "--request-timeout", "30", *auth],
+            capture_output=True, text=True, timeout=540, cwd=tmp_path)  # its cache stays out of the checkout
+        took = time.monotonic() - started
+    report = run.stdout + run.stderr
+    assert run.returncode == 0, report[-8000:]
+    summary = re.search(r"(\d+) generated, (\d+) passed", report)
+    links = re.search(r"API Links:\s+(\d+) covered / (\d+) selected", report)
+    assert summary and links, report[-3000:]
+    # the stateful phase reached the jobs it made: GET, cancel and DELETE after POST /generate
+    assert int(links.group(1)) > 0, report[-3000:]
+    for phase in ("Examples", "Coverage", "Fuzzing", "Stateful"):
+        assert re.search(rf"✅ +{phase}", report), f"{phase} did not pass\n{report[-3000:]}"
+    print(f"\nschemathesis, {'keyed' if keyed else 'open'} API: {summary.group(1)} cases, {summary.group(2)} passed, "
+          f"{links.group(1)} of {links.group(2)} links followed, in {took:.0f} s")

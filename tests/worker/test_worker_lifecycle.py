@@ -1,10 +1,12 @@
 """A real, long-running `python -m worker`: it registers with RQ, lets a short job overtake a long
 one, cancels a running job at its next step, and on SIGTERM finishes or hands back its jobs and
-exits 0."""
+exits 0; asked to stop while Redis is away, it exits (1) once its grace has run out, and its job
+runs again on another worker once Redis is back."""
 
 from __future__ import annotations
 
 import signal
+import time
 
 import pytest
 from redis import Redis
@@ -14,6 +16,7 @@ from rq.serializers import JSONSerializer
 from worker_process import record, request, rq_status, submit, wait_ended, wait_for, worker_process
 
 from contract.jobs import JobStore
+from service.redis_local import LocalRedis
 
 # a worker process each (torch import and model load: several seconds on the busy 2-core machine)
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -86,3 +89,49 @@ def test_sigterm_finishes_what_it_can_hands_back_the_rest_and_exits_0(redis_url,
     assert rq_status(r, short) == {"succeeded": RQStatus.FINISHED, "queued": RQStatus.QUEUED}[ended["status"]]
     assert queue.started_job_registry.get_job_ids() == []
     assert Worker.all(connection=r) == []
+
+
+def test_a_stop_wins_over_a_redis_that_went_away_and_the_job_runs_again_elsewhere(tmp_path, tiny_store_root):
+    # what `docker compose down` or a scale-down during a Redis failover do: SIGTERM, then Redis gone.
+    # Append-only persistence keeps the job across the Redis restart, as a deployment's volume does.
+    server = LocalRedis(tmp_path / "redis", appendonly=True).start()
+    grace, env = 8.0, {"WORKER_SHUTDOWN_GRACE": "8", "WORKER_HEARTBEAT_TTL": "5"}
+    try:
+        r = Redis.from_url(server.url)
+        with worker_process(server.url, tiny_store_root, tmp_path / "first.log", "--name", "first", **env) as first:
+            # 300 steps take about 3 s here: signaled halfway, the job can finish within the grace, so
+            # the worker keeps it rather than handing it back at once; Redis goes before it ends
+            job = submit(r, request(steps=300, seed=5))
+            wait_for(running_at_step(r, job, 150), 60, "the job to be halfway", first)
+            first.send_signal(signal.SIGTERM)
+            signaled = time.monotonic()
+            server.stop()
+            try:
+                code = first.wait(timeout=grace + 30)
+            except Exception:
+                raise AssertionError(f"the worker did not stop:\n{(tmp_path / 'first.log').read_text()[-3000:]}")
+            took = time.monotonic() - signaled
+        log = (tmp_path / "first.log").read_text()
+        assert code == 1, log[-3000:]
+        assert grace <= took <= grace + 5, f"exited {took:.1f} s after SIGTERM\n{log[-3000:]}"
+        # one line says why it stopped and what becomes of its job; no traceback, no "stopped" line
+        assert log.count("stopping without Redis") == 1 and "grace ran out" in log, log[-3000:]
+        assert "Traceback" not in log and "worker first: stopped" not in log
+
+        server.start()  # same port, same data directory: the append-only file is read back
+        held = record(r, job)
+        assert held["status"] == "running" and held["worker"] == "first"
+        with worker_process(server.url, tiny_store_root, tmp_path / "second.log", "--name", "second",
+                            **env) as second:
+            ended = wait_ended(r, [job], 120, second)[job]
+            assert ended["status"] == "succeeded", ended
+            assert ended["worker"] == "second" and ended["deaths"] == "1" and ended["attempts"] == "2"
+            wait_for(lambda: rq_status(r, job) == RQStatus.FINISHED, 10, "RQ to mark the job finished", second)
+            second.send_signal(signal.SIGTERM)
+            assert second.wait(timeout=30) == 0
+        recovered = (tmp_path / "second.log").read_text()
+        assert "its worker first died" in recovered, recovered[-3000:]
+        print(f"\nthe worker exited {took:.1f} s after SIGTERM (grace {grace:g} s, Redis stopped just after the "
+              f"signal); its job succeeded on the second worker")
+    finally:
+        server.stop()

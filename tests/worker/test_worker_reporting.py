@@ -17,6 +17,7 @@ from worker_process import WebhookReceiver
 from contract.jobs import RUNNING_KEY, JobStatus, JobStore, events_channel, job_key
 from contract.results import RedisResultStore
 from contract.settings import Settings
+from worker.engine import JobError
 from worker.metrics import METRICS_KEY
 from worker.reporting import JobReporter
 from worker.webhooks import WebhookSender
@@ -120,3 +121,21 @@ def test_the_progress_of_a_step_is_written_for_every_job_that_is_due(redis_url):
     # nothing moved: nothing is written again
     reporter.progress({j: (4, 4) for j in ids})
     assert messages(pubsub, 0.5) == []
+
+
+def test_a_finish_after_the_job_was_deleted_writes_nothing_not_even_its_pngs(redis_url):
+    r = Redis.from_url(redis_url)
+    jobs = JobStore(r)
+    reporter = JobReporter(r, Settings(redis_url=redis_url))
+    for job_id in ("kept", "deleted"):
+        jobs.create(job_id, REQUEST["model"], REQUEST)
+        assert jobs.start(job_id, "w")
+    assert jobs.delete("deleted")  # as DELETE /jobs/{id} does, while the worker still holds the job
+    reporter.progress({"deleted": (4, 4)})
+    moved = reporter.succeeded_many([("kept", images(2, 0.1), REQUEST), ("deleted", images(2, 0.1), REQUEST)])
+    assert moved == {"kept": True, "deleted": False}
+    assert not reporter.failed("deleted", JobError("x", "y")) and not reporter.canceled("deleted")
+    assert jobs.missing(["kept", "deleted"]) == {"deleted"}
+    # no record came back, and the PNGs written beside the finish were removed again
+    assert [k for k in r.keys("*") if b"deleted" in k] == []
+    assert RedisResultStore(r).get("kept", "grid.png") is not None
