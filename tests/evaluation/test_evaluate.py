@@ -10,13 +10,18 @@ import shutil
 import statistics
 
 import pytest
-from cli_helpers import last_json
 from stores import fashion_mnist_or_skip
 
 from evaluation.__main__ import run as main
 from imagegen.cli import main as imagegen_main
 from model_store import ModelStore
 from model_store.loading import load_module
+
+
+def last_json(out: str) -> dict:
+    """The JSON summary a command prints as its last stdout line (tests/evaluation runs on its own, without
+    tests/imagegen's helpers on the path)."""
+    return json.loads(out.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")
