@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 from tables import CLASSIFIER, FLOOR, GUIDANCE, STEPS, quality, row, spread
 
+from evaluation import paper_shapes
 from evaluation.quality_card import write_quality
 from evaluation.record import ClassifierQuality, Margin, QualityRecord, Setting
+from evaluation.spread_section import spread_section
 from model_store import ModelStore
 
 SHIPPED = sorted((Path(__file__).resolve().parents[2] / "model_store" / "models").glob("*/*/card.json"))
@@ -97,6 +99,7 @@ def test_a_quality_that_is_not_a_dict_reads_as_empty(q):
     record = QualityRecord.parse(q)
     assert record == QualityRecord() and record.to_dict() == {}
     assert record.floor_fd is None and record.table_margin is None and record.later_commits() == []
+    assert "Nothing to compare yet" in paper_shapes.comparisons(record)[0] and spread_section(record, {}) == []
 
 
 def test_malformed_rows_are_left_out_and_the_rest_kept():
@@ -127,6 +130,9 @@ def test_malformed_parts_read_as_absent():
                                                     "paired": {"repeats": None, "differences": [0.1, "x"]}}}).spread
     assert [r.seed for r in broken_spread.repeats] == [2] and broken_spread.fd is None
     assert broken_spread.floor is None and broken_spread.paired.differences == (0.1,)
+    # the renderers take what is left without failing
+    text = "\n".join(paper_shapes.comparisons(record) + spread_section(QualityRecord(spread=broken_spread), {}))
+    assert "**Agrees**" in text and "| 2 | 3.00 |" in text
 
 
 def test_a_floor_without_its_full_size_fd_still_gives_the_same_n_floor():
