@@ -15,30 +15,23 @@ import argparse
 import json
 import os
 import sys
-import time
-from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from contract.errors import UsageError
 from contract.models import pick_generator, resolve_kind
 from contract.names import GUIDANCE_KINDS, MAX_STEPS, SAMPLERS
-from evaluation.budget import Budget, network_rows
-from evaluation.spread import REPEATS, adds_spread, measure_spread, paired_setting
+from evaluation.record import NotMeasured, QualityRecord
+from evaluation.spread import REPEATS, adds_spread, paired_setting
 from imagegen.device import DEVICES, check_device
-from model_store import ModelStore
+from model_store import ModelCard, ModelStore
 
-GUIDANCE_SWEEP = (0.0, 1.0, 1.1, 1.3, 1.5, 2.0, 3.0, 4.0, 6.0)
-"""Table 1 of evaluation.md: DDIM 50 steps, eta 0, these CFG scales (0 = unconditional)."""
-STEPS_SWEEP = (10, 20, 50, 100)
-"""Table 2: every sampler at these step counts (and DDPM at 1000)."""
-CLASSIFIER_SWEEP = (0.0, 1.0, 2.0, 4.0, 8.0)
-"""Table 3: classifier guidance at these scales (0 = the unguided conditional model), DDIM 50."""
+if TYPE_CHECKING:
+    from evaluation.measure import OnRow
+
 TABLES = ("guidance", "steps", "classifier", "floor", "spread")
-
-
-COMMIT_ENV = "IMAGEGEN_COMMIT"
-"""The commit to record where the checkout has no git (a working tree copied to a GPU machine)."""
+"""What `--tables` may ask for (evaluation.measure measures each)."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -61,7 +54,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "the tables' rows do; with --write-card, repeats the card's spread already holds are reused")
     p.add_argument("--sampler", choices=list(SAMPLERS), default="ddim", help="one setting: sampler (default: ddim)")
     p.add_argument("--steps", type=int, default=50, help=f"one setting: steps 1..{MAX_STEPS} (default: 50)")
-    p.add_argument("--guidance", choices=list(GUIDANCE_KINDS), default="cfg", help="one setting: guidance (default: cfg)")
+    p.add_argument("--guidance", choices=list(GUIDANCE_KINDS), default="cfg",
+                   help="one setting: guidance (default: cfg)")
     p.add_argument("--guidance-scale", type=float, default=None,
                    help="one setting: scale >= 0 (default: the card's); with --tables steps, the scale to use")
     p.add_argument("--eta", type=float, default=0.0, help="one setting: DDIM eta 0..1 (default: 0)")
@@ -78,7 +72,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-minutes", type=float, default=0.0,
                    help="start a setting only if it should end within this many minutes of the start, from the "
                         "pace measured so far; the others are listed under not_measured (default: 0, no limit)")
-    p.add_argument("--store", metavar="DIR", default=None, help="model store root (default: $MODEL_STORE or the package's)")
+    p.add_argument("--store", metavar="DIR", default=None,
+                   help="model store root (default: $MODEL_STORE or the package's)")
     p.add_argument("--out", metavar="FILE", default=None,
                    help="JSON file for the results, rewritten after every setting (needed unless --write-card)")
     p.add_argument("--write-card", action="store_true",
@@ -93,8 +88,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="instead of a generator: a guidance classifier's accuracy on the test split noised to "
                         "several timesteps (with --write-card, into its card's quality)")
     p.add_argument("--choose-defaults", action="store_true",
-                   help="with --write-card or --fill-card: also set the card's sampling defaults from the tables, with the "
-                        "reason in quality.defaults_choice and the notes (rule: imagegen/quality_card.py)")
+                   help="with --write-card or --fill-card: also set the card's sampling defaults from the tables, with "
+                        "the reason in quality.defaults_choice and the notes (rule: evaluation/quality_card.py)")
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -148,37 +143,58 @@ def run(args: argparse.Namespace) -> int:
         _card_sample(card, args, "--tables spread --write-card")
     clf_card = resolve_kind(store, args.eval_classifier, "eval-classifier", "--eval-classifier")
     device = check_device(args.device)
-    adding = "--fill-card" if fill is not None else "--tables spread" if args.write_card and adds_spread(args.tables) else None
-    if adding and (device == "cpu") != (card.quality.get("device") == "cpu"):
-        raise UsageError(f"{adding}: the tables of {card.ref} were measured on {card.quality.get('device')}; "
-                         f"add to them on the same device (--device), or measure them all anew with --tables")
+    _check_same_device(card, args, device)
     out = Path(args.out) if args.out else None
-
-    def save(results: dict[str, Any]) -> None:
-        if out is not None:
-            _write_json(out, results)
-
+    save = partial(_write_json, out) if out is not None else None
     results = evaluate(store, card.ref, clf_card.ref, args, device, on_row=save, fill=fill)
-    save(results)
+    if save is not None:
+        save(results)
+    summary = _summary(results, out)
+    if args.write_card or args.fill_card:
+        summary.update(_write_card(store, card, results, args))
+    print(json.dumps(summary))
+    return 0
+
+
+def _check_same_device(card: ModelCard, args: argparse.Namespace, device: str) -> None:
+    """Rows added to a card's tables (--fill-card, a spread alone) must be measured on the kind of
+    device its tables were: the CPU's fp32 and a GPU's bf16 give other figures."""
+    spread_alone = args.write_card and adds_spread(args.tables)
+    adding = "--fill-card" if args.fill_card else "--tables spread" if spread_alone else None
+    measured_on = QualityRecord.parse(card.quality).provenance.device
+    if adding and (device == "cpu") != (measured_on == "cpu"):
+        raise UsageError(f"{adding}: the tables of {card.ref} were measured on {measured_on}; add to them on the "
+                         f"same device (--device), or measure them all anew with --tables")
+
+
+def _summary(results: dict[str, Any], out: Path | None) -> dict[str, Any]:
+    """The printed line: where the results went, the floor or the one setting, the spread's FD, and
+    how many settings were left out."""
     summary: dict[str, Any] = {"out": str(out) if out else None,
                                **{k: v for k, v in results.items() if k in ("floor", "setting")}}
     if "spread" in results:
-        summary["spread"] = {"fd": results["spread"].get("fd"), "floor_fd": results["spread"]["floor"]["fd"]}
+        spread = results["spread"]
+        summary["spread"] = {"fd": spread["fd"] if "fd" in spread else None, "floor_fd": spread["floor"]["fd"]}
     if results.get("not_measured"):
         summary["not_measured"] = len(results["not_measured"])
-    if args.write_card or args.fill_card:
-        from evaluation.quality_card import add_spread, fill_quality, write_quality
+    return summary
 
-        write = fill_quality if args.fill_card else add_spread if adds_spread(args.tables) else write_quality
-        written, choice = write(store, card.ref, results, choose=args.choose_defaults)
-        summary["card"] = str(store.root / written.name / str(written.version) / "card.json")
-        if args.choose_defaults:
-            summary["defaults"] = written.defaults if choice else None
-            if choice is None:
-                print(f"python -m evaluation evaluate: defaults of {written.ref} unchanged: the tables measured hold neither "
-                      "a guidance sweep nor a steps sweep", file=sys.stderr)
-    print(json.dumps(summary))
-    return 0
+
+def _write_card(store: ModelStore, card: ModelCard, results: dict[str, Any], args: argparse.Namespace
+                ) -> dict[str, Any]:
+    """Write the results into the card (its tables, the rows a fill added, or a spread beside the
+    tables); the summary's card path, and with --choose-defaults the defaults chosen."""
+    from evaluation.quality_card import add_spread, fill_quality, write_quality
+
+    write = fill_quality if args.fill_card else add_spread if adds_spread(args.tables) else write_quality
+    written, choice = write(store, card.ref, results, choose=args.choose_defaults)
+    summary: dict[str, Any] = {"card": str(store.root / written.name / str(written.version) / "card.json")}
+    if args.choose_defaults:
+        summary["defaults"] = written.defaults if choice else None
+        if choice is None:
+            print(f"python -m evaluation evaluate: defaults of {written.ref} unchanged: the tables measured hold "
+                  "neither a guidance sweep nor a steps sweep", file=sys.stderr)
+    return summary
 
 
 def _write_json(out: Path, results: dict[str, Any]) -> None:
@@ -198,7 +214,8 @@ def _guidance_classifier(store: ModelStore, args: argparse.Namespace) -> int:
     card = resolve_kind(store, args.guidance_classifier, "guidance-classifier", "--guidance-classifier")
     device = check_device(args.device)
     _, model = load_module(store, card.ref, device=device)
-    quality = classifier_quality(model, load_fashion_mnist("test"), device, NoiseSchedule(ScheduleConfig(**card.schedule)))
+    schedule = NoiseSchedule(ScheduleConfig(**card.schedule))
+    quality = classifier_quality(model, load_fashion_mnist("test"), device, schedule)
     summary: dict[str, Any] = {"model": card.ref, **quality}
     if args.out:
         _write_json(Path(args.out), summary)
@@ -209,180 +226,42 @@ def _guidance_classifier(store: ModelStore, args: argparse.Namespace) -> int:
     return 0
 
 
-def _card_sample(card: Any, args: argparse.Namespace, what: str) -> None:
+def _card_sample(card: ModelCard, args: argparse.Namespace, what: str) -> None:
     """Set `args` to the images per class, seeds and evaluation classifier of the card's tables, so
     that what `what` adds to them is comparable with them."""
-    quality = card.quality or {}
-    missing = [k for k in ("per_class", "seed", "eval_classifier", "device") if k not in quality]
+    p = QualityRecord.parse(card.quality).provenance
+    recorded = {"per_class": p.per_class, "seed": p.seed, "eval_classifier": p.eval_classifier, "device": p.device}
+    missing = [k for k, v in recorded.items() if v is None]
     if missing:
         raise UsageError(f"{what} adds to the tables of {card.ref}, whose quality does not record "
                          f"{', '.join(missing)}: measure its tables first (--tables ... --write-card)")
-    args.per_class, args.seed, args.eval_classifier = quality["per_class"], quality["seed"], quality["eval_classifier"]
+    args.per_class, args.seed, args.eval_classifier = p.per_class, p.seed, p.eval_classifier
 
 
-def _fill_plan(card: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
+def _fill_plan(card: ModelCard, args: argparse.Namespace) -> list[NotMeasured]:
     """The settings `--fill-card` measures (with `args` set to the card's sample, _card_sample)."""
-    todo = [m for m in (card.quality or {}).get("not_measured") or [] if isinstance(m, dict) and m.get("table")]
+    todo = [m for m in QualityRecord.parse(card.quality).provenance.not_measured if m.setting is not None]
     if not todo:
         raise UsageError(f"--fill-card: the card of {card.ref} lists no setting as not measured: nothing to fill")
     _card_sample(card, args, "--fill-card")
     return todo
 
 
-def _commit() -> str:
-    from imagegen.export import git_commit
-
-    commit = git_commit()
-    return commit if commit != "unknown" else os.environ.get(COMMIT_ENV, "unknown")
-
-
 def evaluate(store: ModelStore, model_ref: str, classifier_ref: str, args: argparse.Namespace, device: str,
-             on_row: Callable[[dict[str, Any]], None] | None = None,
-             fill: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """The results of one setting (`setting`), of the tables asked for, or of the `fill` settings
-    (a card's not_measured entries: table, sampler, steps, guidance, guidance_scale, eta);
-    `on_row(results so far)` after each setting measured."""
-    import torch
-    from tqdm import tqdm
+             on_row: OnRow | None = None, fill: list[NotMeasured] | None = None) -> dict[str, Any]:
+    """The results of one setting (`setting`), of the tables asked for, or of the `fill` settings (a
+    card's not_measured entries); `on_row(results so far)` after each setting measured."""
+    from evaluation import measure
 
-    from diffusion.data import load_fashion_mnist
-    from diffusion.evaluation import FeatureStats, Setting, classify, evaluate_setting, frechet_distance
-    from evaluation.sampling import engine_sampler
-    from model_store.loading import load_generator, load_module
-
-    budget = Budget(60 * args.max_minutes if args.max_minutes else None)
-    tables = args.tables
     if fill is not None:
-        need_classifier = any(m["guidance"] == "classifier" for m in fill)
-    elif tables is not None:
-        need_classifier = "classifier" in tables
+        with_classifier = any(m.guidance == "classifier" for m in fill)
     else:
-        need_classifier = args.guidance == "classifier"
-    gen = load_generator(store, model_ref, device=device, with_classifier=need_classifier)
-    _, eval_clf = load_module(store, classifier_ref, device=device)
-    test = load_fashion_mnist("test")
-    real_feats, _ = classify(eval_clf, test.images.float() / 127.5 - 1, device=device)
-    reference = FeatureStats.of(real_feats)
-    sample_batch, how = engine_sampler(gen, args.batch_size, accel=args.accel)
-
-    default_scale = gen.card.defaults.get("guidance_scale", 3.0)
-    results: dict[str, Any] = {
-        "model": model_ref, "eval_classifier": classifier_ref, "per_class": args.per_class,
-        "reference": f"fashion-mnist test split ({len(test)} images)", "seed": args.seed,
-        "device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "torch": torch.__version__,
-        "commit": _commit(), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "sampling": how,
-    }
-    images = gen.num_classes * args.per_class
-
-    def measure(setting: Setting, label: str, seed: int | None = None) -> dict:
-        with tqdm(total=images, desc=label, unit="img", file=sys.stderr, dynamic_ncols=True) as bar:
-            row = evaluate_setting(sample_batch, setting, gen.num_classes, args.per_class, eval_clf, reference,
-                                   args.batch_size, args.seed if seed is None else seed, device,
-                                   progress=bar.update)
-        print(json.dumps(row), file=sys.stderr)
-        return row
-
-    def cost(setting: Setting) -> int:
-        return network_rows(setting.sampler, setting.steps, setting.guidance, setting.guidance_scale, images)
-
-    def timed_if_fits(setting: Setting, label: str, what: str, seed: int | None = None) -> tuple[dict | None, str]:
-        """(the row of one setting, ''), timed into the budget's pace; or (None, why) where it would
-        pass the budget. `label`: its progress bar; `what`: its name in the not-measured line."""
-        ok, why = budget.fits(setting.guidance, cost(setting))
-        if not ok:
-            print(f"not measured: {what}: {why}", file=sys.stderr)
-            return None, why
-        started = time.perf_counter()
-        row = measure(setting, label, seed)
-        budget.record(setting.guidance, cost(setting), time.perf_counter() - started)
-        return row, ""
-
-    def measure_if_fits(key: str, setting: Setting, label: str) -> dict | None:
-        """The row of one setting, or None (listed under not_measured) where it would pass the budget."""
-        row, why = timed_if_fits(setting, label, f"{key} {label}")
-        if row is None:
-            results.setdefault("not_measured", []).append({"table": key, **setting.__dict__, "why": why})
-        return row
-
-    def table(key: str, settings: list[Setting], label: Callable[[Setting], str],
-              known: dict[Setting, dict] | None = None) -> None:
-        """Measure the settings of table `key` that fit the budget, in the order given."""
-        rows = []
-        for setting in settings:
-            if known and setting in known:  # the same images, already scored in another table
-                rows.append(dict(known[setting]))
-                continue
-            row = measure_if_fits(key, setting, label(setting))
-            if row is not None:
-                rows.append(row)
-                results[key] = rows
-                if on_row:
-                    on_row(results)
-        if rows:
-            results[key] = rows
-
+        with_classifier = "classifier" in args.tables if args.tables is not None else args.guidance == "classifier"
+    run = measure.start(store, model_ref, classifier_ref, args, device, with_classifier, on_row)
     if fill is not None:
-        # cheapest first, so that a budget leaves out the fewest settings; each row says when and at
-        # which commit it was measured, as the card's tables were measured earlier
-        todo = [(m["table"], Setting(m["sampler"], m["steps"], m["guidance"], m["guidance_scale"], m.get("eta", 0.0)))
-                for m in fill]
-        for key, setting in sorted(todo, key=lambda t: cost(t[1])):
-            row = measure_if_fits(key, setting, f"{setting.sampler} {setting.steps} {setting.guidance} "
-                                                f"s={setting.guidance_scale:g}")
-            if row is not None:
-                stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-                results.setdefault(key, []).append({**row, "commit": results["commit"], "measured_at": stamp})
-                if on_row:
-                    on_row(results)
-        return results
-
-    if tables is None:
-        scale = default_scale if args.guidance_scale is None else args.guidance_scale
-        results["setting"] = measure(Setting(args.sampler, args.steps, args.guidance, scale, args.eta), "setting")
-        return results
-    if "classifier" in tables and gen.classifier is None:  # refused before minutes of other tables
-        raise UsageError(f"--tables classifier: {model_ref} links no guidance classifier")
-    train_split: list = []  # loaded once, when a table needs it
-
-    def real_fd(per_class: int, seed: int) -> float:
-        """FD of per_class seeded random training images of every class against the test set."""
-        if not train_split:
-            train_split.append(load_fashion_mnist("train"))
-        real = train_split[0].subset(per_class=per_class, seed=seed)
-        feats, _ = classify(eval_clf, real.images.float() / 127.5 - 1, device=device)
-        return round(frechet_distance(FeatureStats.of(feats), reference), 4)
-
-    if "floor" in tables:
-        full = len(test) // gen.num_classes
-        results["floor"] = {"fd": real_fd(full, args.seed), "n": full * gen.num_classes,
-                            "what": "training images against the test set"}
-        if args.per_class < full:
-            # FD is biased upward at small n: the floor a perfect generator would score at this n
-            results["floor"]["same_n"] = {"fd": real_fd(args.per_class, args.seed), "n": images}
-        if on_row:
-            on_row(results)
-    if "guidance" in tables:
-        table("guidance_sweep", [Setting("ddim", 50, "cfg", s) for s in GUIDANCE_SWEEP], lambda st: f"cfg s={st.guidance_scale}")
-    if "steps" in tables:
-        if args.guidance_scale is not None:
-            best = args.guidance_scale
-        elif results.get("guidance_sweep") and any(r["guidance_scale"] > 0 for r in results["guidance_sweep"]):
-            best = min((r for r in results["guidance_sweep"] if r["guidance_scale"] > 0), key=lambda r: r["fd"])["guidance_scale"]
-        else:
-            best = default_scale
-        # the cheap settings first, so that a budget that runs out leaves out the longest (DDPM 1000 last)
-        runs = [(s, k) for k in STEPS_SWEEP for s in SAMPLERS] + [("ddpm", 1000)]
-        known = {Setting(r["sampler"], r["steps"], r["guidance"], r["guidance_scale"], r["eta"]): r
-                 for r in results.get("guidance_sweep", [])}
-        table("steps_sweep", [Setting(s, k, "cfg", best) for s, k in runs], lambda st: f"{st.sampler} {st.steps}", known)
-        if "steps_sweep" in results:
-            order = list(SAMPLERS)
-            results["steps_sweep"].sort(key=lambda r: (order.index(r["sampler"]), r["steps"]))
-    # last: the defaults are chosen from the guidance and steps sweeps, so a budget that runs out
-    # should leave out the classifier-guidance rows first
-    if "classifier" in tables:
-        table("classifier_guidance", [Setting("ddim", 50, "classifier", s) for s in CLASSIFIER_SWEEP],
-              lambda st: f"classifier s={st.guidance_scale}")
-    if "spread" in tables:
-        measure_spread(results, gen.card, args, images, default_scale, timed_if_fits, real_fd, on_row)
-    return results
+        measure.fill(run, fill)
+    elif args.tables is None:
+        measure.one_setting(run)
+    else:
+        measure.tables(run, args.tables)
+    return run.results

@@ -18,12 +18,12 @@ import json
 import os
 from pathlib import Path
 
-from evaluation.paper_shapes import comparisons, fd_text
-from evaluation.plots import floor_of, plot_steps, plot_tradeoff, rows_of
-from evaluation.quality_card import ROW_ORDER, later_commits
+from evaluation.paper_shapes import comparisons
+from evaluation.plots import plot_steps, plot_tradeoff
 from evaluation.readme import write_readme_quality
+from evaluation.record import ClassifierQuality, QualityRecord, lowest
 from evaluation.spread_section import spread_section
-from evaluation.tables import fmt, guidance_table, ratio, steps_table, table
+from evaluation.tables import classifier_table, count, fd_text, guidance_table, pct, ratio, steps_table, table
 from model_store import ModelCard, ModelStore
 
 GRID_PER_CLASS = 10
@@ -43,8 +43,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """The flags of the model-card renderer."""
     p.add_argument("--model", default="fashion-mnist", metavar="NAME[@VERSION]",
                    help="the generator whose card is rendered (default: fashion-mnist, its newest version)")
-    p.add_argument("--store", metavar="DIR", default=None, help="model store root (default: $MODEL_STORE or the package's)")
-    p.add_argument("--out", default="docs/model-card.md", metavar="FILE", help="the markdown file (default: %(default)s)")
+    p.add_argument("--store", metavar="DIR", default=None,
+                   help="model store root (default: $MODEL_STORE or the package's)")
+    p.add_argument("--out", default="docs/model-card.md", metavar="FILE",
+                   help="the markdown file (default: %(default)s)")
     p.add_argument("--images", default=None, metavar="DIR",
                    help="where the PNGs go (default: images/ beside --out)")
     p.add_argument("--sample-grid", action="store_true",
@@ -75,18 +77,18 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--grid-per-class must be >= 1 (got {args.grid_per_class})")
         sample_grid(store, card, images / GRID_PNG, check_device(args.device), args.grid_per_class)
         written.append(str(images / GRID_PNG))
-    quality = card.quality or {}
+    record = QualityRecord.parse(card.quality)
     figures = {}
-    if plot_tradeoff(quality, card.defaults.get("guidance_scale"), images / TRADEOFF_PNG):
+    if plot_tradeoff(record, card.defaults.get("guidance_scale"), images / TRADEOFF_PNG):
         figures["tradeoff"] = images / TRADEOFF_PNG
-    if plot_steps(quality, images / STEPS_PNG):
+    if plot_steps(record, images / STEPS_PNG):
         figures["steps"] = images / STEPS_PNG
     if (images / GRID_PNG).exists():
         figures["grid"] = images / GRID_PNG
     written += [str(p) for k, p in figures.items() if k != "grid"]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render(card, {k: os.path.relpath(p, out.parent) for k, p in figures.items()},
-                          stored_card(store, quality.get("eval_classifier")), grid_settings(images / GRID_PNG),
+                          stored_card(store, record.provenance.eval_classifier), grid_settings(images / GRID_PNG),
                           stored_card(store, card.links.get("guidance_classifier"))))
     if args.readme:
         try:
@@ -169,18 +171,17 @@ def _run_summary(t: dict) -> str:
     return ", ".join(parts) or "no recipe recorded"
 
 
-def _later_rows(q: dict) -> str:
-    """A sentence on the rows `python -m evaluation evaluate --fill-card` added after the tables were measured, or ''."""
-    commits = later_commits(q)
-    if not commits:
-        return ""
+def _later_rows(record: QualityRecord) -> str:
+    """A sentence on the rows `--fill-card` added after the tables were measured, or ''."""
     parts = []
-    for commit in commits:
-        rows = [r for key in ROW_ORDER for r in rows_of(q, key) if r.get("commit") == commit]
-        dates = sorted({str(r.get("measured_at", "?"))[:10] for r in rows})
+    for commit in record.later_commits():
+        rows = record.rows_of_commit(commit)
+        dates = sorted({(r.measured_at or "?")[:10] for r in rows})
         parts.append(f"{len(rows)} at commit `{commit[:7]}` ({', '.join(dates)})")
-    return (" Rows added later by `python -m evaluation evaluate --fill-card`, on the same kind of device with the same seeds, "
-            "images per class and classifier, carry their own commit: " + "; ".join(parts) + ".")
+    if not parts:
+        return ""
+    return (" Rows added later by `python -m evaluation evaluate --fill-card`, on the same kind of device with the "
+            "same seeds, images per class and classifier, carry their own commit: " + "; ".join(parts) + ".")
 
 
 def _training(card: ModelCard) -> str:
@@ -209,104 +210,103 @@ def _training(card: ModelCard) -> str:
     return "\n".join(text)
 
 
-def _defaults(card: ModelCard) -> str:
+def _defaults(card: ModelCard, record: QualityRecord) -> str:
     d = card.defaults
     line = ", ".join(f"{k} `{d[k]}`" for k in ("sampler", "steps", "guidance", "guidance_scale", "eta") if k in d)
-    choice = (card.quality or {}).get("defaults_choice")
-    if isinstance(choice, dict) and choice.get("reason"):
-        measured = "" if choice.get("measured", True) else " (this exact combination was not measured)"
-        return (f"{line}{measured}.\n\nChosen from the measured tables by this rule: {choice.get('rule', '')}.\n\n"
-                f"{choice['reason']}")
-    return f"{line}.\n\nThese are not chosen from measured tables: the card has none yet."
+    choice = record.defaults_choice
+    if choice is None:
+        return f"{line}.\n\nThese are not chosen from measured tables: the card has none yet."
+    measured = "" if choice.measured else " (this exact combination was not measured)"
+    return f"{line}{measured}.\n\nChosen from the measured tables by this rule: {choice.rule}.\n\n{choice.reason}"
 
 
 def _guide_accuracy(guide: ModelCard) -> str:
     """A sentence on the guidance classifier and its measured held-out accuracy by noise level."""
-    by_t = (guide.quality or {}).get("test_accuracy_by_t")
-    if not isinstance(by_t, dict) or not by_t:
+    q = ClassifierQuality.parse(guide.quality)
+    if not q.accuracy_by_t:
         return f"Guided by `{guide.ref}`, whose card has no measured held-out accuracy."
-    levels = ", ".join(f"t = {t}: {100 * a:.1f}%" for t, a in by_t.items())
-    return (f"Guided by `{guide.ref}`; its accuracy on the {guide.quality.get('test_images', '?'):,} test images "
-            f"noised to each level (measured on {guide.quality.get('measured_on', '?')}, commit "
-            f"`{str(guide.quality.get('commit', '?'))[:7]}`): {levels}.")
+    levels = ", ".join(f"t = {t}: {pct(a)}" for t, a in q.accuracy_by_t)
+    return (f"Guided by `{guide.ref}`; its accuracy on the {count(q.test_images)} test images noised to each level "
+            f"(measured on {q.measured_on or '?'}, commit `{(q.commit or '?')[:7]}`): {levels}.")
 
 
-def _quality(card: ModelCard, figures: dict[str, str], clf: ModelCard | None, guide: ModelCard | None = None) -> str:
-    q = card.quality or {}
-    floor = floor_of(q)
-    tables = [k for k in ("guidance_sweep", "steps_sweep", "classifier_guidance") if rows_of(q, k)]
-    if not tables and floor is None:
-        return ("Not measured yet. The tables of the evaluation protocol (`shared/spec/evaluation.md`: guidance sweep, steps sweep over "
-                "the five samplers, classifier guidance beside CFG, and the real-data floor, each with 10,000 "
-                "samples) are owed to a GPU run: [gpu-runbook.md](gpu-runbook.md) says how. No figure is "
-                "estimated in their place.")
-    out = []
-    n = q.get("per_class")
-    acc = clf.quality.get("test_accuracy") if clf is not None else None
-    out.append(f"Measured on {q.get('device', '?')} (torch {q.get('torch', '?')}, commit `{q.get('commit', '?')}`, "
-               f"{q.get('measured_at', '?')}), {n} images per class per setting"
-               + (f" ({10 * n:,} for the ten classes)" if isinstance(n, int) and card.num_classes == 10 else "")
-               + f", seeds from {q.get('seed', 0)}. FD and accuracy are in the features of the evaluation classifier "
-                 f"`{q.get('eval_classifier', '?')}`"
-               + (f" ({100 * acc:.1f}% test accuracy)" if isinstance(acc, (int, float)) else "")
-               + f", against {q.get('reference', 'the test split')}. Sampling: {q.get('sampling', 'not recorded')}."
-               + _later_rows(q))
-    out.append("")
-    same = (q.get("floor") or {}).get("same_n")
-    if isinstance(same, dict) and floor is not None:
-        full = q["floor"].get("fd")
-        out.append(f"**Floor** (FD of training images against the test set: what a perfect generator would score): "
-                   f"**{fd_text(floor)}** with {same.get('n', '?'):,} training images, the tables' sample size, "
-                   f"and {fd_text(full)} with {q['floor'].get('n', '?'):,}. FD is biased upward at small sample "
-                   f"sizes, so the `x floor` columns divide each FD by the floor at the same size.")
-    else:
-        out.append("**Floor** (FD of 10,000 training images against the test set: what a perfect generator would score): "
-                   + (f"**{fd_text(floor)}**. The `x floor` columns divide each FD by it." if floor is not None else "not measured."))
-    out += spread_section(q, card.defaults)
-    g = rows_of(q, "guidance_sweep")
-    out += ["", "### Guidance sweep (classifier-free guidance, DDIM 50 steps, eta 0)", ""]
+def _provenance(card: ModelCard, record: QualityRecord, clf: ModelCard | None) -> str:
+    """Where, when and how the tables were measured."""
+    p = record.provenance
+    n, acc = p.per_class, ClassifierQuality.parse(clf.quality).test_accuracy if clf is not None else None
+    return (f"Measured on {p.device or '?'} (torch {p.torch or '?'}, commit `{p.commit or '?'}`, "
+            f"{p.measured_at or '?'}), "
+            f"{n if n is not None else '?'} images per class per setting"
+            + (f" ({10 * n:,} for the ten classes)" if n is not None and card.num_classes == 10 else "")
+            + f", seeds from {p.seed or 0}. FD and accuracy are in the features of the evaluation classifier "
+              f"`{p.eval_classifier or '?'}`" + (f" ({pct(acc)} test accuracy)" if acc is not None else "")
+            + f", against {p.reference or 'the test split'}. Sampling: {p.sampling or 'not recorded'}."
+            + _later_rows(record))
+
+
+def _floor(record: QualityRecord) -> str:
+    floor, at_n = record.floor, record.floor_fd
+    if floor is not None and floor.same_n_fd is not None:
+        return (f"**Floor** (FD of training images against the test set: what a perfect generator would score): "
+                f"**{fd_text(at_n)}** with {count(floor.same_n)} training images, the tables' sample size, and "
+                f"{fd_text(floor.fd) if floor.fd is not None else 'not measured'} with {count(floor.n)}. FD is "
+                f"biased upward at small sample sizes, so the `x floor` columns divide each FD by the floor at the "
+                f"same size.")
+    return ("**Floor** (FD of 10,000 training images against the test set: what a perfect generator would score): "
+            + (f"**{fd_text(at_n)}**. The `x floor` columns divide each FD by it." if at_n is not None
+               else "not measured."))
+
+
+def _sweeps(card: ModelCard, record: QualityRecord, figures: dict[str, str], guide: ModelCard | None) -> list[str]:
+    """The three tables of evaluation.md, each with its figure and a line on what it shows."""
+    floor, g, s, c = record.floor_fd, record.guidance_sweep, record.steps_sweep, record.classifier_guidance
+    out = ["", "### Guidance sweep (classifier-free guidance, DDIM 50 steps, eta 0)", ""]
     if g:
-        out.append(guidance_table(card, g, floor))
-        out.append("\nScale 0 is unconditional (scored against the whole test set; no accuracy); scale 1 is the "
-                   "conditional model alone.")
+        out += [guidance_table(g, floor, card.defaults.get("guidance_scale")),
+                "\nScale 0 is unconditional (scored against the whole test set; no accuracy); scale 1 is the "
+                "conditional model alone."]
         if "tradeoff" in figures:
             out.append(f"\n![FD against accuracy along the guidance sweep]({figures['tradeoff']})")
     else:
         out.append("Not measured.")
-    s = rows_of(q, "steps_sweep")
-    scales = sorted({r["guidance_scale"] for r in s})
-    out += ["", "### Steps sweep (every sampler" + (f", CFG scale {', '.join(f'{v:g}' for v in scales)}" if s else "")
-            + ", the best-FD scale of the guidance sweep)", ""]
+    scales = ", ".join(f"{v:g}" for v in sorted({r.guidance_scale for r in s}))
+    out += ["", f"### Steps sweep (every sampler{f', CFG scale {scales}' if s else ''}, the best-FD scale of the "
+            "guidance sweep)", ""]
     if s:
-        out.append("FD (accuracy) by sampler and steps; – is not measured.\n")
-        out.append(steps_table(s))
-        best = min(s, key=lambda r: r["fd"])
-        out.append(f"\nBest: {best['sampler']} {best['steps']} steps, FD {fd_text(best['fd'])}"
-                   + (f" ({ratio(best['fd'], floor)} the floor)." if floor else "."))
+        best = lowest(s)
+        out += ["FD (accuracy) by sampler and steps; – is not measured.\n", steps_table(s),
+                f"\nBest: {best.sampler} {best.steps} steps, FD {fd_text(best.fd)}"
+                + (f" ({ratio(best.fd, floor)} the floor)." if floor else ".")]
         if "steps" in figures:
             out.append(f"\n![FD against steps per sampler]({figures['steps']})")
     else:
         out.append("Not measured.")
-    c = rows_of(q, "classifier_guidance")
     out += ["", "### Classifier guidance beside CFG (DDIM 50 steps)", ""]
     if c:
-        cfg = {r["guidance_scale"]: r for r in g if r["guidance_scale"] > 0}  # s = 0 is unconditional
-        out.append(table(["scale", "classifier FD", "x floor", "classifier accuracy", "CFG FD", "CFG accuracy"], [
-            [f"{r['guidance_scale']:g}", fmt("fd", r["fd"]), ratio(r["fd"], floor), fmt("accuracy", r.get("accuracy")),
-             fmt("fd", cfg[r["guidance_scale"]]["fd"]) if r["guidance_scale"] in cfg else "–",
-             fmt("accuracy", cfg[r["guidance_scale"]].get("accuracy")) if r["guidance_scale"] in cfg else "–"]
-            for r in sorted(c, key=lambda r: r["guidance_scale"])]))
+        out.append(classifier_table(c, g, floor))
         if guide is not None:
             out.append("\n" + _guide_accuracy(guide))
-        out.append("\nClassifier scale 0 is the unguided conditional model; CFG columns are the guidance sweep's row at "
-                   "the same number where it has one (the two scales mean different things).")
+        out.append("\nClassifier scale 0 is the unguided conditional model; CFG columns are the guidance sweep's row "
+                   "at the same number where it has one (the two scales mean different things).")
     else:
         out.append("Not measured.")
-    missing = q.get("not_measured")
-    if isinstance(missing, list) and missing:
+    return out
+
+
+def _quality(card: ModelCard, record: QualityRecord, figures: dict[str, str], clf: ModelCard | None,
+             guide: ModelCard | None = None) -> str:
+    if not record.rows and record.floor_fd is None:
+        return ("Not measured yet. The tables of the evaluation protocol (`shared/spec/evaluation.md`: guidance "
+                "sweep, steps sweep over the five samplers, classifier guidance beside CFG, and the real-data floor, "
+                "each with 10,000 samples) are owed to a GPU run: [gpu-runbook.md](gpu-runbook.md) says how. No "
+                "figure is estimated in their place.")
+    out = [_provenance(card, record, clf), "", _floor(record), *spread_section(record, card.defaults),
+           *_sweeps(card, record, figures, guide)]
+    missing = record.provenance.not_measured
+    if missing:
         out += ["", "### Not measured", "", "These settings were left out (never estimated):", ""]
-        out += [f"- {m.get('table')}: {m.get('sampler')} {m.get('steps')} steps, {m.get('guidance')} scale "
-                f"{m.get('guidance_scale')}: {m.get('why', '')}" for m in missing if isinstance(m, dict)]
+        out += [f"- {m.table}: {m.sampler} {m.steps} steps, {m.guidance} scale {m.guidance_scale}: {m.why or ''}"
+                for m in missing]
     return "\n".join(out)
 
 
@@ -327,8 +327,9 @@ def render(card: ModelCard, figures: dict[str, str], clf: ModelCard | None = Non
     ]
     if "grid" in figures:
         g = grid
-        how = (f"{g.get('per_class')} seeds each, sampled from {g.get('model')} with {g.get('sampler')}, {g.get('steps')} "
-               f"steps, {g.get('guidance')} scale {g.get('guidance_scale')}" if g else "its sampling settings not recorded")
+        how = (f"{g.get('per_class')} seeds each, sampled from {g.get('model')} with {g.get('sampler')}, "
+               f"{g.get('steps')} steps, {g.get('guidance')} scale {g.get('guidance_scale')}" if g
+               else "its sampling settings not recorded")
         parts.append(f"![Samples, one row per class]({figures['grid']})\n\nOne row per class, top to bottom: {names}; "
                      f"{how}.")
     else:
@@ -336,7 +337,7 @@ def render(card: ModelCard, figures: dict[str, str], clf: ModelCard | None = Non
     parts += ["", "## How it was trained", "", _training(card)]
     if card.notes:
         parts += ["", "Notes from the card:", "", "> " + card.notes.replace("\n\n", "\n>\n> ")]
-    parts += ["", "## Sampling defaults", "", _defaults(card), "", "## Quality", "", _quality(card, figures, clf, guide),
-              "", "## Compared with the papers", ""]
-    parts += comparisons(card.quality or {})
+    record = QualityRecord.parse(card.quality)
+    parts += ["", "## Sampling defaults", "", _defaults(card, record), "", "## Quality", "",
+              _quality(card, record, figures, clf, guide), "", "## Compared with the papers", "", *comparisons(record)]
     return "\n".join(parts).rstrip() + "\n"

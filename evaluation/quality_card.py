@@ -1,7 +1,7 @@
 """The measured tables as a generator's card `quality`, and the sampling defaults chosen from them.
 
-Torch-free: it reads and writes JSON data only, so it can be tested on hand-made tables and run
-wherever the store can be read.
+Torch-free: the chooser reads the typed record (evaluation.record), the writers write the card's
+JSON, so both can be tested on hand-made tables and run wherever the store can be read.
 
 The rule for the defaults (issue #3: "the fewest steps whose FD is within 10% of the best measured,
 at the scale that trades FD and accuracy best"), made precise:
@@ -25,13 +25,14 @@ measured. A missing table is said, and what it would have decided is kept from t
 
 from __future__ import annotations
 
-import math
 import re
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 from contract.names import SAMPLERS
 from evaluation.budget import evaluations
+from evaluation.record import DefaultsChoice, Provenance, QualityRecord, Row
+from evaluation.tables import pct, spoken_list
 from model_store import ModelCard, ModelStore
 
 ACCURACY_SHARE = 0.95
@@ -50,8 +51,7 @@ TABLE_KEYS = ("guidance_sweep", "steps_sweep", "classifier_guidance", "floor", "
 """The tables of evaluation.md, as `python -m evaluation evaluate --tables` names them in its JSON, and the
 spread (the default setting measured again with other seeds: how far FD moves between repeats)."""
 
-PROVENANCE_KEYS = ("model", "eval_classifier", "per_class", "reference", "seed", "device", "torch", "commit",
-                   "measured_at", "sampling", "not_measured")
+PROVENANCE_KEYS = Provenance.KEYS
 """What the card keeps beside the tables: what was measured, with what, where and when."""
 
 NOTES_MARKER = "Sampling defaults chosen from the measured tables:"
@@ -62,103 +62,71 @@ _STALE = re.compile(r"placeholder|quality table is empty", re.IGNORECASE)
 _SENTENCE_END = re.compile(r"(?<!e\.g\.)(?<!i\.e\.)(?<=\.)\s+")
 
 
-@dataclass(frozen=True)
-class DefaultsChoice:
-    """Sampling defaults chosen from the tables, and why."""
 
-    defaults: dict[str, Any]  # sampler, steps, guidance_scale, guidance: what the card's `defaults` become
-    reason: str  # for people: which rows decided, with their numbers
-    measured: bool  # whether the chosen combination itself is a measured row
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**self.defaults, "measured": self.measured, "rule": RULE, "reason": self.reason}
-
-
-def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _cfg_rows(rows: Any) -> list[dict]:
-    if not isinstance(rows, list):
-        return []
-    return [r for r in rows if isinstance(r, dict) and r.get("guidance", "cfg") == "cfg" and _number(r.get("fd"))
-            and _number(r.get("guidance_scale"))]
-
-
-def _pct(v: float) -> str:
-    return f"{100 * v:.1f}%"
-
-
-def choose_scale(guidance_sweep: Any) -> tuple[dict, str] | None:
+def choose_scale(guidance_sweep: Sequence[Row]) -> tuple[Row, str] | None:
     """Rule 1 on the guidance sweep: (the chosen row, why), or None without a conditional row."""
-    rows = [r for r in _cfg_rows(guidance_sweep) if r["guidance_scale"] > 0 and _number(r.get("accuracy"))]
+    rows = [r for r in guidance_sweep if r.guidance == "cfg" and r.guidance_scale > 0 and r.accuracy is not None]
     if not rows:
         return None
-    best_acc = max(r["accuracy"] for r in rows)
-    eligible = [r for r in rows if r["accuracy"] >= ACCURACY_SHARE * best_acc]
-    chosen = min(eligible, key=lambda r: (r["fd"], r["guidance_scale"]))
-    lowest = min(rows, key=lambda r: (r["fd"], r["guidance_scale"]))
-    top = min((r for r in rows if r["accuracy"] == best_acc), key=lambda r: r["guidance_scale"])
-    why = (f"scale {chosen['guidance_scale']:g} has FD {chosen['fd']:g} and accuracy {_pct(chosen['accuracy'])}, the "
-           f"lowest FD among the scales with at least {ACCURACY_SHARE:.0%} of the best accuracy "
-           f"({_pct(best_acc)} at scale {top['guidance_scale']:g})")
+    best_acc = max(r.accuracy for r in rows)
+    eligible = [r for r in rows if r.accuracy >= ACCURACY_SHARE * best_acc]
+    chosen = min(eligible, key=lambda r: (r.fd, r.guidance_scale))
+    lowest = min(rows, key=lambda r: (r.fd, r.guidance_scale))
+    top = min((r for r in rows if r.accuracy == best_acc), key=lambda r: r.guidance_scale)
+    why = (f"scale {chosen.guidance_scale:g} has FD {chosen.fd:g} and accuracy {pct(chosen.accuracy)}, the lowest FD "
+           f"among the scales with at least {ACCURACY_SHARE:.0%} of the best accuracy ({pct(best_acc)} at scale "
+           f"{top.guidance_scale:g})")
     if lowest is not chosen:
-        why += (f"; the lowest FD of the sweep, {lowest['fd']:g} at scale {lowest['guidance_scale']:g}, has only "
-                f"{_pct(lowest['accuracy'])} accuracy")
+        why += (f"; the lowest FD of the sweep, {lowest.fd:g} at scale {lowest.guidance_scale:g}, has only "
+                f"{pct(lowest.accuracy)} accuracy")
     return chosen, why
 
 
-def choose_steps(steps_sweep: Any) -> tuple[dict, str] | None:
+def choose_steps(steps_sweep: Sequence[Row]) -> tuple[Row, str] | None:
     """Rule 2 on the steps sweep: (the chosen row, why), or None without a row."""
-    rows = _cfg_rows(steps_sweep)
-    rows = [r for r in rows if r.get("sampler") in SAMPLERS and isinstance(r.get("steps"), int)]
+    rows = [r for r in steps_sweep if r.guidance == "cfg" and r.sampler in SAMPLERS]
     if not rows:
         return None
-    best = min(rows, key=lambda r: r["fd"])
-    within = [r for r in rows if r["fd"] <= (1 + FD_TOLERANCE) * best["fd"]]
-    chosen = min(within, key=lambda r: (evaluations(r["sampler"], r["steps"]), r["fd"],
-                                        list(SAMPLERS).index(r["sampler"]), r["steps"]))
-    n = evaluations(chosen["sampler"], chosen["steps"])
-    why = (f"{chosen['sampler']} with {chosen['steps']} steps ({n} model evaluations per image) has FD "
-           f"{chosen['fd']:g}, within {FD_TOLERANCE:.0%} of the best FD of the steps sweep ({best['fd']:g}, "
-           f"{best['sampler']} {best['steps']} steps), with the fewest evaluations of the {len(within)} rows "
+    best = min(rows, key=lambda r: r.fd)
+    within = [r for r in rows if r.fd <= (1 + FD_TOLERANCE) * best.fd]
+    chosen = min(within, key=lambda r: (evaluations(r.sampler, r.steps), r.fd, list(SAMPLERS).index(r.sampler),
+                                        r.steps))
+    why = (f"{chosen.sampler} with {chosen.steps} steps ({evaluations(chosen.sampler, chosen.steps)} model evaluations "
+           f"per image) has FD {chosen.fd:g}, within {FD_TOLERANCE:.0%} of the best FD of the steps sweep "
+           f"({best.fd:g}, {best.sampler} {best.steps} steps), with the fewest evaluations of the {len(within)} rows "
            f"that are")
     return chosen, why
 
 
-def choose_defaults(quality: dict[str, Any], current: dict[str, Any] | None = None) -> DefaultsChoice | None:
-    """The card defaults the tables in `quality` pick (see the module's rule), or None when it has
+def choose_defaults(record: QualityRecord, current: dict[str, Any] | None = None) -> DefaultsChoice | None:
+    """The card defaults the tables of `record` pick (see the module's rule), or None when it has
     neither a guidance sweep nor a steps sweep. `current` (the card's defaults) supplies what a
     missing table would have decided."""
-    current = dict(current or {})
-    scale = choose_scale(quality.get("guidance_sweep"))
-    steps = choose_steps(quality.get("steps_sweep"))
+    scale, steps = choose_scale(record.guidance_sweep), choose_steps(record.steps_sweep)
     if scale is None and steps is None:
         return None
-    reasons = []
     if scale is not None:
-        s = scale[0]["guidance_scale"]
-        reasons.append(f"Scale: {scale[1]}.")
-    elif steps is not None:
-        s = steps[0]["guidance_scale"]
-        reasons.append(f"Scale: no guidance sweep was measured; {s:g}, the scale of the steps sweep.")
+        s = scale[0].guidance_scale
+        reasons = [f"Scale: {scale[1]}."]
+    else:
+        s = steps[0].guidance_scale
+        reasons = [f"Scale: no guidance sweep was measured; {s:g}, the scale of the steps sweep."]
     if steps is not None:
-        sampler, n_steps = steps[0]["sampler"], steps[0]["steps"]
+        row = steps[0]
         reasons.append(f"Sampler and steps: {steps[1]}.")
-        sweep_scale = steps[0]["guidance_scale"]
-        measured = sweep_scale == s
+        measured = row.guidance_scale == s
         if not measured:
-            reasons.append(f"The steps sweep was measured at scale {sweep_scale:g} (the best-FD scale, as "
-                           f"evaluation.md asks), so {sampler} {n_steps} steps at scale {s:g} is not itself a "
+            reasons.append(f"The steps sweep was measured at scale {row.guidance_scale:g} (the best-FD scale, as "
+                           f"evaluation.md asks), so {row.sampler} {row.steps} steps at scale {s:g} is not itself a "
                            f"measured row: the choice assumes the samplers rank alike at both scales.")
     else:
         # the guidance sweep's own setting (DDIM 50, evaluation.md) is the one combination it measured
-        sampler, n_steps, measured = scale[0]["sampler"], scale[0]["steps"], True
-        reasons.append(f"Sampler and steps: no steps sweep was measured; {sampler} {n_steps} steps, the "
+        row, measured = scale[0], True
+        reasons.append(f"Sampler and steps: no steps sweep was measured; {row.sampler} {row.steps} steps, the "
                        f"setting of the guidance sweep.")
-    defaults = {**{k: v for k, v in current.items() if k not in ("eta",)},
-                "sampler": sampler, "steps": n_steps, "guidance_scale": float(s), "guidance": "cfg"}
-    return DefaultsChoice(defaults, " ".join(reasons), measured)
+    defaults = {**{k: v for k, v in (current or {}).items() if k != "eta"},
+                "sampler": row.sampler, "steps": row.steps, "guidance_scale": float(s), "guidance": "cfg"}
+    return DefaultsChoice(defaults, " ".join(reasons), measured, RULE)
 
 
 def card_quality(results: dict[str, Any]) -> dict[str, Any]:
@@ -184,39 +152,22 @@ def notes_with(notes: str, paragraph: str | None) -> str:
     return "\n\n".join(kept)
 
 
-ROW_ORDER = {"guidance_sweep": lambda r: r["guidance_scale"], "classifier_guidance": lambda r: r["guidance_scale"],
-             "steps_sweep": lambda r: (list(SAMPLERS).index(r["sampler"]), r["steps"])}
-"""How the rows of each table are ordered in a card."""
-
-
-def spoken_list(items: list[str]) -> str:
-    """"a", "a and b", "a, b and c"."""
-    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
-
-
-def later_commits(quality: dict[str, Any]) -> list[str]:
-    """The commits of rows added by `python -m evaluation evaluate --fill-card` (rows that carry their own commit
-    because it may differ from the tables'), oldest first: by the first `measured_at` of each."""
-    first: dict[str, str] = {}
-    for key in ROW_ORDER:
-        for r in quality.get(key) or []:
-            if isinstance(r, dict) and r.get("commit"):
-                when = str(r.get("measured_at", ""))
-                first[r["commit"]] = min(first.get(r["commit"], when), when)
-    return sorted(first, key=lambda c: first[c])
+ROW_ORDER = {"guidance_sweep": lambda r: r.guidance_scale, "classifier_guidance": lambda r: r.guidance_scale,
+             "steps_sweep": lambda r: (list(SAMPLERS).index(r.sampler), r.steps)}
+"""How the rows (`Row`) of each table are ordered in a card, table by table as the record reads them."""
 
 
 def filled_quality(quality: dict[str, Any], results: dict[str, Any]) -> dict[str, Any]:
-    """A card's `quality` with the rows of `python -m evaluation evaluate --fill-card` results added to its tables
-    (in table order) and `not_measured` replaced by what the fill itself left out."""
+    """A card's `quality` with the rows of `python -m evaluation evaluate --fill-card` results added to
+    its tables (in table order) and `not_measured` replaced by what the fill itself left out."""
+    card, fill = QualityRecord.parse(quality), QualityRecord.parse(results)
     merged = dict(quality)
     for key, order in ROW_ORDER.items():
-        if results.get(key):
-            merged[key] = sorted([*quality.get(key, []), *results[key]], key=order)
-    if results.get("not_measured"):
-        merged["not_measured"] = results["not_measured"]
-    else:
-        merged.pop("not_measured", None)
+        if fill.table(key):
+            merged[key] = [r.to_dict() for r in sorted(card.table(key) + fill.table(key), key=order)]
+    merged.pop("not_measured", None)
+    if fill.provenance.not_measured:
+        merged["not_measured"] = [m.to_dict() for m in fill.provenance.not_measured]
     return merged
 
 
@@ -231,31 +182,30 @@ def write_quality(store: ModelStore, ref: str, results: dict[str, Any], choose: 
 
 def fill_quality(store: ModelStore, ref: str, results: dict[str, Any], choose: bool = False
                  ) -> tuple[ModelCard, DefaultsChoice | None]:
-    """Add the rows of `python -m evaluation evaluate --fill-card` results to the tables of generator `ref`'s
-    card (`filled_quality`); with `choose`, choose the defaults again from the fuller tables."""
+    """Add the rows of `python -m evaluation evaluate --fill-card` results to the tables of generator
+    `ref`'s card (`filled_quality`); with `choose`, choose the defaults again from the fuller tables."""
     card = _generator(store, ref)
-    return _write(store, card, filled_quality(card.quality or {}, results), choose)
+    return _write(store, card, filled_quality(card.quality, results), choose)
 
 
 def add_spread(store: ModelStore, ref: str, results: dict[str, Any], choose: bool = False
                ) -> tuple[ModelCard, DefaultsChoice | None]:
-    """Add the `spread` of `python -m evaluation evaluate --tables spread` results to the tables of generator
-    `ref`'s card (replacing an earlier spread), keeping the tables. The spread records its own commit
-    and time; it must be of the card's sample size and evaluation classifier, or it says nothing about
-    the card's figures. `choose` is accepted for the caller's sake: the spread changes no default."""
+    """Add the `spread` of `python -m evaluation evaluate --tables spread` results to the tables of
+    generator `ref`'s card (replacing an earlier spread), keeping the tables. The spread records its
+    own commit and time; it must be of the card's sample size and evaluation classifier, or it says
+    nothing about the card's figures. `choose` is accepted for the caller's sake: the spread changes
+    no default."""
     card = _generator(store, ref)
-    quality = dict(card.quality or {})
-    if not any(quality.get(k) for k in TABLE_KEYS if k != "spread"):
+    tables, measured = QualityRecord.parse(card.quality), QualityRecord.parse(results)
+    if not tables.rows and tables.floor is None:
         raise ValueError(f"{card.ref} has no quality tables for a spread to qualify: measure them first")
-    spread = results.get("spread")
-    if not isinstance(spread, dict):
+    if measured.spread is None:
         raise ValueError("the results hold no spread")
     for key in ("per_class", "eval_classifier"):
-        if results.get(key) != quality.get(key):
-            raise ValueError(f"the spread was measured with {key} {results.get(key)!r}, the card's tables with "
-                             f"{quality.get(key)!r}: it would not describe them")
-    quality["spread"] = spread
-    return _write(store, card, quality, False)
+        if getattr(measured.provenance, key) != getattr(tables.provenance, key):
+            raise ValueError(f"the spread was measured with {key} {getattr(measured.provenance, key)!r}, the card's "
+                             f"tables with {getattr(tables.provenance, key)!r}: it would not describe them")
+    return _write(store, card, {**card.quality, "spread": results["spread"]}, False)
 
 
 def _generator(store: ModelStore, ref: str) -> ModelCard:
@@ -265,21 +215,26 @@ def _generator(store: ModelStore, ref: str) -> ModelCard:
     return card
 
 
+def _notes_paragraph(record: QualityRecord) -> str | None:
+    """The notes' paragraph on the defaults chosen, from the quality's `defaults_choice`, or None."""
+    choice = record.defaults_choice
+    if choice is None:
+        return None
+    commits = [record.provenance.commit or "unknown"] + record.later_commits()
+    st = choice.setting
+    return (f"{NOTES_MARKER} {st.sampler}, {st.steps} steps, CFG scale {st.guidance_scale:g} (measured on "
+            f"{record.provenance.device or 'an unrecorded device'} at commit{'s' if len(commits) > 1 else ''} "
+            f"{spoken_list(commits)}). {choice.reason}")
+
+
 def _write(store: ModelStore, card: ModelCard, quality: dict[str, Any], choose: bool
            ) -> tuple[ModelCard, DefaultsChoice | None]:
     changes: dict[str, Any] = {"quality": quality}
-    choice = choose_defaults(quality, card.defaults) if choose else None
+    choice = choose_defaults(QualityRecord.parse(quality), card.defaults) if choose else None
     if choice is not None:
         quality["defaults_choice"] = choice.to_dict()
         changes["defaults"] = choice.defaults
     # the notes' defaults paragraph follows the quality's defaults_choice: written anew, kept by a fill
     # that does not choose, dropped when new tables replace the ones it was chosen from
-    paragraph = None
-    d = quality.get("defaults_choice")
-    if isinstance(d, dict) and "reason" in d:
-        commits = [str(quality.get("commit", "unknown"))] + later_commits(quality)
-        at = f"commit{'s' if len(commits) > 1 else ''} {spoken_list(commits)}"
-        paragraph = (f"{NOTES_MARKER} {d['sampler']}, {d['steps']} steps, CFG scale {d['guidance_scale']:g} "
-                     f"(measured on {quality.get('device', 'an unrecorded device')} at {at}). {d['reason']}")
-    changes["notes"] = notes_with(card.notes, paragraph)
+    changes["notes"] = notes_with(card.notes, _notes_paragraph(QualityRecord.parse(quality)))
     return store.update_card(card, changes), choice

@@ -5,56 +5,55 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from evaluation.paper_shapes import fd_text, paired_sd, spread_margin, spread_sd, table_margin
-from evaluation.plots import floor_of, rows_of
-from evaluation.quality_card import later_commits, spoken_list
-from evaluation.tables import guidance_table, steps_table
+from evaluation.record import QualityRecord
+from evaluation.tables import fd_text, guidance_table, spoken_list, steps_table
 from model_store import ModelCard
 
-README_BEGIN = "<!-- quality:begin (rendered from the shipped card by `python -m evaluation model-card --readme README.md`) -->"
+README_BEGIN = ("<!-- quality:begin (rendered from the shipped card by "
+                "`python -m evaluation model-card --readme README.md`) -->")
 README_END = "<!-- quality:end -->"
 """The markers around the README's measured-quality summary, which `--readme` rewrites."""
 
 
-def _readme_spread(q: dict) -> str:
-    """' FD moves by ...' for the README when the card has a spread, else ''."""
-    sd, margin = spread_sd(q), spread_margin(q)
-    if sd is None or margin is None:
+def _readme_spread(record: QualityRecord) -> str:
+    """' Measured again with ...' for the README when the card has a spread, else ''."""
+    sp, sd, margin = record.spread, record.spread_sd, record.spread_margin
+    if sp is None or sd is None or margin is None:
         return ""
-    sp = q["spread"]
-    out = (f" Measured again with {len(sp['repeats'])} other seed ranges, the default setting's FD moves with a "
-           f"standard deviation of {fd_text(sd)} (mean {fd_text(sp['fd']['mean'])}): FDs measured with independent "
+    out = (f" Measured again with {len(sp.repeats)} other seed ranges, the default setting's FD moves with a "
+           f"standard deviation of {fd_text(sd)} (mean {fd_text(sp.fd.mean)}): FDs measured with independent "
            f"seeds that differ by at most {fd_text(margin)} cannot be told apart")
-    row_margin, paired = table_margin(q)
-    if not paired:
+    m = record.table_margin
+    if not m.paired or sp.paired is None or sp.paired.setting is None:
         return out + " (the rows below share seeds, so their differences are more precise than that)."
-    ps = sp["paired"]["setting"]
-    return out + (f". The rows below share seeds: on the same seed ranges, {ps.get('sampler')} {ps.get('steps')} steps "
-                  f"differs from the default with a standard deviation of {fd_text(paired_sd(q))}, so differences "
-                  f"between rows up to {fd_text(row_margin)} could be the seeds alone.")
+    ps = sp.paired.setting
+    return out + (f". The rows below share seeds: on the same seed ranges, {ps.sampler} {ps.steps} steps "
+                  f"differs from the default with a standard deviation of {fd_text(record.paired_sd)}, so differences "
+                  f"between rows up to {fd_text(m.fd)} could be the seeds alone.")
 
 
 def readme_quality(card: ModelCard) -> str:
     """The README's summary of a card's measured quality: where and how it was measured, the guidance
     sweep and the steps sweep; or a line saying the tables are owed."""
-    q = card.quality or {}
-    g, s = rows_of(q, "guidance_sweep"), rows_of(q, "steps_sweep")
+    record, d = QualityRecord.parse(card.quality), card.defaults
+    g, s, p = record.guidance_sweep, record.steps_sweep, record.provenance
     if not g and not s:
         return (f"`{card.ref}` has no measured quality table yet: its tables are owed to a GPU run "
                 "([docs/gpu-runbook.md](docs/gpu-runbook.md)).")
-    floor = floor_of(q)
-    n = q.get("per_class")
-    commits = [f"`{c[:7]}`" for c in later_commits(q)]
+    floor = record.floor_fd
+    commits = [f"`{c[:7]}`" for c in record.later_commits()]
     later = f"; rows added later at {spoken_list(commits)}" if commits else ""
-    out = [f"Measured for `{card.ref}` on {q.get('device', '?')} (commit `{str(q.get('commit', '?'))[:7]}`{later}), "
-           + (f"{n * card.num_classes:,} images per setting ({n} per class)" if isinstance(n, int) else "")
-           + f", in the features of `{q.get('eval_classifier', '?')}`; the floor (real training images at the "
+    n = p.per_class
+    out = [f"Measured for `{card.ref}` on {p.device or '?'} (commit `{(p.commit or '?')[:7]}`{later}), "
+           + (f"{n * card.num_classes:,} images per setting ({n} per class)" if n is not None else "")
+           + f", in the features of `{p.eval_classifier or '?'}`; the floor (real training images at the "
              f"same count) is {fd_text(floor) if floor is not None else 'not measured'}. Sampling defaults: "
-           + ", ".join(f"{k} `{card.defaults[k]}`" for k in ("sampler", "steps", "guidance_scale") if k in card.defaults)
-           + "." + _readme_spread(q)
+           + ", ".join(f"{k} `{d[k]}`" for k in ("sampler", "steps", "guidance_scale") if k in d)
+           + "." + _readme_spread(record)
            + " All tables, the plots and the comparison with the papers: [docs/model-card.md](docs/model-card.md)."]
     if g:
-        out += ["", "Guidance sweep (CFG, DDIM 50 steps):", "", guidance_table(card, g, floor, seconds=False)]
+        out += ["", "Guidance sweep (CFG, DDIM 50 steps):", "", guidance_table(g, floor, d.get("guidance_scale"),
+                                                                            seconds=False)]
     if s:
         out += ["", "Steps sweep, FD (accuracy):", "", steps_table(s)]
     return "\n".join(out)

@@ -4,6 +4,7 @@ model-card doc: the shapes the papers report, unless a test changes them."""
 from __future__ import annotations
 
 from contract.names import SAMPLERS
+from evaluation.record import QualityRecord, Row
 
 
 def row(sampler: str = "ddim", steps: int = 50, scale: float = 1.0, fd: float = 10.0, accuracy: float | None = 0.9,
@@ -28,7 +29,8 @@ _STEPS_FD = {"ddpm": {10: 40.0, 20: 25.0, 50: 14.0, 100: 10.0, 1000: 7.5},
 STEPS = [row(sampler=s, steps=k, scale=1.3, fd=fd, accuracy=0.88) for s in SAMPLERS for k, fd in _STEPS_FD[s].items()]
 
 CLASSIFIER = [row(guidance="classifier", scale=s, fd=fd, accuracy=a)
-              for s, fd, a in ((0.0, 12.0, 0.80), (1.0, 11.0, 0.85), (2.0, 10.5, 0.90), (4.0, 12.0, 0.94), (8.0, 18.0, 0.97))]
+              for s, fd, a in ((0.0, 12.0, 0.80), (1.0, 11.0, 0.85), (2.0, 10.5, 0.90), (4.0, 12.0, 0.94),
+                               (8.0, 18.0, 0.97))]
 
 FLOOR = {"fd": 2.0, "n": 10_000, "what": "training images against the test set"}
 
@@ -55,3 +57,13 @@ def spread(sd: float, fds: tuple[float, ...] = (8.0, 8.5, 7.5)) -> dict:
             "floor": {"n": 10_000, "seeds": [1, 2, 3], "fds": [2.0, 2.1, 1.9],
                       "fd": {"mean": 2.0, "sd": 0.1, "min": 1.9, "max": 2.1}},
             "commit": "def456", "measured_at": "2026-11-29T12:00:00Z", "device": "NVIDIA H200", "torch": "2.11.0"}
+
+
+def record(q: dict) -> QualityRecord:
+    """The typed record the renderers and the chooser read."""
+    return QualityRecord.parse(q)
+
+
+def rows(dicts: list[dict] | None) -> tuple[Row, ...]:
+    """Hand-made rows as the record reads them (a malformed one is left out)."""
+    return QualityRecord.parse({"guidance_sweep": dicts}).guidance_sweep

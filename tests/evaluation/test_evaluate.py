@@ -10,13 +10,19 @@ import shutil
 import statistics
 
 import pytest
-from cli_helpers import last_json
 from stores import fashion_mnist_or_skip
 
 from evaluation.__main__ import run as main
+from evaluation.record import QualityRecord
 from imagegen.cli import main as imagegen_main
 from model_store import ModelStore
 from model_store.loading import load_module
+
+
+def last_json(out: str) -> dict:
+    """The JSON summary a command prints as its last stdout line (tests/evaluation runs on its own, without
+    tests/imagegen's helpers on the path)."""
+    return json.loads(out.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +33,10 @@ def store(tmp_path_factory, tiny_store_root):
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         code = imagegen_main(["train", "--task", "eval-classifier", "--preset", "tiny", "--data", "fashion-mnist",
-                     "--limit", "4096", "--steps", "150", "--batch-size", "64", "--lr", "2e-3", "--warmup-steps", "5", "--ema-decay", "0.95",
-                     "--device", "cpu", "--run-dir", str(root.parent / "run"), "--export-name", "fmnist-eval-classifier",
-                     "--store", str(root)])
+                              "--limit", "4096", "--steps", "150", "--batch-size", "64", "--lr", "2e-3",
+                              "--warmup-steps", "5", "--ema-decay", "0.95", "--device", "cpu",
+                              "--run-dir", str(root.parent / "run"), "--export-name", "fmnist-eval-classifier",
+                              "--store", str(root)])
     assert code == 0
     return root, last_json(buf.getvalue())
 
@@ -153,11 +160,12 @@ def test_fill_card_measures_what_a_budget_left_out_with_the_cards_own_sample_siz
     card_root = tmp_path / "store"
     shutil.copytree(root, card_root)
     # a budget too small for any setting: the card gets the floor and lists the whole sweep as left out
-    assert main(["evaluate", "--model", "fashion-mnist", "--store", str(card_root), "--device", "cpu", "--per-class", "2",
-                 "--tables", "floor", "guidance", "--max-minutes", "0.001", "--write-card"]) == 0
+    assert main(["evaluate", "--model", "fashion-mnist", "--store", str(card_root), "--device", "cpu",
+                 "--per-class", "2", "--tables", "floor", "guidance", "--max-minutes", "0.001", "--write-card"]) == 0
     cards = ModelStore(card_root)
     written = cards.resolve("fashion-mnist")
     assert "guidance_sweep" not in written.quality and len(written.quality["not_measured"]) == 9
+    assert QualityRecord.parse(written.quality).to_dict() == written.quality  # the record reads what was written
     # two of them keep the test short: the card of a run whose budget left out scales 1 and 2
     left_out = [m for m in written.quality["not_measured"] if m["guidance_scale"] in (1.0, 2.0)]
     before = cards.update_card(written, {"quality": {**written.quality, "not_measured": left_out}})
@@ -173,6 +181,7 @@ def test_fill_card_measures_what_a_budget_left_out_with_the_cards_own_sample_siz
     assert "not_measured" not in after.quality and "not_measured" not in summary
     assert after.quality["floor"] == before.quality["floor"] and after.sha256 == before.sha256
     assert after.defaults["guidance_scale"] == after.quality["defaults_choice"]["guidance_scale"]
+    assert QualityRecord.parse(after.quality).to_dict() == after.quality
     # the same row as one setting measured at that size (seeds fixed)
     again = evaluate(root, tmp_path, "--per-class", "2", "--guidance-scale", "2")["setting"]
     assert again["fd"] == rows[1]["fd"] and again["accuracy"] == rows[1]["accuracy"]
@@ -223,7 +232,8 @@ def test_a_spread_written_to_a_card_joins_its_tables_at_their_sample_size(store,
     assert summary["spread"]["fd"] == sp["fd"] and summary["spread"]["floor_fd"] == sp["floor"]["fd"]
 
 
-def test_a_paired_setting_is_measured_on_the_spreads_seeds_and_a_rerun_reuses_the_cards_repeats(store, tmp_path, capsys):
+def test_a_paired_setting_is_measured_on_the_spreads_seeds_and_a_rerun_reuses_the_cards_repeats(store, tmp_path,
+                                                                                                 capsys):
     root, _ = store
     card_root = tmp_path / "store"
     shutil.copytree(root, card_root)
@@ -243,6 +253,8 @@ def test_a_paired_setting_is_measured_on_the_spreads_seeds_and_a_rerun_reuses_th
     assert [r["seed"] for r in paired["repeats"]] == [20, 40]
     assert paired["differences"] == [round(p["fd"] - b["fd"], 4) for p, b in zip(paired["repeats"], sp["repeats"])]
     assert paired["difference"]["sd"] == round(statistics.stdev(paired["differences"]), 4)
+    card_quality = ModelStore(card_root).resolve("fashion-mnist").quality
+    assert QualityRecord.parse(card_quality).to_dict() == card_quality  # the record reads the spread as written
     # each paired repeat is the one setting measured from its first seed
     again = evaluate(root, tmp_path, "--per-class", "2", "--sampler", "dpmpp_2m", "--steps", "2", "--seed", "40")
     assert again["setting"]["fd"] == paired["repeats"][1]["fd"]
@@ -252,8 +264,9 @@ def test_a_spread_measured_with_the_tables_that_choose_the_defaults_repeats_the_
     root, _ = store
     card_root = tmp_path / "store"
     shutil.copytree(root, card_root)
-    assert main(["evaluate", "--model", "fashion-mnist", "--store", str(card_root), "--device", "cpu", "--per-class", "2",
-                 "--tables", "guidance", "spread", "--repeats", "2", "--write-card", "--choose-defaults"]) == 0
+    assert main(["evaluate", "--model", "fashion-mnist", "--store", str(card_root), "--device", "cpu",
+                 "--per-class", "2", "--tables", "guidance", "spread", "--repeats", "2", "--write-card",
+                 "--choose-defaults"]) == 0
     card = ModelStore(card_root).resolve("fashion-mnist")
     # the guidance sweep is DDIM 50 steps: the chosen defaults, not the card's earlier ddim 4 steps
     assert card.defaults["steps"] == 50

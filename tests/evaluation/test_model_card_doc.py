@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 from PIL import Image
-from tables import CLASSIFIER, STEPS, quality, row, spread
+from tables import CLASSIFIER, STEPS, quality, record, row, spread
 
 from evaluation import model_card as model_card_doc
 from evaluation import paper_shapes
@@ -57,14 +57,18 @@ def test_full_tables_render_with_the_floor_plots_defaults_and_verdicts(store, tm
     assert "| **3** (default) | 11.00 | 5.5x | 97.0% |" in doc
     assert "| ddpm | 40.00 (88.0%) | 25.00 (88.0%) | 14.00 (88.0%) | 10.00 (88.0%) | 7.50 (88.0%) |" in doc
     assert "| heun | 8.40 (88.0%) | 7.90 (88.0%) | 7.80 (88.0%) | 7.70 (88.0%) | – |" in doc
-    assert "sampler `dpmpp_2m`, steps `20`, guidance `cfg`, guidance_scale `3.0` (this exact combination was not measured)" in doc
+    assert ("sampler `dpmpp_2m`, steps `20`, guidance `cfg`, guidance_scale `3.0` (this exact combination was not "
+            "measured)") in doc
     assert "heun 100 steps, cfg scale 1.3: would pass --max-minutes (4)" in doc
     assert "Measured on NVIDIA H200" in doc and "`abc123`" in doc
     # the designed shapes: each paper's claim agrees
-    assert "- FD: **Agrees**: FD is lowest at s = 1.3 (8.00), against 12.00 at s = 1 and 20.00 at s = 6" in doc
-    assert "**Agrees**: accuracy rises with the scale and never falls, from 80.0% at s = 1 to 99.0% at s = 6." in doc
-    assert "**Agrees**: DDIM has the lower FD at every step count of 10 to 50 measured" in doc
-    assert "**Agrees**: dpmpp_2m 20 steps: FD 8.10; best: ddpm 1000 steps, 7.50 (8.0% above it" in doc
+    assert "FD lowest at a small scale above 1: **Agrees**.\n  FD 8.00 at s = 1.3, against 12.00 at s = 1 and " \
+           "20.00 at s = 6" in doc
+    assert "rising with the scale: **Agrees**.\n  80.0% at s = 1 to 99.0% at s = 6, never falling." in doc
+    assert "DDPM at 10 to 50 steps: **Agrees**.\n  FD of DDIM against DDPM by steps: 12.00 against 40.00 at 10, " \
+           "9.00 against 25.00 at 20, 8.00 against 14.00 at 50, 7.80 against 10.00 at 100." in doc
+    assert "of the best FD: **Agrees**.\n  dpmpp_2m 20 steps: FD 8.10, 8.0% above the best (ddpm 1000 steps, " \
+           "7.50)" in doc
     assert "is 3.8 times the FD of real training images (2.00)" in doc
     assert not any(v in doc for v in ("**Differs",))
 
@@ -85,40 +89,40 @@ def test_shapes_that_differ_are_said_with_the_numbers():
                                 row(scale=4.0, fd=12.0, accuracy=0.7)],
                 steps_sweep=[row("ddim", 10, fd=20.0), row("ddpm", 10, fd=15.0), row("ddim", 20, fd=9.0),
                              row("ddpm", 20, fd=12.0), row("dpmpp_2m", 20, fd=11.0)])
-    text = "\n".join(paper_shapes.comparisons(q))
-    assert "FD: **Differs**: FD is lowest at s = 1 (8.00), against 12.00 at s = 4" in text
-    assert "**Differs**: accuracy does not rise with the scale (from 90.0% at s = 1 to 70.0% at s = 4)." in text
-    assert "**Agrees in part**: DDIM is better at 20 steps, not at 10" in text
-    assert "**Differs**: dpmpp_2m 20 steps: FD 11.00; best: ddim 20 steps, 9.00 (22.2% above it" in text
+    text = "\n".join(paper_shapes.comparisons(record(q)))
+    assert "above 1: **Differs**.\n  FD 8.00 at s = 1, against 12.00 at s = 4: guidance does not lower it." in text
+    assert "rising with the scale: **Differs**.\n  90.0% at s = 1 to 70.0% at s = 4: no rise." in text
+    assert "DDPM at 10 to 50 steps: **Agrees in part**." in text and "DDIM lower at 20 steps, not at 10." in text
+    assert "of the best FD: **Differs**.\n  dpmpp_2m 20 steps: FD 11.00, 22.2% above the best (ddim 20 steps, 9.00)" \
+        in text
 
 
 def test_rising_past_the_largest_scale_and_dips_are_not_called_agreement_outright():
     q = {"guidance_sweep": [row(scale=1.0, fd=12.0, accuracy=0.8), row(scale=2.0, fd=10.0, accuracy=0.9),
                             row(scale=3.0, fd=9.0, accuracy=0.85), row(scale=4.0, fd=8.0, accuracy=0.95)]}
-    text = "\n".join(paper_shapes.cfg_shape(q))
-    assert "**Differs in part**" in text and "its minimum was not reached" in text
-    assert "**Agrees overall**" in text and "s = 2 to 3: 90.0% to 85.0%" in text
+    text = "\n".join(paper_shapes.cfg_shape(record(q)))
+    assert "FD lowest at a small scale above 1: **Differs**." in text and "its minimum was not reached" in text
+    assert "rising with the scale: **Agrees in part**." in text and "s = 2 to 3: 90.0% to 85.0%" in text
 
 
 def test_the_repeat_spread_says_which_differences_the_seeds_alone_could_make():
     # sd 0.5: differences up to 2 x sqrt(2) x 0.5 = 1.41 are within the spread
-    text = "\n".join(paper_shapes.comparisons(quality(spread=spread(0.5))))
+    text = "\n".join(paper_shapes.comparisons(record(quality(spread=spread(0.5)))))
     # lowest FD 8.00 at s = 1.3; 8.50 (s = 1.5) and 9.00 (s = 2) are within 1.41 of it, 10.00 (s = 1.1) is not
-    assert ("Within the repeat spread of the lowest FD (at most 1.41 above it, so not settled against it): "
-            "s = 1.5 (8.50), s = 2 (9.00).") in text
+    assert "Within the repeat margin (1.41) of the lowest: s = 1.5 (8.50) and s = 2 (9.00)." in text
     # DDIM against DDPM: 28, 16 and 6 apart at 10, 20 and 50 steps
-    assert "Against the repeat spread (differences up to 1.41): beyond it at 10, 20, 50 steps." in text
+    assert "The differences are beyond the repeat margin (1.41) at 10, 20 and 50 steps." in text
     # dpmpp_2m 20 (8.10) against the best (ddpm 1000, 7.50): 0.6 apart
-    assert "(8.0% above it, within 10%; difference 0.6, within the repeat spread, not settled)." in text
-    assert "DDPM with all 1000 steps: FD 7.50 (DDIM's best: 7.80 at 100 steps; difference 0.3, within the repeat spread, " \
-           "not settled)." in text
+    assert "8.0% above the best (ddpm 1000 steps, 7.50); difference 0.6, within the repeat margin (1.41)." in text
+    assert "DDPM at 1000 steps: 7.50, DDIM's best 7.80 (100 steps); difference 0.3, within the repeat margin " \
+           "(1.41)." in text
     # best classifier guidance 10.50 against best CFG 8.00
-    assert "classifier-free guidance 8.00 (s = 1.3, accuracy 88.0%); difference 2.50, beyond the repeat spread." in text
+    assert "against CFG's 8.00 (s = 1.3, 88.0%); difference 2.50, beyond the repeat margin (1.41)." in text
     # a larger spread swallows the 50-step gap (6) too: 2 x sqrt(2) x 3 = 8.49
-    wide = "\n".join(paper_shapes.ddim_shape(quality(spread=spread(3.0))))
-    assert "beyond it at 10, 20 steps; within it (not settled) at 50 steps." in wide
+    wide = "\n".join(paper_shapes.ddim_shape(record(quality(spread=spread(3.0)))))
+    assert "The differences are beyond the repeat margin (8.49) at 10 and 20 steps, within it at 50." in wide
     # without a spread nothing is said about it
-    assert "spread" not in "\n".join(paper_shapes.comparisons(quality()))
+    assert "margin" not in "\n".join(paper_shapes.comparisons(record(quality())))
 
 
 def test_a_measured_paired_spread_becomes_the_margin_of_the_tables_own_differences(store, tmp_path):
@@ -127,20 +131,25 @@ def test_a_measured_paired_spread_becomes_the_margin_of_the_tables_own_differenc
                              "repeats": [row("ddpm", 20, fd=fd) for fd in (8.4, 9.1, 8.6)],
                              "difference": {"mean": 0.7, "sd": 0.2, "min": 0.4, "max": 1.1}}
     # 2 sd of the paired difference, 0.4, not the independent bound 1.41
-    assert paper_shapes.table_margin(q) == (pytest.approx(0.4), True)
-    text = "\n".join(paper_shapes.comparisons(q))
-    assert "Within the paired spread of the lowest FD (at most 0.4 above it, so the seeds alone could put it lowest): " \
-           "no other scale." in text
-    assert "difference 0.3, within the paired spread, so the seeds alone could make it" in text  # ddpm 1000 vs ddim 100
-    assert "difference 0.6, beyond the paired spread" in text  # dpmpp_2m 20 vs the best
+    assert record(q).table_margin == (pytest.approx(0.4), True)
+    text = "\n".join(paper_shapes.comparisons(record(q)))
+    assert "Within the paired margin (0.4) of the lowest: no other scale." in text
+    assert "difference 0.3, within the paired margin (0.4)" in text  # ddpm 1000 vs ddim 100
+    assert "difference 0.6, beyond the paired margin (0.4)" in text  # dpmpp_2m 20 vs the best
     write_quality(store, "fashion-mnist", q, choose=True)
     doc = render(store, tmp_path)
-    assert "Paired: ddpm 20 steps measured on the same 3 seed ranges (commit `def456`, 2026-11-29) gives FD 8.40, " \
-           "9.10, 8.60; its differences " \
-           "from the default are +0.40, +0.60, +1.10 (mean +0.70, sd 0.2; all 3 of one sign)." in doc
+    # the paired repeats beside the spread's own, on the same seed ranges
+    assert "beside it, ddpm 20 steps on the same seed ranges (commit `def456`, 2026-11-29):" in doc
+    assert "| seeds from | FD | accuracy | seconds | ddpm 20 steps FD (accuracy) | difference |" in doc
+    assert "| 10000 | 8.00 | 90.0% | 10 | 8.40 (90.0%) | +0.40 |" in doc
+    assert "| 20000 | 8.50 | 90.0% | 10 | 9.10 (90.0%) | +0.60 |" in doc
+    assert "| 30000 | 7.50 | 90.0% | 10 | 8.60 (90.0%) | +1.10 |" in doc
+    assert "| mean ± sd | 8.00 ± 0.5 | 90.0% ± 1.0 points |  |  | +0.70 ± 0.2 |" in doc
+    assert "| min to max | 7.50 to 8.50 | 89.0% to 91.0% |  |  | +0.40 to +1.10 |" in doc
+    assert "on the same 3 seed ranges, ddpm 20 steps differs from the default by +0.70 ± 0.2 (all 3 of one sign;" in doc
     # against sqrt(2) x 0.5 = 0.707 for independent seeds: 1 - (0.2 / 0.707)^2 = 92% of the variance cancelled
-    assert "sharing the seeds cancelled about 92% of the variance (3 repeats: a rough figure)." in doc
-    assert "as the margin within which the seeds alone could make a difference" in doc
+    assert "sharing them cancelled about 92% of the variance for this pair, a rough figure from 3 repeats)" in doc
+    assert "take 2 sd of it, 0.4, as the paired margin within which the seeds alone could make a difference" in doc
     summary = model_card_readme.readme_quality(store.resolve("fashion-mnist"))
     assert "on the same seed ranges, ddpm 20 steps differs from the default with a standard deviation of 0.2, so " \
            "differences between rows up to 0.4 could be the seeds alone." in summary
@@ -154,10 +163,12 @@ def test_the_spread_section_shows_each_repeat_and_the_margin_it_implies(store, t
                                         "spread": spread(0.5)})
     doc = render(store, tmp_path)
     section = doc.split("### How far FD moves between repeats")[1].split("###")[0]
-    assert "The default setting (dpmpp_2m 20 steps, cfg scale 3) measured again with 3 other seed ranges of 10,000" in section
+    assert ("The default setting (dpmpp_2m 20 steps, cfg scale 3) measured again with 3 other seed ranges of "
+            "10,000") in section
     assert "commit `def456`, 2026-11-29" in section
     assert "| 20000 | 8.50 | 90.0% | 10 |" in section
-    assert "FD 8.00 ± 0.5 (mean ± standard deviation; 7.50 to 8.50), accuracy 90.0% ± 1.0 points." in section
+    assert "| mean ± sd | 8.00 ± 0.5 | 90.0% ± 1.0 points |  |" in section
+    assert "| min to max | 7.50 to 8.50 | 89.0% to 91.0% |  |" in section
     assert "Real training images, 3 random draws of 10,000: FD 2.00 ± 0.1 (1.90 to 2.10)." in section
     assert "differ by at most 1.41" in section and "share their seeds, so their differences are paired" in section
     # the tables are still the card's own
@@ -171,34 +182,36 @@ def test_the_spread_section_shows_each_repeat_and_the_margin_it_implies(store, t
     # a spread of another setting than the card's defaults is not called the default's
     other = spread(0.5)
     other["setting"] = {**other["setting"], "sampler": "ddim", "steps": 50}
-    add_spread(store, "fashion-mnist", {"per_class": 1000, "eval_classifier": "fmnist-eval-classifier@1", "spread": other})
+    add_spread(store, "fashion-mnist", {"per_class": 1000, "eval_classifier": "fmnist-eval-classifier@1",
+                                        "spread": other})
     assert "The setting (ddim 50 steps, cfg scale 3) measured again" in render(store, tmp_path)
 
 
 def test_the_plots_show_the_repeat_spread(tmp_path):
-    q = quality(spread=spread(0.5))
-    steps = model_card_plots.rows_of(q, "steps_sweep")
+    q = record(quality(spread=spread(0.5)))
+    steps = q.steps_sweep
     low, high = model_card_plots.spread_band(q, steps)
     assert low == 7.5 and high == pytest.approx(7.5 + 2 * math.sqrt(2) * 0.5)  # best: ddpm 1000 steps
-    assert model_card_plots.spread_band(quality(), steps) is None
+    assert model_card_plots.spread_band(record(quality()), steps) is None
     # drawn: error bars on the guidance sweep, the band on the steps plot; without a spread, neither
     for name, plot in (("steps", lambda qq, path: model_card_plots.plot_steps(qq, path)),
                        ("tradeoff", lambda qq, path: model_card_plots.plot_tradeoff(qq, 3.0, path))):
-        assert plot(q, tmp_path / f"{name}-spread.png") and plot(quality(), tmp_path / f"{name}.png")
+        assert plot(q, tmp_path / f"{name}-spread.png") and plot(record(quality()), tmp_path / f"{name}.png")
         assert (tmp_path / f"{name}-spread.png").read_bytes() != (tmp_path / f"{name}.png").read_bytes()
 
 
 def test_missing_tables_are_not_compared():
-    only_guidance = quality(steps_sweep=None, classifier_guidance=None, floor=None)
+    only_guidance = record(quality(steps_sweep=None, classifier_guidance=None, floor=None))
     text = "\n".join(paper_shapes.comparisons(only_guidance))
-    assert "Not compared: the steps sweep has no DDIM and DDPM rows" in text
-    assert "Not compared: the steps sweep has no dpmpp_2m row at 20 steps" in text
-    assert "Not compared: the card has fewer than two classifier-guidance rows" in text
+    assert "**Not compared**: the steps sweep has no DDIM and DDPM rows" in text
+    assert "**Not compared**: the steps sweep has no dpmpp_2m row at 20 steps" in text
+    assert "**Not compared**: the card has fewer than two classifier-guidance rows" in text
     assert "floor" not in text.lower()
-    no_ddpm = quality(steps_sweep=[r for r in STEPS if r["sampler"] != "ddpm"])
-    assert "Not compared: the steps sweep has no DDIM and DDPM rows" in "\n".join(paper_shapes.ddim_shape(no_ddpm))
-    too_few = {"guidance_sweep": [row(scale=0.0, fd=3.0, accuracy=None), row(scale=1.0, fd=2.0), row(scale=2.0, fd=1.0)]}
-    assert "Not compared" in "\n".join(paper_shapes.cfg_shape(too_few))
+    no_ddpm = record(quality(steps_sweep=[r for r in STEPS if r["sampler"] != "ddpm"]))
+    assert "**Not compared**: the steps sweep has no DDIM and DDPM rows" in "\n".join(paper_shapes.ddim_shape(no_ddpm))
+    too_few = {"guidance_sweep": [row(scale=0.0, fd=3.0, accuracy=None), row(scale=1.0, fd=2.0),
+                                  row(scale=2.0, fd=1.0)]}
+    assert "Not compared" in "\n".join(paper_shapes.cfg_shape(record(too_few)))
 
 
 def test_partial_tables_render_what_exists_and_say_what_does_not(store, tmp_path):
@@ -209,7 +222,7 @@ def test_partial_tables_render_what_exists_and_say_what_does_not(store, tmp_path
     steps_section = doc.split("### Steps sweep")[1].split("###")[0]
     assert "Not measured." in steps_section and "|" not in steps_section
     assert "no steps sweep was measured" in doc
-    assert "DDIM has the lower" not in doc and "Not compared: the steps sweep" in doc
+    assert "FD of DDIM against DDPM" not in doc and "**Not compared**: the steps sweep" in doc
 
 
 def test_small_n_tables_are_divided_by_the_floor_at_their_own_n(store, tmp_path):
@@ -234,7 +247,8 @@ def test_a_warm_started_model_says_what_it_continued(store, tmp_path):
 
 def test_the_readme_summary_is_rewritten_between_its_markers(store, tmp_path):
     readme = tmp_path / "README.md"
-    readme.write_text(f"# x\n\nbefore\n{model_card_readme.README_BEGIN}\nold text\n{model_card_readme.README_END}\nafter\n")
+    begin, end = model_card_readme.README_BEGIN, model_card_readme.README_END
+    readme.write_text(f"# x\n\nbefore\n{begin}\nold text\n{end}\nafter\n")
     assert evaluation_main(["model-card", "--store", str(store.root), "--out", str(tmp_path / "doc.md"),
                                 "--readme", str(readme)]) == 0
     assert "has no measured quality table yet" in readme.read_text() and "old text" not in readme.read_text()
@@ -269,8 +283,10 @@ def test_rows_added_by_a_fill_say_their_own_commit_in_the_doc_and_the_readme(sto
 def test_the_classifier_guidance_table_names_its_classifier_and_its_measured_accuracy(store, tmp_path):
     write_quality(store, "fashion-mnist", quality(), choose=True)
     section = lambda doc: doc.split("### Classifier guidance beside CFG")[1].split("###")[0]  # noqa: E731
-    assert "Guided by `fmnist-classifier@1`, whose card has no measured held-out accuracy." in section(render(store, tmp_path))
+    assert "Guided by `fmnist-classifier@1`, whose card has no measured held-out accuracy." in \
+        section(render(store, tmp_path))
     store.update_card("fmnist-classifier", {"quality": {"test_accuracy_by_t": {"0": 0.91, "500": 0.6, "999": 0.1},
-                                                        "test_images": 10_000, "measured_on": "cpu", "commit": "fedcba98"}})
+                                                        "test_images": 10_000, "measured_on": "cpu",
+                                                        "commit": "fedcba98"}})
     assert ("Guided by `fmnist-classifier@1`; its accuracy on the 10,000 test images noised to each level (measured on "
             "cpu, commit `fedcba9`): t = 0: 91.0%, t = 500: 60.0%, t = 999: 10.0%.") in section(render(store, tmp_path))
