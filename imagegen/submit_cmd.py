@@ -44,9 +44,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", metavar="NAME[@VERSION]", help="model (default: the service's default model)")
     add_setting_arguments(p, local=False)
     p.add_argument("--init-image", metavar="PATH",
-                   help="img2img / inpainting: a PNG to start from, of the model's size and channels (else see --resize)")
+                   help="img2img / inpainting: a PNG to start from, of the model's size and channels "
+                        "(else see --resize)")
     p.add_argument("--mask", metavar="PATH",
-                   help="inpainting: a PNG of --init-image's size, white = regenerate, black = keep; needs --init-image")
+                   help="inpainting: a PNG of --init-image's size, white = regenerate, black = keep; "
+                        "needs --init-image")
     p.add_argument("--resize", action="store_true",
                    help="let the service convert, center-crop and resize an --init-image (and --mask) of another "
                         "size or channel count (the job's notes say what it did)")

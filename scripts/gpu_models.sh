@@ -71,7 +71,7 @@ setup_work() {  # a private copy of the code, data and store: later calls re-sen
         return 1
     fi
     rm -rf "$WORK" && mkdir -p "$WORK/src" "$WORK/runs" "$OUT"
-    cp -a "$REPO"/{diffusion,imagegen,model_store,worker,scripts,docs} "$WORK/src/"
+    cp -a "$REPO"/{diffusion,model_store,contract,worker,imagegen,evaluation,scripts,docs} "$WORK/src/"
     cp -a "$REPO/model_store/models" "$WORK/store"
     if [ -d "$REPO/data/fashion-mnist" ]; then
         cp -a "$REPO/data/fashion-mnist" "$WORK/data"
@@ -219,7 +219,7 @@ case "$MODE" in
         export FASHION_MNIST_ROOT=${FASHION_MNIST_ROOT:-/usr/share/datasets/fashion-mnist}
         export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
         rm -rf "$WORK" && mkdir -p "$WORK/src" "$WORK/runs" "$OUT"
-        cp -a "$REPO"/{diffusion,imagegen,model_store,worker,scripts,docs} "$WORK/src/"
+        cp -a "$REPO"/{diffusion,model_store,contract,worker,imagegen,evaluation,scripts,docs} "$WORK/src/"
         cp -a "$REPO/model_store/models" "$WORK/store"
         printf '{"commit": "%s", "dirty": true}\n' "$(git -C "$REPO" rev-parse HEAD 2>/dev/null || echo unknown)" > "$WORK/stamp.json"
         # the store copy gets a tiny evaluation classifier of its own: the smoke needs none shipped

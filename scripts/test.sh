@@ -15,4 +15,7 @@ export REQUIRE_DATASETS=1
 export REQUIRE_BROWSER=1
 # and for the Kubernetes manifests' tests, which render them with the machine's kubectl (kustomize)
 export REQUIRE_KUBECTL=1
+# the layers (import-linter's contracts in pyproject.toml) and the lint: either failing fails the run
+.venv/bin/lint-imports
+.venv/bin/ruff check .
 exec .venv/bin/python -m pytest "$@"

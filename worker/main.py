@@ -5,11 +5,12 @@ reloading models per job is what makes naive RQ workers slow) whose loop is repl
 one job start to end, it keeps many jobs in a `BatchEngine` and, between two sampler steps, takes
 every queued job that fits, writes progress, ends finished, failed, canceled and timed-out jobs.
 
-RQ's bookkeeping is rq's own code, called per job where SimpleWorker calls it: `prepare_execution`
-and `prepare_job_execution` when a job joins (StartedJobRegistry, status `started`, the worker's
-executions), `_finalize_success` / `_finalize_failure` when it ends (FinishedJobRegistry or
-FailedJobRegistry, results, worker counters); `register_birth`, `heartbeat` and `register_death` keep
-`Worker.all()` (the API's /readyz, `rq info`) right. Those are rq 3.0 internals, pinned by that version.
+RQ's bookkeeping goes through rq's public API, called per job where SimpleWorker calls it:
+`prepare_execution` and `prepare_job_execution` when a job joins (StartedJobRegistry, status
+`started`, the worker's executions); when it ends, `worker.rq_jobs` (rq's failure path, and a success
+written from public pieces, since rq has no public call for a success whose value came from outside
+`job.perform()`); `register_birth`, `heartbeat` and `teardown` keep `Worker.all()` (the API's /readyz,
+`rq info`) right.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import signal
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +41,7 @@ from worker.engine import BatchEngine, JobError, JobFailed, UnknownModel
 from worker.recovery import Recovery
 from worker.redis_wait import REDIS_BACKOFF_MAX, REDIS_DOWN, WaitsForRedis
 from worker.reporting import JobReporter, result_value
+from worker.rq_jobs import record_failure, record_success
 from worker.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
@@ -83,7 +87,10 @@ class BatchWorker(WaitsForRedis, SimpleWorker):
                  **kwargs: Any) -> None:
         kwargs.setdefault("serializer", JSONSerializer)
         kwargs.setdefault("worker_ttl", settings.worker_heartbeat_ttl)
-        super().__init__(queues, **kwargs)
+        # prepare_for_work asks Redis for this worker's address while constructing it; the address is
+        # asked for at bootstrap instead (WaitsForRedis), so that a worker can be made before its Redis
+        super().__init__(queues, prepare_for_work=False, **kwargs)
+        self.hostname, self.pid = socket.gethostname(), os.getpid()
         self.engine = engine
         self.reporter = JobReporter(self.connection, settings, webhooks)
         self.max_images_per_job = settings.max_images_per_job
@@ -102,8 +109,8 @@ class BatchWorker(WaitsForRedis, SimpleWorker):
 
     def work(self, burst: bool = False, logging_level: str | None = None, **_: Any) -> bool:  # type: ignore[override]
         """Run until SIGTERM/SIGINT (or, with `burst`, until the queue is empty and nothing runs)."""
-        self._bootstrap(logging_level)
-        self._install_signal_handlers()
+        self.bootstrap_when_redis_answers(logging_level)
+        self.install_stop_handlers()
         worked, backoff, abandoned = False, 1.0, False
         try:
             while True:
@@ -163,7 +170,8 @@ class BatchWorker(WaitsForRedis, SimpleWorker):
                 log.warning("%d webhook deliveries still under way at exit", self.reporter.webhooks.pending())
         return worked
 
-    def _install_signal_handlers(self) -> None:
+    def install_stop_handlers(self) -> None:
+        """SIGTERM and SIGINT ask for a warm stop (a second one for a cold one); see `_on_stop_signal`."""
         signal.signal(signal.SIGINT, self._on_stop_signal)
         signal.signal(signal.SIGTERM, self._on_stop_signal)
 
@@ -171,7 +179,6 @@ class BatchWorker(WaitsForRedis, SimpleWorker):
         # flags only: the handler may run in the middle of a Redis command on the same connection
         if self._stop_at is None:
             self._stop_at = time.monotonic() + self.shutdown_grace
-            self._shutdown_requested_date = now()
             log.info("warm shutdown (%s): taking no more jobs; %d running get %.0f s to finish, then go back "
                      "to the queue", signal.Signals(signum).name, len(self.running), self.shutdown_grace)
         else:
@@ -242,7 +249,7 @@ class BatchWorker(WaitsForRedis, SimpleWorker):
 
     def _dequeue(self, timeout: int | None) -> tuple[Job, Queue] | None:
         try:
-            return self.queue_class.dequeue_any(self._ordered_queues, timeout, connection=self.connection,
+            return self.queue_class.dequeue_any(self.queues, timeout, connection=self.connection,
                                                 job_class=self.job_class, serializer=self.serializer,
                                                 death_penalty_class=self.death_penalty_class)
         except DequeueTimeout:
@@ -261,7 +268,7 @@ class BatchWorker(WaitsForRedis, SimpleWorker):
         no peek, which saves two round trips per job admitted (_admit checks the job itself again)."""
         if self.engine.capacity() >= self.max_images_per_job:
             return True
-        for queue in self._ordered_queues:
+        for queue in self.queues:
             head = self.connection.lindex(queue.key, 0)
             if head is not None:
                 return self._images_of(as_text(head)) <= self.engine.capacity()
@@ -404,10 +411,9 @@ class BatchWorker(WaitsForRedis, SimpleWorker):
                 pipe.execute()
             status = JobStatus.CANCELED
         elif status == JobStatus.SUCCEEDED:
-            self._finalize_success(job, queue, execution, result_value(status, int(images.shape[0])))
+            record_success(self, job, queue, execution, result_value(status, int(images.shape[0])))
         elif status == JobStatus.FAILED:
-            failure = JobFailed(error)
-            self._finalize_failure(job, queue, execution, (JobFailed, failure, None))
+            record_failure(self, job, queue, execution, JobFailed(error))
         else:
             job.ended_at = now()
             with self.connection.pipeline() as pipe:

@@ -23,20 +23,15 @@ append-only file, is a ConnectionError)."""
 
 
 class WaitsForRedis:
-    """A mixin for an rq worker: construction and bootstrap that wait for Redis."""
+    """A mixin for an rq worker made with `prepare_for_work=False`: its start waits for Redis."""
 
-    def _set_ip_address(self, connection: Redis) -> None:
-        # rq asks Redis for the worker's address while constructing it; unknown until Redis is up
-        try:
-            super()._set_ip_address(connection)  # type: ignore[misc]
-        except REDIS_DOWN:
-            self.ip_address = "unknown"
-
-    def _bootstrap(self, logging_level: str | None) -> None:
-        """rq's bootstrap (register the worker), retried until Redis answers."""
+    def bootstrap_when_redis_answers(self, logging_level: str | None) -> None:
+        """rq's bootstrap (register the worker), after asking Redis for this connection's address
+        (what `prepare_for_work` would have asked while constructing), retried until Redis answers."""
         backoff = 1.0
         while True:
             try:
+                self.ip_address = client_address(self.connection, self.name)  # type: ignore[attr-defined]
                 self.bootstrap(logging_level)  # type: ignore[attr-defined]
                 return
             except REDIS_DOWN as e:
@@ -46,3 +41,13 @@ class WaitsForRedis:
                     self.register_death()  # type: ignore[attr-defined]
                 time.sleep(backoff)
                 backoff = min(backoff * 2, REDIS_BACKOFF_MAX)
+
+
+def client_address(connection: Redis, name: str) -> str:
+    """This connection's address as Redis sees it ("ip:port", what `rq info` shows), after naming
+    the connection `name`; "unknown" where the server has no CLIENT SETNAME or CLIENT INFO."""
+    try:
+        connection.client_setname(name)
+        return str(connection.client_info()["addr"])
+    except redis.exceptions.ResponseError:
+        return "unknown"

@@ -4,11 +4,11 @@ rq records an end in `Worker.handle_job_success` and `Worker.handle_job_failure`
 calls after `job.perform()`. The batching worker never calls `perform()`: a job's images come out of
 a shared batch. Failure has a public path (`handle_execution_ended`, then `handle_job_failure` with
 the error as text). Success has none that takes the return value: `handle_job_success` reads it
-from the private `job._result`, set by the private `_finalize_success`. So a success is written here
-from public pieces, as rq 3.0 writes it: the job's status and ended time, its `Result`, the finished
-registry, the worker's counters, and the cleanup of the execution. The pieces rq's success path adds
-for features these jobs never use (dependents, repeats, callbacks, rq's own webhooks, rate limits)
-are left out: the API enqueues generation jobs without any of them.
+from a private attribute of the job, which only rq's own (private) success path sets. So a success
+is written here from public pieces, as rq 3.0 writes it: the job's status and ended time, its
+`Result`, the finished registry, the worker's counters, and the cleanup of the execution. The pieces
+rq's success path adds for features these jobs never use (dependents, repeats, callbacks, rq's own
+webhooks, rate limits) are left out: the API enqueues generation jobs without any of them.
 """
 
 from __future__ import annotations

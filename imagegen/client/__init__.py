@@ -27,5 +27,5 @@ from imagegen.client.jobs import TERMINAL_STATUSES, AsyncJob, ImageList, Job, Jo
 from imagegen.client.sync import DEFAULT_TIMEOUT, Client
 from imagegen.client.wire import ImageInput, Progress
 
-__all__ = ["ApiError", "AsyncClient", "AsyncJob", "Client", "DEFAULT_TIMEOUT", "ImageInput", "ImageList", "Job", "JobDocument",
-           "JobError", "Progress", "TERMINAL_STATUSES"]
+__all__ = ["ApiError", "AsyncClient", "AsyncJob", "Client", "DEFAULT_TIMEOUT", "ImageInput", "ImageList", "Job",
+           "JobDocument", "JobError", "Progress", "TERMINAL_STATUSES"]

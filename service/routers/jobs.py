@@ -251,7 +251,8 @@ def get_grid(job_id: str, backend: BackendDep, caller: CallerDep) -> Response:
                 "grid.png) of the current estimate of each clean image.",
     responses={200: {"content": {"text/event-stream": {}}, "description": "The event stream"}, **responses(404)},
 )
-async def job_events_stream(job_id: str, request: Request, backend: BackendDep, caller: CallerDep) -> EventSourceResponse:
+async def job_events_stream(job_id: str, request: Request, backend: BackendDep,
+                            caller: CallerDep) -> EventSourceResponse:
     pubsub = await subscribe(backend, job_id)
     try:
         record = await run_in_threadpool(load, backend, job_id, caller.owner)

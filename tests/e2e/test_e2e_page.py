@@ -81,7 +81,8 @@ def tiny_store_root(tiny_store_root, tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("page-store")
     shutil.copytree(tiny_store_root, root, dirs_exist_ok=True)
-    save_model(ModelStore(root), "swept", fp16(randomized_unet()), generator_fields(quality=QUALITY, notes=SHIPPED_NOTES))
+    save_model(ModelStore(root), "swept", fp16(randomized_unet()),
+               generator_fields(quality=QUALITY, notes=SHIPPED_NOTES))
     return root
 
 

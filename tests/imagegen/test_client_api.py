@@ -112,7 +112,8 @@ def test_omitted_arguments_get_the_model_cards_defaults(api):
     assert (job.status, job.queue_position, job.done) == ("queued", 0, False)
     request = job.request
     # the tiny store's card says ddim, 4 steps, scale 2 (tests/stores.py CARD_DEFAULTS)
-    assert (request["class_label"], request["sampler"], request["steps"], request["guidance_scale"]) == (7, "ddim", 4, 2.0)
+    settings = (request["class_label"], request["sampler"], request["steps"], request["guidance_scale"])
+    assert settings == (7, "ddim", 4, 2.0)
     assert request["num_images"] == 4 and isinstance(request["seed"], int)
     assert job.model == "fashion-mnist@1"
 

@@ -187,8 +187,8 @@ def test_submit_with_previews_saves_them_and_the_images(base_url, redis_url, tmp
         run_with_previews(redis_url, ids[0])
 
     threading.Thread(target=stand_in, daemon=True).start()
-    code = main(["submit", "--url", base_url, "--class-label", "sneaker", "--num-images", "2", "--init-image", str(init),
-                 "--strength", "0.6", "--previews", "--out", str(out), "--timeout", "30"])
+    code = main(["submit", "--url", base_url, "--class-label", "sneaker", "--num-images", "2",
+                 "--init-image", str(init), "--strength", "0.6", "--previews", "--out", str(out), "--timeout", "30"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     doc = json.loads(captured.out.strip().splitlines()[-1])
@@ -201,7 +201,8 @@ def test_submit_with_previews_saves_them_and_the_images(base_url, redis_url, tmp
 @pytest.mark.parametrize("flags, needles", [
     (["--init-image", "missing.png"], ["--init-image", "missing.png", "cannot read"]),
     (["--previews", "--no-wait"], ["--previews", "--no-wait"]),
-    (["--init-image", "init.png", "--mask", "init.png", "--resample-steps", "11"], ["resample_steps: must be between 1 and 10"]),
+    (["--init-image", "init.png", "--mask", "init.png", "--resample-steps", "11"],
+     ["resample_steps: must be between 1 and 10"]),
 ])
 def test_bad_submit_input_is_one_line(base_url, tmp_path, capsys, monkeypatch, flags, needles):
     (tmp_path / "init.png").write_bytes(png(1))

@@ -41,7 +41,8 @@ def test_field_errors_the_detail_does_not_say_are_appended():
                       "errors": [{"field": "eta", "message": "only for ddim"},
                                  {"loc": ["body", "class_label"], "msg": "unknown class 'hoodie'"},
                                  {"pointer": "#/seed", "detail": "must be >= 0"}]})
-    assert str(error_from(r)) == "2 invalid fields; eta: only for ddim; class_label: unknown class 'hoodie'; seed: must be >= 0"
+    assert str(error_from(r)) == ("2 invalid fields; eta: only for ddim; class_label: unknown class 'hoodie'; "
+                                  "seed: must be >= 0")
 
 
 def test_fastapi_default_validation_body_is_read_too():

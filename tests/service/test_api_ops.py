@@ -137,7 +137,8 @@ def test_unknown_routes_and_methods_are_problems(client):
     assert "no route" in assert_problem(client.get("/nope"), 404)["detail"]
     assert "allowed: GET" in assert_problem(client.delete("/models"), 405)["detail"]
     # Allow names every method of the path, not only those of the first route that matched it
-    for method, path, allowed in (("PUT", "/jobs/abc", "DELETE, GET, HEAD"), ("OPTIONS", "/jobs/abc", "DELETE, GET, HEAD"),
+    for method, path, allowed in (("PUT", "/jobs/abc", "DELETE, GET, HEAD"),
+                                  ("OPTIONS", "/jobs/abc", "DELETE, GET, HEAD"),
                                   ("GET", "/jobs/abc/cancel", "POST"), ("PUT", "/generate", "POST")):
         r = client.request(method, path)
         assert_problem(r, 405)

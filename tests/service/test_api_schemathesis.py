@@ -114,7 +114,8 @@ def test_no_operation_answers_5xx_and_every_error_is_a_problem_document(method, 
             # an operation without parameters or body (GET /healthz), or whose only input is a path
             # segment that any string fills (GET /models/{ref}), has no invalid input to generate
             assert mode is GenerationMode.NEGATIVE and not negatable(operation), operation.label
-    print(f"{method} {path}: {calls[GenerationMode.POSITIVE]} valid and {calls[GenerationMode.NEGATIVE]} invalid inputs")
+    print(f"{method} {path}: {calls[GenerationMode.POSITIVE]} valid and {calls[GenerationMode.NEGATIVE]} "
+          "invalid inputs")
 
 
 # --- 2. the command line, every check and phase, against the served API --------------------------

@@ -6,6 +6,7 @@ runs again on another worker once Redis is back."""
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
 
 import pytest
@@ -108,8 +109,9 @@ def test_a_stop_wins_over_a_redis_that_went_away_and_the_job_runs_again_elsewher
             server.stop()
             try:
                 code = first.wait(timeout=grace + 30)
-            except Exception:
-                raise AssertionError(f"the worker did not stop:\n{(tmp_path / 'first.log').read_text()[-3000:]}")
+            except subprocess.TimeoutExpired:
+                raise AssertionError(f"the worker did not stop:\n{(tmp_path / 'first.log').read_text()[-3000:]}") \
+                    from None
             took = time.monotonic() - signaled
         log = (tmp_path / "first.log").read_text()
         assert code == 1, log[-3000:]
