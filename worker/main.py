@@ -19,7 +19,6 @@ import contextlib
 import json
 import logging
 import os
-import signal
 import socket
 import time
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from worker.recovery import Recovery
 from worker.redis_wait import REDIS_BACKOFF_MAX, REDIS_DOWN, WaitsForRedis
 from worker.reporting import JobReporter, result_value
 from worker.rq_jobs import record_failure, record_success
+from worker.stopping import GracefulStop, StoppedWithoutRedis  # noqa: F401 - python -m worker catches it
 from worker.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
@@ -55,17 +55,6 @@ IDLE_WAIT = 1
 WEBHOOK_DRAIN = 10.0
 """Seconds a stopping worker waits for webhook deliveries under way."""
 
-STOP_POLL = 0.25
-"""Longest a wait for Redis goes without checking whether the stop's grace has run out."""
-
-
-class StoppedWithoutRedis(Exception):
-    """The worker was asked to stop and its grace ran out while Redis was unreachable: it exits
-    without handing its jobs back (the dead-worker recovery of the others requeues them, as after a
-    SIGKILL). `python -m worker` exits 1 on it."""
-
-
-
 @dataclass
 class _Running:
     id: str  # the job record's id (the RQ job id, by the API's contract)
@@ -77,7 +66,7 @@ class _Running:
     timeout: float | None  # seconds; None: no limit
 
 
-class BatchWorker(WaitsForRedis, SimpleWorker):
+class BatchWorker(GracefulStop, WaitsForRedis, SimpleWorker):
     """An RQ worker that batches generation jobs step by step (see the module docstring)."""
 
     log_result_lifespan = False  # one line per job end is ours; rq adds its own two
@@ -169,50 +158,6 @@ class BatchWorker(WaitsForRedis, SimpleWorker):
             if not self.reporter.webhooks.drain(WEBHOOK_DRAIN):
                 log.warning("%d webhook deliveries still under way at exit", self.reporter.webhooks.pending())
         return worked
-
-    def install_stop_handlers(self) -> None:
-        """SIGTERM and SIGINT ask for a warm stop (a second one for a cold one); see `_on_stop_signal`."""
-        signal.signal(signal.SIGINT, self._on_stop_signal)
-        signal.signal(signal.SIGTERM, self._on_stop_signal)
-
-    def _on_stop_signal(self, signum: int, frame: Any) -> None:
-        # flags only: the handler may run in the middle of a Redis command on the same connection
-        if self._stop_at is None:
-            self._stop_at = time.monotonic() + self.shutdown_grace
-            log.info("warm shutdown (%s): taking no more jobs; %d running get %.0f s to finish, then go back "
-                     "to the queue", signal.Signals(signum).name, len(self.running), self.shutdown_grace)
-        else:
-            self._force_stop = True
-            log.warning("second stop signal: handing every running job back now")
-
-    def _in_flight(self) -> int:
-        """Jobs this worker holds: running, or ended but not yet written."""
-        return len(self.running) + len(self._unended)
-
-    def _stop_is_due(self) -> bool:
-        """Asked to stop, and nothing left to wait for: the grace has run out, a second signal came,
-        or no job is in flight."""
-        return self._stop_at is not None and (self._force_stop or time.monotonic() >= self._stop_at
-                                              or self._in_flight() == 0)
-
-    def _give_up_if_stopped(self, error: Exception) -> None:
-        """A stop wins over waiting for Redis: StoppedWithoutRedis once it is due with Redis still
-        unreachable."""
-        if not self._stop_is_due():
-            return
-        held = self._in_flight()
-        why = ("a second stop signal came" if self._force_stop else
-               f"its {self.shutdown_grace:g} s grace ran out" if held else "no job was in flight")
-        fate = (f"{held} jobs in flight are not handed back: the other workers' dead-worker recovery requeues them"
-                if held else "nothing to hand back")
-        raise StoppedWithoutRedis(f"stopping without Redis: {why} with Redis unreachable ({error}); exiting, "
-                                  f"{fate}") from None
-
-    def _wait_for_redis(self, seconds: float) -> None:
-        """Sleep `seconds` before the next try, but not past the moment a stop is due."""
-        end = time.monotonic() + seconds
-        while (left := end - time.monotonic()) > 0 and not self._stop_is_due():
-            time.sleep(min(left, STOP_POLL))
 
     def _heartbeat(self) -> None:
         """Keep the worker, its executions and its jobs alive in RQ's eyes."""
@@ -446,26 +391,3 @@ class BatchWorker(WaitsForRedis, SimpleWorker):
                     self._close(run, JobStatus.SUCCEEDED, images, None, deleted=run.id in deleted)
         for run, status, images, error in list(self._unended.values()):
             self._end(run, status, images=images, error=error)
-
-    # --- shutting down ---------------------------------------------------------------------------
-
-    def _hand_back_what_cannot_finish(self) -> None:
-        left = self._stop_at - time.monotonic()
-        per_step = self._step_seconds or 0.0
-        late = [j for j in self.running if left <= 0 or self.engine.remaining_evaluations(j) * per_step > left]
-        self._hand_back(late)
-
-    def _hand_back(self, job_ids: list[str]) -> None:
-        """Give running jobs back: record `queued` again, RQ job at the front of its queue."""
-        # pushed to the front newest first, so that the oldest ends up first in line again
-        for job_id in reversed(job_ids):
-            run = self.running.pop(job_id)
-            self.engine.cancel([job_id])
-            self.reporter.requeued(job_id)
-            with self.connection.pipeline() as pipe:
-                self.cleanup_execution(run.job, pipeline=pipe, execution=run.execution)
-                pipe.execute()
-            run.queue.enqueue_job(run.job, at_front=True)
-            log.info("job %s handed back to the queue (the worker is stopping)", job_id)
-        if not self.running:
-            self.set_state(WorkerStatus.IDLE)
