@@ -235,6 +235,10 @@ def resolve_image_inputs(card: ModelCard, init_image: bytes | None, mask: bytes 
         raise invalid(vocab, "mask", f"needs {n['init_image']}: the kept region comes from it")
     if init_image is None and strength != 1:
         raise invalid(vocab, "strength", f"needs {n['init_image']} (got {strength}; strength 1 is plain generation)")
+    if mask is not None and card.space == "latent":
+        raise invalid(vocab, "mask", f"inpainting is not supported for model {card.ref}: it samples in a VAE's latent "
+                                     "space, where a pixel mask has no exact counterpart; img2img (init_image with "
+                                     "strength) is")
     if mask is None and resample_steps != 1:
         raise invalid(vocab, "resample_steps", f"needs {n['mask']}: it resamples inpainting steps "
                                                 f"(got {resample_steps})")

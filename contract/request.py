@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import secrets
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from contract.errors import InvalidField, UsageError
@@ -267,6 +267,8 @@ def resolve_settings(card: ModelCard, *, vocab: Vocabulary = CLI, limits: Limits
         raise TypeError(f"resolve_settings() got unknown settings {unknown}")
     errors: list[InvalidField] = []
     values: dict[str, Any] = {}
+    # a model trained with T noising steps can be sampled in 1..T steps
+    limits = replace(limits, max_steps=min(limits.max_steps, card.num_train_steps))
     for name, s in SETTINGS.items():
         value, source = given.get(name), ""
         if name == "class_label":
@@ -313,6 +315,17 @@ def _combinations(card: ModelCard, values: dict[str, Any], given: Mapping[str, A
     if given.get("seed") is not None and seed is not None and count is not None and seed + count - 1 > MAX_SEED:
         errors.append(invalid(vocab, "seed", f"must be at most 2**63-1 - {count - 1} with {n['num_images']} "
                                              f"{count}, since image i uses seed + i (got {seed})"))
+    if card.null_class is None:
+        # without a null class there is no unconditional prediction: neither CFG nor a null label can be served
+        if values.get("guidance") == "cfg" and values.get("guidance_scale", 1) != 1:
+            source = "" if given.get("guidance_scale") is not None else " (the default)"
+            errors.append(invalid(vocab, "guidance_scale", f"must be 1 for model {card.ref}: it has no null class, so "
+                                                           f"it cannot be guided classifier-free (got "
+                                                           f"{values['guidance_scale']}{source})"))
+        if "class_label" in values and values["class_label"] is None:
+            errors.append(invalid(vocab, "class_label", f"must be a class for model {card.ref}: it has no null "
+                                                        f"class, so it cannot sample unconditionally (got "
+                                                        f"{vocab.null_class})"))
     if values.get("guidance") == "classifier":
         if "class_label" in values and values["class_label"] is None:
             errors.append(invalid(vocab, "guidance", f"classifier needs a class: {n['class_label']} "
@@ -330,7 +343,9 @@ def request_defaults(card: ModelCard) -> dict[str, Any] | None:
     """What a request to `card` gets for the settings it leaves out (GET /models), by resolving an
     empty request with the normalizer's own rules; None if the card's defaults are themselves invalid."""
     try:
-        s = resolve_settings(card, class_label=None, seed=0, vocab=API)
+        # a model without a null class has no unconditional request: ask for its first class instead
+        label = None if card.null_class is not None or not card.num_classes else 0
+        s = resolve_settings(card, class_label=label, seed=0, vocab=API)
     except InvalidField:
         return None
     return {name: getattr(s, name) for name in ("sampler", "steps", "guidance", "guidance_scale", "eta", "num_images")}

@@ -17,10 +17,10 @@ CLEAN = -1
 
 @dataclass(frozen=True)
 class ScheduleConfig:
-    kind: str = "linear"  # "linear" (DDPM) or "cosine" (Improved DDPM)
+    kind: str = "linear"  # "linear" (DDPM), "scaled_linear" (latent diffusion) or "cosine" (Improved DDPM)
     num_train_steps: int = NUM_TRAIN_STEPS  # T
-    beta_start: float = 1e-4  # linear: beta_1
-    beta_end: float = 0.02  # linear: beta_T
+    beta_start: float = 1e-4  # linear, scaled_linear: beta_1
+    beta_end: float = 0.02  # linear, scaled_linear: beta_T
     cosine_s: float = 0.008  # cosine: offset s that keeps beta_1 from being tiny
     max_beta: float = 0.999  # cosine: clip so the last step does not reach alpha_bar = 0
 
@@ -28,6 +28,11 @@ class ScheduleConfig:
 def linear_betas(cfg: ScheduleConfig) -> np.ndarray:
     """Ho et al. 2020, sec. 4: betas linear from 1e-4 to 0.02."""
     return np.linspace(cfg.beta_start, cfg.beta_end, cfg.num_train_steps, dtype=np.float64)
+
+
+def scaled_linear_betas(cfg: ScheduleConfig) -> np.ndarray:
+    """Rombach et al. 2022 (latent diffusion): sqrt(beta) linear from sqrt(beta_1) to sqrt(beta_T)."""
+    return np.linspace(cfg.beta_start**0.5, cfg.beta_end**0.5, cfg.num_train_steps, dtype=np.float64) ** 2
 
 
 def cosine_betas(cfg: ScheduleConfig) -> np.ndarray:
@@ -41,7 +46,7 @@ def cosine_betas(cfg: ScheduleConfig) -> np.ndarray:
     return np.array(betas, dtype=np.float64)
 
 
-_BETAS = {"linear": linear_betas, "cosine": cosine_betas}
+_BETAS = {"linear": linear_betas, "scaled_linear": scaled_linear_betas, "cosine": cosine_betas}
 
 
 class NoiseSchedule:

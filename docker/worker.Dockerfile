@@ -40,6 +40,11 @@ COPY imagegen ./imagegen
 COPY service ./service
 COPY worker ./worker
 RUN pip install --no-deps -e .
+# the `diffusers` extra: serves models imported with `imagegen import-model` (UNet2DModel, DiT)
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['diffusers']))" \
+        > /tmp/diffusers-requirements.txt \
+    && pip install -r /tmp/diffusers-requirements.txt \
+    && rm /tmp/diffusers-requirements.txt
 
 # a home of its own: torch and triton keep caches under ~/.cache
 RUN useradd --system --uid 10001 --user-group --home-dir /home/imagegen --create-home imagegen

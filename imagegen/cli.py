@@ -39,6 +39,8 @@ class Command:
 COMMANDS: dict[str, Command] = {
     "generate": Command("imagegen.generate", "sample images from a stored generator into PNG files"),
     "models": Command("imagegen.models_cmd", "list the models in the store"),
+    "import-model": Command("imagegen.import_cmd", "import a local diffusers folder (UNet2DModel, DDPM/DDIM or DiT "
+                                                   "pipeline) into the store"),
     "train": Command("imagegen.train_cmd", "train a generator or a guidance classifier and export it to the store"),
     "up": Command("imagegen.up_cmd", "run the whole service on this machine: Redis, the API and a worker"),
     "serve": Command("imagegen.serve_cmd", "run the HTTP API (settings from the environment: REDIS_URL...)"),

@@ -98,6 +98,8 @@ def generate_images(store: ModelStore, card: ModelCard, settings: GenerateSettin
                          with_classifier=settings.guidance == "classifier")
     specs = specs_for_request(SampleSpec(**settings.sampled()), settings.num_images)
     init_images, masks = input_tensors(inputs or ImageInputs(), card.channels, len(specs))
+    if init_images is not None:  # a latent model starts from the VAE's encoding of the input
+        init_images = [gen.encode(init_images[0].unsqueeze(0).to(device))[0]] * len(specs)
 
     # img2img runs only the tail of the subsequence that its strength selects
     bar = tqdm(total=strength_steps(settings.steps, settings.strength), desc="sampling", unit="step", file=sys.stderr,
@@ -109,7 +111,7 @@ def generate_images(store: ModelStore, card: ModelCard, settings: GenerateSettin
 
     started = time.perf_counter()
     try:
-        x = sample(gen.model, gen.schedule, specs, gen.image_shape, gen.num_classes,
+        x = sample(gen.model, gen.schedule, specs, gen.sample_shape, gen.num_classes,
                    classifier=gen.classifier, device=device, callback=on_step, clip_x0=gen.clip_x0,
                    init_images=init_images, masks=masks)
         if device == "cuda":
@@ -118,7 +120,7 @@ def generate_images(store: ModelStore, card: ModelCard, settings: GenerateSettin
         bar.close()
     seconds = time.perf_counter() - started
 
-    x = x.clamp(-1, 1).cpu()
+    x = gen.decode(x).clamp(-1, 1).cpu()
     out.mkdir(parents=True, exist_ok=True)
     images = []
     for i in range(len(specs)):

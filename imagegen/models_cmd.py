@@ -29,6 +29,7 @@ def describe(card: ModelCard) -> dict[str, Any]:
         "ref": card.ref, "name": card.name, "version": card.version, "kind": card.kind,
         "num_classes": card.num_classes, "class_names": card.class_names,
         "image_size": card.image_size, "channels": card.channels, "dtype": card.dtype,
+        "backbone": card.backbone, "space": card.space, "null_class": card.null_class,
         "defaults": card.defaults, "links": card.links, "created_at": card.created_at,
     }
 

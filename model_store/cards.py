@@ -13,15 +13,25 @@ from typing import Any
 KINDS = ("generator", "guidance-classifier", "eval-classifier")
 """What a model is for: sampling, steering a sampler, or scoring samples."""
 
-ARCHITECTURE_TYPES = ("unet", "noise-classifier", "eval-classifier")
-"""Networks a card may describe; `architecture["type"]` picks the class that loads the weights."""
+ARCHITECTURE_TYPES = ("unet", "noise-classifier", "eval-classifier", "diffusers-unet2d", "diffusers-dit")
+"""Networks a card may describe; `architecture["type"]` picks the class that loads the weights. The
+diffusers ones are imported models (`imagegen import-model`): a pixel `UNet2DModel` (config: its
+diffusers config), and a latent DiT (config: {"transformer": DiTTransformer2DModel's config, "vae":
+AutoencoderKL's config, "scaling_factor": the VAE's, "latent_shape": [C, H, W]})."""
+
+LATENT_TYPES = ("diffusers-dit",)
+"""Architecture types that sample in a VAE's latent space and decode to pixels."""
 
 # Separators people type differently ("Ankle boot", "ankle-boot", "T-shirt/top", "t_shirt top")
 _SEPARATORS = re.compile(r"[\s\-/_]+")
 
 
-def _class_key(name: str) -> str:
+def class_key(name: str) -> str:
+    """How class names compare: case and separators ignored."""
     return _SEPARATORS.sub("", name).casefold()
+
+
+_class_key = class_key
 
 
 @dataclass(kw_only=True)
@@ -43,7 +53,9 @@ class ModelCard:
     training: dict = field(default_factory=dict)  # recipe: data, steps, batch size, time, device, commit
     quality: dict = field(default_factory=dict)  # measured quality tables (FID, accuracy...)
     links: dict = field(default_factory=dict)  # related models by role, e.g. {"guidance_classifier": name}
-    sampling: dict = field(default_factory=dict)  # how predictions are used, e.g. {"clip_x0": true}
+    # how predictions are used: {"clip_x0": true}; "null_class": the label of the unconditional class (CFG),
+    # K = len(class_names) when absent (the trainer's label dropout), null for a model that has none
+    sampling: dict = field(default_factory=dict)
     created_at: str  # ISO 8601 UTC time of saving
     notes: str = ""  # free text for people
 
@@ -75,6 +87,9 @@ class ModelCard:
         clashes = sorted({c for c, k in zip(self.class_names, keys) if keys.count(k) > 1})
         if clashes:
             raise ValueError(f"class names clash once case and separators are ignored: {clashes}")
+        if self.sampling.get("null_class", self.num_classes) not in (self.num_classes, None):
+            raise ValueError(f"sampling.null_class must be the label after the classes ({self.num_classes}) or "
+                             f"null, got {self.sampling['null_class']!r}")
 
     @property
     def ref(self) -> str:
@@ -85,6 +100,26 @@ class ModelCard:
     def num_classes(self) -> int:
         """K, the number of classes; K itself is the null label."""
         return len(self.class_names)
+
+    @property
+    def null_class(self) -> int | None:
+        """The label of the unconditional class (classifier-free guidance), or None if it has none."""
+        return self.sampling.get("null_class", self.num_classes)
+
+    @property
+    def backbone(self) -> str:
+        """The network's architecture type (one of ARCHITECTURE_TYPES)."""
+        return self.architecture["type"]
+
+    @property
+    def space(self) -> str:
+        """"latent" for a model that samples a VAE's latents, else "pixel"."""
+        return "latent" if self.backbone in LATENT_TYPES else "pixel"
+
+    @property
+    def num_train_steps(self) -> int:
+        """T of the model's noise schedule: its requests may ask for 1..T steps."""
+        return int((self.schedule or {}).get("num_train_steps", 1000))
 
     def to_dict(self) -> dict[str, Any]:
         """The card as plain JSON-ready data."""
@@ -118,10 +153,13 @@ class ModelCard:
             for i, name in enumerate(self.class_names):
                 if _class_key(name) == key:
                     return i
+            # a name of several synonyms ("tench, Tinca tinca", ImageNet's) answers to each, if only one has it
+            hits = [i for i, name in enumerate(self.class_names) if "," in name
+                    and key in {_class_key(part) for part in name.split(",")}]
+            if len(hits) == 1:
+                return hits[0]
         if k == 0:
             raise ValueError(f"model {self.ref} is unconditional; it takes no class label, got {label!r}")
-        raise ValueError(
-            f"unknown class {label!r} for model {self.ref}; give an index 0..{k - 1} "
-            f"or one of: {', '.join(self.class_names)}"
-        )
+        names = ", ".join(self.class_names) if k <= 20 else "the names of its class_names (GET /models/NAME)"
+        raise ValueError(f"unknown class {label!r} for model {self.ref}; give an index 0..{k - 1} or one of: {names}")
 

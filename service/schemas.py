@@ -86,9 +86,17 @@ class ModelInfo(BaseModel):
     kind: str = Field(description="generator, guidance-classifier or eval-classifier; only generators generate")
     latest: bool = Field(description="the newest version of its name, used when a request gives the name alone")
     default: bool = Field(description="the model a request without `model` gets")
-    image_size: int
-    channels: int
-    class_names: list[str]
+    image_size: int = Field(description="side of the square images it makes, in pixels (decoded, for a latent model)")
+    channels: int = Field(description="1 for grayscale, 3 for RGB")
+    backbone: str = Field(description="the network: unet (this project's trainer), diffusers-unet2d or diffusers-dit "
+                                      "(imported), noise-classifier or eval-classifier")
+    space: Literal["pixel", "latent"] = Field(description="where it samples: pixels, or a VAE's latents decoded "
+                                                          "to pixels")
+    latent_shape: list[int] | None = Field(description="[C, H, W] of a latent model's latents; null for pixels")
+    num_train_steps: int | None = Field(description="T of its noise schedule: requests may ask for 1..T steps")
+    null_class: int | None = Field(description="label of the unconditional class used by classifier-free guidance; "
+                                               "null when it has none (then guidance_scale must be 1)")
+    class_names: list[str] = Field(description="label i is class_names[i]; class_label accepts an index or a name")
     defaults: SamplingDefaults | None = Field(description="sampling defaults of a generator; null otherwise")
     quality: dict[str, Any] = Field(description="the measured quality card (FID, accuracy...)")
     links: dict[str, Any] = Field(description="related models by role, e.g. guidance_classifier")

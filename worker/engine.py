@@ -55,7 +55,8 @@ class StepReport:
     """What one `step()` did."""
 
     progress: dict[str, tuple[int, int]] = field(default_factory=dict)  # job -> (step, total), slowest image
-    # job -> its images x_0 [n, C, H, W] on the CPU, in model space where [-1, 1] is the pixel range; not
+    # job -> its images x_0 [n, C, H, W] on the CPU (a latent model's decoded by its VAE), in model space
+    # where [-1, 1] is the pixel range; not
     # clipped (like `sample`), so that tests can compare values a clip would hide; PNG encoding clips
     finished: dict[str, Tensor] = field(default_factory=dict)
     failed: dict[str, JobError] = field(default_factory=dict)  # job -> why; it has left the engine
@@ -125,7 +126,7 @@ class BatchEngine:
                 # CFG doubles a batch: the largest forward pass is twice the images in flight
                 config = replace(accel, max_rows=2 * max_batch_images)
                 model = accelerated.setdefault(id(gen.model), Accelerated(gen.model, config))
-            denoiser = GuidedDenoiser(model, null_class=gen.num_classes, classifier=gen.classifier,
+            denoiser = GuidedDenoiser(model, null_class=gen.null_class, classifier=gen.classifier,
                                       clip_x0=gen.clip_x0)
             lane = _Lane(gen.card.ref, gen, denoiser, _device_of(gen.model))
             self._lanes[gen.card.ref] = lane
@@ -144,14 +145,14 @@ class BatchEngine:
             gen = lane.generator
             model = lane.denoiser.model
             if isinstance(model, Accelerated) and not model.buckets:
-                seconds = model.capture(gen.image_shape, gen.num_classes)
+                seconds = model.capture(gen.sample_shape, gen.num_classes)
                 if seconds:
                     log.info("%s: captured CUDA graphs for batches of %s rows in %.1f s", lane.ref,
                              ", ".join(map(str, model.buckets)), seconds)
             specs = [SampleSpec(class_label=0, guidance_scale=2.0, steps=1)]
             if gen.classifier is not None:
                 specs.append(SampleSpec(class_label=0, guidance="classifier", steps=1))
-            state = SamplerState.start(specs, gen.image_shape, gen.num_classes, gen.schedule, lane.device)
+            state = SamplerState.start(specs, gen.sample_shape, gen.num_classes, gen.schedule, lane.device)
             advance(state, lane.denoiser, gen.schedule)
             if lane.device.type == "cuda":
                 torch.cuda.synchronize(lane.device)
@@ -186,8 +187,10 @@ class BatchEngine:
             raise ValueError(f"guidance 'classifier' needs a guidance classifier, and {lane.ref} has none "
                              "(its card links no guidance_classifier); use guidance 'cfg'")
         init, mask = decode_inputs(inputs or {}, gen.image_shape[0])
+        if init is not None:  # a latent model starts from the VAE's encoding of the input
+            init = gen.encode(init.unsqueeze(0).to(lane.device))[0]
         # checks every field (class range, steps, eta, seed + i, the inputs' shapes) and draws each x_T
-        state = SamplerState.start(specs_for_request(spec, num_images), gen.image_shape, gen.num_classes,
+        state = SamplerState.start(specs_for_request(spec, num_images), gen.sample_shape, gen.num_classes,
                                    gen.schedule, lane.device, init_images=[init] * num_images,
                                    masks=[mask] * num_images, track_x0=settings.previews)
         lane.pending.append((job_id, state))
@@ -307,11 +310,11 @@ class BatchEngine:
             report.progress[job_id] = (job.step, job.total)
             # the only copies to the host: a finished job's images, once, and the previews asked for
             if all(done[r] for r in rows):
-                report.finished[job_id] = state.x[_rows(state, rows)].cpu()
+                report.finished[job_id] = lane.generator.decode(state.x[_rows(state, rows)]).cpu()
                 del self._jobs[job_id]
             else:
                 keep.extend(rows)
                 if job.preview_every and moved and job.step % job.preview_every == 0:
-                    report.previews[job_id] = state.x0[_rows(state, rows)].cpu()
+                    report.previews[job_id] = lane.generator.decode(state.x0[_rows(state, rows)]).cpu()
         if len(keep) < len(state):
             self._keep(lane, keep)

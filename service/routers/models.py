@@ -58,6 +58,10 @@ def model_info(card: ModelCard, latest: bool, default: bool) -> dict[str, Any]:
     return {
         "ref": card.ref, "name": card.name, "version": card.version, "kind": card.kind, "latest": latest,
         "default": default, "image_size": card.image_size, "channels": card.channels,
+        "backbone": card.backbone, "space": card.space,
+        "latent_shape": card.architecture["config"].get("latent_shape") if card.space == "latent" else None,
+        "num_train_steps": card.num_train_steps if card.schedule else None,
+        "null_class": card.null_class if card.kind == "generator" else None,
         "class_names": card.class_names,
         "defaults": request_defaults(card) if card.kind == "generator" else None,
         "quality": card.quality, "links": card.links, "created_at": card.created_at, "notes": card.notes,

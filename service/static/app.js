@@ -58,15 +58,28 @@ function showSampler() {
   $("eta-field").hidden = $("sampler").value !== "ddim";
 }
 
+/** Classes past this many get a search field above the picker. */
+const SEARCHABLE_CLASSES = 20;
+
+/** The picker's options: the model's classes whose name holds the search text (all when it is empty),
+ * then "none" if the model has a null class; `keep` stays selected if it is among them. */
+function showClasses(info, keep) {
+  const query = $("class-search").value.trim().toLowerCase();
+  const names = info.class_names.filter((name) => name.toLowerCase().includes(query));
+  const none = info.null_class === null ? [] : [option("", "none (unconditional)")];
+  $("class_label").replaceChildren(...names.map((name, i) => option(name, name, i === 0)), ...none);
+  if (names.includes(keep)) $("class_label").value = keep;
+}
+
 /** Fill the form with the model's classes and its card's defaults. */
 function applyModel() {
   const info = currentModel();
   if (!info) return;
   const d = info.defaults;
-  const previous = $("class_label").value;
-  $("class_label").replaceChildren(...info.class_names.map((name, i) => option(name, name, i === 0)),
-    option("", "none (unconditional)"));
-  if (info.class_names.includes(previous)) $("class_label").value = previous;
+  // a model of many classes (ImageNet's 1,000) gets a search field that narrows the picker
+  $("class-search").hidden = info.class_names.length <= SEARCHABLE_CLASSES;
+  $("class-search").value = "";
+  showClasses(info, $("class_label").value);
 
   const classifier = linkedClassifier(info);
   $("guidance").querySelector('option[value="classifier"]').disabled = !classifier;
@@ -87,6 +100,7 @@ function applyModel() {
 
   $("sampler").value = d.sampler;
   $("steps").value = String(d.steps);
+  if (info.num_train_steps) $("steps").max = String(info.num_train_steps);
   $("num_images").value = String(d.num_images);
   $("eta").value = String(d.eta);
   showCard(info);
@@ -104,13 +118,17 @@ const isInterim = (info) => /^\s*interim\b/i.test(info.notes || "");
 /** One line about the model under its picker; the card's notes and facts behind a disclosure, so
  * that a long card never pushes the class picker below the fold. */
 function showCard(info) {
-  const kind = `${info.image_size}×${info.image_size} ${info.channels === 1 ? "grayscale" : "color"}`;
+  const space = info.space === "latent" ? ` · latent (${info.backbone})` : "";
+  const kind = `${info.image_size}×${info.image_size} ${info.channels === 1 ? "grayscale" : "color"}${space}`;
   $("model-hint").textContent = [kind, `${info.class_names.length} classes`, ...(isInterim(info) ? ["interim"] : [])]
     .join(" · ");
   $("model-notes").textContent = info.notes || "";
   $("model-notes").hidden = !info.notes;
   const facts = [["version", `${info.ref}${info.latest ? " (latest)" : ""}`], ["created", info.created_at],
-    ["classes", info.class_names.join(", ")],
+    ["classes", info.class_names.length > SEARCHABLE_CLASSES
+      ? `${info.class_names.length} (search them above the class picker)` : info.class_names.join(", ")],
+    ["network", `${info.backbone}, ${info.space} space, ${info.num_train_steps} training steps`],
+    ["null class", info.null_class === null ? "none: guidance scale 1 only" : String(info.null_class)],
     ["defaults", `${info.defaults.sampler} ${info.defaults.steps} steps, ${info.defaults.guidance} ${formatScale(info.defaults.guidance_scale)}`],
     ["guidance classifier", linkedClassifier(info) || "none"]];
   $("model-facts").replaceChildren(...facts.filter(([, v]) => v).flatMap(([k, v]) => {
@@ -387,6 +405,7 @@ async function start() {
   setupImage();
   $("model").addEventListener("change", () => { clearErrors(); applyModel(); });
   $("sampler").addEventListener("change", showSampler);
+  $("class-search").addEventListener("input", () => { const info = currentModel(); if (info) showClasses(info, $("class_label").value); });
   $("guidance_scale").addEventListener("input", showScale);
   $("eta").addEventListener("input", showEta);
   $("dice").addEventListener("click", () => { $("seed").value = randomSeed(); });
