@@ -13,12 +13,18 @@ import signal
 import time
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
 from rq.worker import WorkerStatus
 
 log = logging.getLogger("worker.main")
 
 STOP_POLL = 0.25
 """Longest a wait for Redis goes without checking whether the stop's grace has run out."""
+
+COMMAND_POLL = 1.0
+"""Longest rq's command listener (the pub/sub thread) blocks in one read. rq reads for 60 s at a time,
+and its unsubscribe at teardown joins the thread for 1 s and then closes the connection under it: a
+stop could then hang for up to a minute after the last job ended (seen in the stop tests)."""
 
 
 class StoppedWithoutRedis(Exception):
@@ -29,6 +35,23 @@ class StoppedWithoutRedis(Exception):
 
 class GracefulStop:
     """The stop of a batching worker (see the module docstring)."""
+
+    def subscribe(self) -> None:
+        """rq's subscription to this worker's command channel (`rq` stop-job and shutdown commands), with
+        a listener thread that reads in slices of COMMAND_POLL, so that teardown's join finds it gone."""
+        log.info("worker %s: listening for commands on %s", self.name, self.pubsub_channel_name)
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        self.pubsub_thread = self.pubsub.run_in_thread(sleep_time=COMMAND_POLL, daemon=True,
+                                                       exception_handler=self._on_listener_error)
+
+    def _on_listener_error(self, error: Exception, pubsub: Any, thread: Any) -> None:
+        # as rq's own handler: a lost connection is retried (redis-py subscribes again once it is back),
+        # anything else ends the listener
+        if not isinstance(error, RedisConnectionError):
+            raise error
+        log.error("worker %s: command listener cannot reach Redis (%s); retrying in 2 s", self.name, error)
+        time.sleep(2.0)
 
     def install_stop_handlers(self) -> None:
         """SIGTERM and SIGINT ask for a warm stop (a second one for a cold one); see `_on_stop_signal`."""
