@@ -1,6 +1,7 @@
 """The settings of one generate request, declared once: each field's meaning, default, range and
-how it reaches the sampler, and from those the checks, the card defaults, the job record's `request`
-and (in `contract.schema` and `contract.flags`) the API's JSON schema and the CLI's flags.
+how it reaches the sampler, and from those the checks, the card defaults, the job record's `request`,
+the API's JSON schema (in `contract.schema`) and the CLI's flags (in `imagegen.request_flags`, above
+the contract, since only the command line has flags).
 
 Torch-free: the checks run before any model is loaded, so a typo costs nothing. The CLI and the HTTP
 API share them; only the spelling differs: messages name the flag on the command line
