@@ -1,5 +1,6 @@
-"""An imported diffusers model served over HTTP by a real worker and Redis: PNGs of RGB images, and the
-422s its card implies."""
+"""An imported diffusers model served over HTTP by a real worker and Redis: PNGs of RGB images, img2img
+and inpainting on an RGB pixel UNet2DModel, img2img on a DiT through its VAE, and the 422s its card
+implies."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import base64
 import io
 import signal
 
+import numpy as np
 import pytest
 import torch
 from fastapi.testclient import TestClient
@@ -38,12 +40,23 @@ def work(settings: Settings, generators, redis_url: str) -> None:
             signal.signal(s, handler)
 
 
-def test_imported_models_serve_rgb_pngs_through_the_api(redis_url, tmp_path):
-    store = ModelStore(tmp_path / "store")
-    import_folder(store, save_unet_folder(tmp_path / "u"), "pixel", class_names=CLASS_NAMES, null_class=NUM_CLASSES)
-    import_folder(store, save_unet_folder(tmp_path / "n"), "no-null")
-    import_folder(store, save_dit_folder(tmp_path / "dit"), "dit")
-    generators = {ref: load_generator(store, ref) for ref in ("pixel", "dit")}
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> ModelStore:
+    """`pixel` (RGB 32x32 UNet2DModel with a null class), `no-null` (the same without) and `dit` (16 px)."""
+    root = tmp_path_factory.mktemp("diffusers-via-api")
+    store = ModelStore(root / "store")
+    import_folder(store, save_unet_folder(root / "u"), "pixel", class_names=CLASS_NAMES, null_class=NUM_CLASSES)
+    import_folder(store, save_unet_folder(root / "n"), "no-null")
+    import_folder(store, save_dit_folder(root / "dit"), "dit")
+    return store
+
+
+@pytest.fixture(scope="module")
+def generators(store: ModelStore) -> dict:
+    return {ref: load_generator(store, ref) for ref in ("pixel", "dit")}
+
+
+def test_imported_models_serve_rgb_pngs_through_the_api(redis_url, store, generators):
     settings = Settings(redis_url=redis_url, model_store=str(store.root))
     with TestClient(create_app(settings), raise_server_exceptions=False) as api:
         refused = api.post("/generate", json={"model": "no-null", "class_label": 0, "guidance_scale": 2.0})
@@ -68,3 +81,69 @@ def test_imported_models_serve_rgb_pngs_through_the_api(redis_url, tmp_path):
                 assert png.status_code == 200
                 with Image.open(io.BytesIO(png.content)) as img:
                     assert (img.mode, img.size) == ("RGB", (size, size))
+
+
+def rgb_png(pixels: np.ndarray) -> str:
+    buf = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8), mode="RGB" if pixels.ndim == 3 else "L").save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def image_of(api: TestClient, job: str, i: int) -> np.ndarray:
+    png = api.get(f"/jobs/{job}/images/{i}.png")
+    assert png.status_code == 200, png.text
+    with Image.open(io.BytesIO(png.content)) as img:
+        assert img.mode == "RGB", img.mode
+        return np.asarray(img).astype(int)
+
+
+def test_img2img_and_inpainting_on_an_rgb_pixel_unet_and_img2img_on_a_dit(redis_url, store, generators):
+    # a 32x32 RGB picture with structure in every channel; the mask regenerates its right half
+    y, x = np.mgrid[0:32, 0:32]
+    picture = np.stack([x * 8, y * 8, (x + y) * 4], axis=-1) % 256
+    right_half = np.where(x >= 16, 255, 0)
+    init, mask = rgb_png(picture), rgb_png(right_half)
+    small = rgb_png(picture[::2, ::2])  # the DiT's 16 px
+    settings = Settings(redis_url=redis_url, model_store=str(store.root))
+    with TestClient(create_app(settings), raise_server_exceptions=False) as api:
+        base = {"model": "pixel", "class_label": "red fox", "num_images": 2, "steps": 4, "guidance_scale": 2.0,
+                "seed": 7}
+        bodies = {
+            "copy": {**base, "init_image": init, "strength": 0.0},
+            "img2img": {**base, "init_image": init, "strength": 0.6},
+            "inpaint": {**base, "init_image": init, "mask": mask, "sampler": "dpmpp_2m"},
+            "repaint": {**base, "init_image": init, "mask": mask, "resample_steps": 2, "strength": 0.8},
+            "dit": {"model": "dit", "class_label": 207, "num_images": 1, "steps": 3, "seed": 3, "init_image": small,
+                    "strength": 0.6},
+        }
+        jobs = {}
+        for name, body in bodies.items():
+            r = api.post("/generate", json=body)
+            assert r.status_code == 202, (name, r.text)
+            assert r.json()["request"]["init_image"].startswith("sha256:"), name
+            assert (r.json()["request"]["mask"] is None) == ("mask" not in body), name
+            jobs[name] = r.json()["id"]
+        work(settings, generators, redis_url)
+        docs = {name: api.get(f"/jobs/{job}").json() for name, job in jobs.items()}
+        for name, doc in docs.items():
+            assert doc["status"] == "succeeded", (name, doc)
+            assert doc["notes"] == [], (name, doc["notes"])  # the inputs were the model's size and channels
+        out = {name: [image_of(api, jobs[name], i) for i in range(bodies[name]["num_images"])] for name in jobs}
+
+    # RGB at the model's size (image_of checked the mode)
+    assert all(img.shape == (32, 32, 3) for name, images in out.items() if name != "dit" for img in images)
+    assert out["dit"][0].shape == (16, 16, 3)
+    # strength 0 runs no step: each image is the picture, within the rounding of one PNG round trip
+    for img in out["copy"]:
+        assert np.abs(img - picture).max() <= 1
+    # img2img changes the picture; the two images of a job have their own seeds
+    assert np.abs(out["img2img"][0] - picture).mean() > 5
+    assert not np.array_equal(out["img2img"][0], out["img2img"][1])
+    # inpainting keeps the black half of the mask and regenerates the white one
+    for name in ("inpaint", "repaint"):
+        for img in out[name]:
+            assert np.abs(img[:, :16] - picture[:, :16]).max() <= 1, name
+            assert np.abs(img[:, 16:] - picture[:, 16:]).mean() > 5, name
+    # the DiT regenerated its picture through its VAE: not the input, and not a flat image
+    dit = out["dit"][0]
+    assert np.abs(dit - picture[::2, ::2]).mean() > 1 and dit.std() > 1
