@@ -7,7 +7,9 @@
 // that size and channel count. The API therefore never has to resize it (`resize` is not sent) and
 // the job has no notes about it. The mask is painted on a finer canvas (several screen pixels per
 // model pixel) and sent as a black-and-white grayscale PNG of the model's size: a model pixel is
-// white (regenerated) when at least half of it is painted.
+// white (regenerated) when at least half of it is painted. A latent model (a DiT) gets no mask: the
+// service does not inpaint in latent space (the API answers 422 to a mask), so the paint tools are
+// hidden and a hint says why; its picture is still used for img2img.
 
 import { base64, encodePNG } from "./png.js";
 
@@ -18,6 +20,7 @@ const MASK_PX = 256; // about this many canvas pixels across the mask, whatever 
 
 const state = {
   size: 0, channels: 1, // the model's
+  inpainting: true, // whether the model takes a mask: a pixel-space one does, a latent one does not
   source: null, // the uploaded picture (an ImageBitmap), kept to redraw it when the model changes
   sourceName: "",
   pixels: null, // the picture as sent: size * size * channels bytes
@@ -155,7 +158,7 @@ function maskPixels() {
 }
 
 function showMaskState() {
-  state.painted = hasImage() && maskPixels().some((v) => v > 0);
+  state.painted = state.inpainting && hasImage() && maskPixels().some((v) => v > 0);
   // resampling only means something to inpainting: the API refuses it without a mask
   $("resample-field").hidden = !state.painted;
   $("mask-state").textContent = !hasImage() ? "" : state.painted
@@ -254,7 +257,13 @@ export function setImageModel(info) {
   state.size = info.image_size;
   state.channels = info.channels;
   $("brush").max = String(Math.max(2, Math.round(state.size / 2)));
-  if (resized) resetMask();
+  state.inpainting = info.space !== "latent";
+  // paint hidden from view is not sent, and not kept for the next model either
+  if (resized || !state.inpainting) resetMask();
+  document.querySelectorAll("#image-tools .paint").forEach((el) => { el.hidden = !state.inpainting; });
+  $("mask-off").hidden = state.inpainting;
+  $("image-legend").textContent = state.inpainting ? "optional: img2img and inpainting"
+    : "optional: img2img (no inpainting for a latent model)";
   if (state.source) drawPicture();
   showMaskState();
   showBrush();

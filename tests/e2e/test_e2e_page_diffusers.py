@@ -1,5 +1,6 @@
 """The playground with imported diffusers models (a real browser against the real service): a DiT of
-1,000 classes gets a searchable class picker and makes RGB images decoded by its VAE."""
+1,000 classes gets a searchable class picker and makes RGB images decoded by its VAE; as a latent
+model it offers img2img but no mask, which the API would refuse."""
 
 from __future__ import annotations
 
@@ -9,7 +10,17 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from test_e2e_page import browser, check_guard, guard, new_page, open_page, wait_images_loaded, wait_status  # noqa: F401
+from test_e2e_page import (  # noqa: F401
+    browser,
+    check_guard,
+    guard,
+    job_document,
+    new_page,
+    open_page,
+    wait_images_loaded,
+    wait_status,
+)
+from test_e2e_page_img2img import picture, upload
 
 pytest.importorskip("diffusers")
 
@@ -62,6 +73,54 @@ def test_a_thousand_class_latent_model_has_a_searchable_picker_and_makes_rgb_ima
         page.screenshot(path=str(screenshot), full_page=True)
         shutil.copy(screenshot, Path("/tmp/dit-playground.png"))
         assert Image.open(screenshot).size[0] == 1280
+    finally:
+        page.context.close()
+    check_guard(guard)
+
+
+PAINT_TOOLS = ("#mask-canvas", "#mask-label", "#mask-hint", "#brush", "#mask-clear", "#mask-invert")
+
+
+def select_model(page, text: str) -> None:
+    page.select_option("#model", label=page.eval_on_selector(
+        "#model", "(s, text) => [...s.options].find(o => o.textContent.includes(text)).textContent", text))
+
+
+def test_a_latent_model_takes_a_picture_for_img2img_but_offers_no_mask(browser, guard, service, tmp_path):
+    page = new_page(browser, guard)
+    sent = []
+    page.on("request", lambda r: sent.append(r.post_data_json) if r.url.endswith("/generate") else None)
+    try:
+        open_page(page, service.url + "/")
+        upload(page, picture(tmp_path / "wide.png"))
+        # the pixel model of the page inpaints: its paint tools are there
+        assert all(page.is_visible(tool) for tool in PAINT_TOOLS) and page.is_hidden("#mask-off")
+
+        select_model(page, "dit")
+        page.wait_for_selector("#mask-off", state="visible")
+        assert "latent" in page.text_content("#mask-off") and "img2img only" in page.text_content("#mask-off")
+        assert all(page.is_hidden(tool) for tool in PAINT_TOOLS), [page.is_hidden(t) for t in PAINT_TOOLS]
+        assert "no inpainting" in page.text_content("#image-legend")
+        # the picture is still there, redrawn at the DiT's size in color, with its strength and Remove
+        assert "16×16 color" in page.text_content("#image-note")
+        assert page.is_visible("#strength") and page.is_visible("#image-remove")
+        assert page.is_hidden("#resample-field")
+
+        page.select_option("#class_label", label="golden retriever")
+        page.fill("#num_images", "1")
+        page.fill("#steps", "3")
+        page.click("#generate")
+        status = wait_status(page, "succeeded", "failed", "canceled")
+        assert status == "succeeded", f"{page.text_content('#status')}\n{service.processes.report()}"
+        assert wait_images_loaded(page, 1) == [16]
+        assert "init_image" in sent[-1] and "mask" not in sent[-1], sorted(sent[-1])
+        r = job_document(service, page.get_attribute("#job", "data-job"))["request"]
+        assert r["init_image"].startswith("sha256:") and r["mask"] is None and r["strength"] == 0.75
+
+        # back on a pixel model, the mask can be painted again
+        select_model(page, "fashion-mnist")
+        page.wait_for_selector("#mask-canvas", state="visible")
+        assert page.is_hidden("#mask-off") and "inpainting" in page.text_content("#image-legend")
     finally:
         page.context.close()
     check_guard(guard)
