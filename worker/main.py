@@ -148,8 +148,7 @@ class BatchWorker(GracefulStop, WaitsForRedis, SimpleWorker):
             if abandoned:
                 # no Redis to register a death with (its key expires with its last heartbeat), and
                 # rq's pub/sub thread would go on logging its own reconnect attempts until exit
-                if self.pubsub_thread is not None:
-                    self.pubsub_thread.stop()
+                self.stop_listening()
             else:
                 try:
                     self.teardown()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 import time
 from typing import Any
 
@@ -40,6 +41,7 @@ class GracefulStop:
         """rq's subscription to this worker's command channel (`rq` stop-job and shutdown commands), with
         a listener thread that reads in slices of COMMAND_POLL, so that teardown's join finds it gone."""
         log.info("worker %s: listening for commands on %s", self.name, self.pubsub_channel_name)
+        self._listener_done = threading.Event()
         self.pubsub = self.connection.pubsub()
         self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
         self.pubsub_thread = self.pubsub.run_in_thread(sleep_time=COMMAND_POLL, daemon=True,
@@ -47,11 +49,24 @@ class GracefulStop:
 
     def _on_listener_error(self, error: Exception, pubsub: Any, thread: Any) -> None:
         # as rq's own handler: a lost connection is retried (redis-py subscribes again once it is back),
-        # anything else ends the listener
+        # anything else ends the listener. Its pause ends at once when the worker stops listening:
+        # redis-py 8's thread.stop() waits for the thread, and would wait out a plain 2 s sleep
         if not isinstance(error, RedisConnectionError):
             raise error
         log.error("worker %s: command listener cannot reach Redis (%s); retrying in 2 s", self.name, error)
-        time.sleep(2.0)
+        self._listener_done.wait(2.0)
+
+    def unsubscribe(self) -> None:
+        """rq's unsubscribe (at teardown), with the listener's pause cut short first."""
+        self.stop_listening()
+        super().unsubscribe()  # type: ignore[misc]
+
+    def stop_listening(self) -> None:
+        """End the command listener's thread now, without asking Redis for anything."""
+        if getattr(self, "_listener_done", None) is not None:
+            self._listener_done.set()
+        if self.pubsub_thread is not None:
+            self.pubsub_thread.stop()
 
     def install_stop_handlers(self) -> None:
         """SIGTERM and SIGINT ask for a warm stop (a second one for a cold one); see `_on_stop_signal`."""
