@@ -93,7 +93,14 @@ class GuidedDenoiser:
             plan = GuidancePlan.from_conditioning(cond, self.null_class)
         y, s = cond.class_label, cond.guidance_scale
         rows_c, rows_u = plan.rows_c, plan.rows_u
-        n_c = rows_c.numel()
+        n, n_c = x.shape[0], rows_c.numel()
+        grad = self._classifier_grad(x, t, y, s, plan.classifier_rows) if plan.classifier_rows.numel() else None
+        if n_c == n and rows_u.numel() == n and plan.both.numel() == n:
+            # every row CFG-combined (the common batch): the doubled batch as it is, with no gathers or
+            # scatters; the same values as the general path below (numel is shape metadata: no sync)
+            out = self.model(torch.cat([x, x]), torch.cat([t, t]),
+                             torch.cat([y, torch.full_like(y, self.null_class)])).float()
+            return GuidedPrediction(eps=cfg_combine(out[n:], out[:n], s.float()), grad=grad)
         out = self.model(
             torch.cat([x[rows_c], x[rows_u]]),
             torch.cat([t[rows_c], t[rows_u]]),
@@ -109,7 +116,6 @@ class GuidedDenoiser:
             pos_c = torch.searchsorted(rows_c, both)
             pos_u = torch.searchsorted(rows_u, both)
             eps[both] = cfg_combine(out[n_c:][pos_u], out[:n_c][pos_c], s[both].float())
-        grad = self._classifier_grad(x, t, y, s, plan.classifier_rows) if plan.classifier_rows.numel() else None
         return GuidedPrediction(eps=eps, grad=grad)
 
     def _classifier_grad(self, x, t, y, s, rows) -> torch.Tensor:

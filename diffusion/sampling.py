@@ -239,12 +239,12 @@ class _Step:
                              self.x.device)
 
 
-def _ddpm(s: _Step, gi: Tensor, g: list[int]) -> None:
+def _ddpm(s: _Step, gi: Tensor | slice, g: list[int]) -> None:
     s.new_x[gi] = ddpm_step(s.x[gi], s.eps[gi], s.ab_s[gi], s.ab_t[gi], s.noise(g),
                             None if s.grad is None else s.grad[gi])
 
 
-def _ddim(s: _Step, gi: Tensor, g: list[int]) -> None:
+def _ddim(s: _Step, gi: Tensor | slice, g: list[int]) -> None:
     # only the stochastic images (eta > 0) draw noise: eta 0 is deterministic and takes none
     noisy = [k for k in g if s.state.specs[s.rows[k]].eta > 0]
     z = torch.zeros_like(s.x[gi])
@@ -253,16 +253,16 @@ def _ddim(s: _Step, gi: Tensor, g: list[int]) -> None:
     s.new_x[gi] = ddim_step(s.x[gi], s.eps[gi], s.ab_s[gi], s.ab_t[gi], _col(s.eta[gi]), z)
 
 
-def _euler(s: _Step, gi: Tensor, g: list[int]) -> None:
+def _euler(s: _Step, gi: Tensor | slice, g: list[int]) -> None:
     s.new_x[gi] = euler_step(s.x[gi], s.eps[gi], s.ab_s[gi], s.ab_t[gi])
 
 
-def _dpmpp_2m(s: _Step, gi: Tensor, g: list[int]) -> None:
+def _dpmpp_2m(s: _Step, gi: Tensor | slice, g: list[int]) -> None:
     s.new_x[gi], s.new_memo[gi] = dpmpp_2m_step(s.x[gi], s.eps[gi], s.ab_s[gi], s.ab_t[gi], s.ab_prev[gi],
                                                 s.new_memo[gi], _col(s.ix["dpmpp_first"].bool()))
 
 
-def _heun(s: _Step, gi: Tensor, g: list[int]) -> None:
+def _heun(s: _Step, gi: Tensor | slice, g: list[int]) -> None:
     # predictor rows take an Euler step (on the last step, to sigma = 0, that is the whole step);
     # corrector rows finish the step their predictor began
     stage = [s.state.stage[s.rows[k]] for k in g]
@@ -275,7 +275,7 @@ def _heun(s: _Step, gi: Tensor, g: list[int]) -> None:
         s.new_x[ci] = heun_corrector(s.start[ci], s.memo[ci], s.eps[ci], s.ab_s[ci], s.ab_t[ci])
 
 
-SAMPLER_STEPS: dict[str, Callable[[_Step, Tensor, list[int]], None]] = {
+SAMPLER_STEPS: dict[str, Callable[[_Step, Tensor | slice, list[int]], None]] = {
     "ddpm": _ddpm,
     "ddim": _ddim,
     "dpmpp_2m": _dpmpp_2m,
@@ -283,7 +283,8 @@ SAMPLER_STEPS: dict[str, Callable[[_Step, Tensor, list[int]], None]] = {
     "heun": _heun,
 }
 """Each sampler's update of its images in one `advance`, by name: the samplers this core implements.
-Each writes its rows of `new_x` (and of the heun/dpmpp_2m memory) from the shared prediction."""
+Each writes its rows of `new_x` (and of the heun/dpmpp_2m memory) from the shared prediction; its rows
+are an index tensor of positions, or slice(None) when the sampler moves every row of the step."""
 
 
 def _indices(state: SamplerState, rows: list[int], groups: dict[str, list[int]]) -> dict[str, Tensor]:
@@ -349,12 +350,16 @@ def advance(state: SamplerState, denoiser: GuidedDenoiser, schedule: NoiseSchedu
     x0 = torch.where(pick(state.regenerate), predict_x0(x, eps, ab_eval), pick(state.init)) if track else None
 
     start, memo = pick(state.x_start), pick(state.memo)
+    # only heun writes a start and only heun and dpmpp_2m a memory: the others leave them as they are
+    keeps_memory = bool(groups["heun"] or groups["dpmpp_2m"])
     step = _Step(state, rows, groups, ix, x, eps, grad,
                  *(_col(schedule.alpha_bar(ix[name])) for name in ("t_cur", "t_next", "t_prev")),
-                 start, memo, pick(state.eta), x.clone(), start.clone(), memo.clone())
+                 start, memo, pick(state.eta), x.clone(), start.clone() if keeps_memory else start,
+                 memo.clone() if keeps_memory else memo)
     for name, g in groups.items():
         if g:
-            SAMPLER_STEPS[name](step, ix[f"group_{name}"], g)
+            # a sampler that moves every row takes them all as they are: views, not gathered copies
+            SAMPLER_STEPS[name](step, slice(None) if len(g) == len(rows) else ix[f"group_{name}"], g)
     _finish_step(state, step, x0)
 
 
