@@ -53,10 +53,14 @@ def engine_sampler(gen: Generator, batch_images: int, accel: bool = True) -> tup
     it samples (for the results). `batch_images`: the most images a batch will hold (the engine
     captures CUDA graphs up to twice that many rows, as CFG doubles a batch)."""
     from worker.accel import AccelConfig
+    from worker.cpu_accel import CpuAccelConfig
     from worker.engine import BatchEngine
 
     on_cuda = next(gen.model.parameters()).device.type == "cuda"
-    engine = BatchEngine({gen.card.ref: gen}, max_batch_images=batch_images, accel=AccelConfig() if accel else None)
+    # on the CPU the network stays eager torch (not the worker's ONNX Runtime default, within 1e-5 of
+    # it): the card's CPU tables were measured so, and a rerun reproduces them bit for bit
+    cpu_eager = AccelConfig(cpu=CpuAccelConfig(backend="eager"))
+    engine = BatchEngine({gen.card.ref: gen}, max_batch_images=batch_images, accel=cpu_eager if accel else None)
     if on_cuda:
         engine.warm_up()
     ids = itertools.count()

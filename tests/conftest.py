@@ -24,6 +24,13 @@ torch.set_num_threads(1)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _onnx_cache(tmp_path_factory) -> None:
+    """The workers the tests start (and the engines built from their settings) export the tests' random
+    models to ONNX: into a folder of this run, not the user's ~/.cache."""
+    os.environ["WORKER_CACHE_DIR"] = str(tmp_path_factory.mktemp("onnx-cache"))
+
+
 @pytest.fixture(scope="session")
 def linear_schedule() -> NoiseSchedule:
     return NoiseSchedule(ScheduleConfig("linear"))

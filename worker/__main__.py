@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from redis import Redis
 
-    from worker.accel import AccelConfig
+    from worker.accel import accel_from_settings
     from worker.engine import BatchEngine
     from worker.main import BatchWorker, StoppedWithoutRedis
     from worker.models import generator_refs, load_generators, resolve_device
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     generators = load_generators(store, refs, device)
     max_images = args.max_batch_images or worker_settings.max_batch_images
-    engine = BatchEngine(generators, max_images, accel=AccelConfig() if worker_settings.worker_accel else None)
+    engine = BatchEngine(generators, max_images, accel=accel_from_settings(worker_settings))
     started = time.perf_counter()
     engine.warm_up()
     log.info("warm-up (graph capture and a first step per model) took %.1f s", time.perf_counter() - started)

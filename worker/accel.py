@@ -9,8 +9,10 @@ nothing in the real ones; they are sliced off. Autocast runs the convolutions an
 and keeps what needs it (normalizations, softmax) in fp32; the sampler's update arithmetic is
 outside this module and stays fp32.
 
-On the CPU, or with everything off, the wrapper calls the model as it is: `Accelerated` is then the
-identity, and the CPU path is what the tests pin down exactly.
+On the CPU this wrapper calls the model as it is; the CPU's own fast path is ONNX Runtime
+(`worker.cpu_accel`, configured by `AccelConfig.cpu`). With `WORKER_ACCEL` off the engine runs the
+models as they are, in fp32 eager torch, on either device: the reference the fast paths are checked
+against.
 """
 
 from __future__ import annotations
@@ -19,9 +21,13 @@ import bisect
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+
+from worker.cpu_accel import CpuAccelConfig
+from worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +50,26 @@ class AccelConfig:
     channels_last: bool = True  # NHWC weights and inputs: the layout tensor-core convolutions want
     cuda_graphs: bool = True  # capture one graph per bucket at start, replay it per step
     max_rows: int = 128  # the largest forward pass to capture (CFG doubles a batch of images)
+    cpu: CpuAccelConfig = CpuAccelConfig()  # on the CPU: ONNX Runtime, or eager (worker.cpu_accel)
 
     @property
     def buckets(self) -> tuple[int, ...]:
         return default_buckets(self.max_rows)
 
 
-OFF = AccelConfig(bf16=False, channels_last=False, cuda_graphs=False)
+OFF = AccelConfig(bf16=False, channels_last=False, cuda_graphs=False, cpu=CpuAccelConfig(backend="eager"))
 """The model as it is, in fp32: the reference the fast path is checked against."""
+
+
+def accel_from_settings(settings: WorkerSettings | None = None) -> AccelConfig | None:
+    """The engine's fast paths as the worker's environment sets them (WORKER_ACCEL, WORKER_CPU_BACKEND,
+    WORKER_CPU_THREADS, WORKER_CACHE_DIR); None with WORKER_ACCEL off: every model eager fp32."""
+    s = settings or WorkerSettings()
+    if not s.worker_accel:
+        return None
+    cache = Path(s.worker_cache_dir) if s.worker_cache_dir else None
+    return AccelConfig(cpu=CpuAccelConfig(backend=s.worker_cpu_backend, threads=s.worker_cpu_threads,
+                                          cache_dir=cache))
 
 
 class _Graph:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -23,6 +23,7 @@ from diffusion.images import from_png, mask_from_png
 from diffusion.sampling import SamplerState, SampleSpec, advance, device_ints, specs_for_request
 from model_store.loading import Generator
 from worker.accel import AccelConfig, Accelerated
+from worker.cpu_accel import onnx_model
 
 log = logging.getLogger(__name__)
 
@@ -107,13 +108,21 @@ def _device_of(module: torch.nn.Module) -> torch.device:
     return next(module.parameters()).device
 
 
+def _fast(gen: Generator, accel: AccelConfig, max_batch_images: int) -> torch.nn.Module:
+    """The generator's eps-model on its device's fast path."""
+    if _device_of(gen.model).type == "cuda":
+        # CFG doubles a batch: the largest forward pass is twice the images in flight
+        return Accelerated(gen.model, replace(accel, max_rows=2 * max_batch_images))
+    return onnx_model(gen.model, gen.card, gen.sample_shape, gen.null_class, accel.cpu)
+
+
 class BatchEngine:
     """Jobs in flight on a set of loaded generators, advanced together one model evaluation at a time."""
 
     def __init__(self, generators: dict[str, Generator], max_batch_images: int = 64,
                  accel: AccelConfig | None = None) -> None:
-        """`accel`: how to run the models on CUDA (bf16, channels_last, CUDA graphs; see worker.accel);
-        None runs them as they are, in fp32. It changes nothing on the CPU."""
+        """`accel`: the fast path of each model's device: on CUDA bf16, channels_last and CUDA graphs
+        (worker.accel), on the CPU ONNX Runtime (worker.cpu_accel); None runs them as they are, fp32."""
         if max_batch_images < 1:
             raise ValueError(f"max_batch_images must be at least 1, got {max_batch_images}")
         self.max_batch_images = max_batch_images
@@ -122,10 +131,10 @@ class BatchEngine:
         accelerated: dict[int, torch.nn.Module] = {}  # one wrapper per network, shared by its refs
         for key, gen in generators.items():
             model = gen.model
-            if accel is not None and _device_of(model).type == "cuda":
-                # CFG doubles a batch: the largest forward pass is twice the images in flight
-                config = replace(accel, max_rows=2 * max_batch_images)
-                model = accelerated.setdefault(id(gen.model), Accelerated(gen.model, config))
+            if accel is not None:
+                if id(gen.model) not in accelerated:
+                    accelerated[id(gen.model)] = _fast(gen, accel, max_batch_images)
+                model = accelerated[id(gen.model)]
             denoiser = GuidedDenoiser(model, null_class=gen.null_class, classifier=gen.classifier,
                                       clip_x0=gen.clip_x0)
             lane = _Lane(gen.card.ref, gen, denoiser, _device_of(gen.model))
@@ -158,6 +167,20 @@ class BatchEngine:
                 torch.cuda.synchronize(lane.device)
 
     # --- admission -----------------------------------------------------------------------------
+
+    def networks(self) -> list[torch.nn.Module]:
+        """The eps-model each loaded generator runs, as the engine calls it (its device's fast path,
+        or the network itself)."""
+        return list({id(lane.denoiser.model): lane.denoiser.model for lane in self._lanes.values()}.values())
+
+    def wrap_networks(self, wrap: Callable[[torch.nn.Module], torch.nn.Module]) -> list[torch.nn.Module]:
+        """Replace each network the engine calls by `wrap(network)` (instrumentation: bench.engine times
+        the forward pass apart from the rest of a step); returns the new ones."""
+        wrapped: dict[int, torch.nn.Module] = {}
+        for lane in self._lanes.values():
+            model = lane.denoiser.model
+            lane.denoiser.model = wrapped.setdefault(id(model), wrap(model))
+        return list(wrapped.values())
 
     def models(self) -> list[str]:
         """Refs ("name@version") of the loaded generators."""

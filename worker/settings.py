@@ -21,8 +21,17 @@ class WorkerSettings(BaseSettings):
     max_batch_images: int = Field(
         64, ge=1, description="most images in flight at once; a larger job runs alone when the worker is idle")
     worker_accel: bool = Field(
-        True, description="on CUDA: bf16 autocast, channels_last and CUDA graphs per batch-size bucket, captured at "
-                          "start (false: the models as they are, fp32); no effect on the CPU")
+        True, description="the fast path of the worker's device: on CUDA bf16 autocast, channels_last and CUDA "
+                          "graphs per batch-size bucket, captured at start; on the CPU the backend of "
+                          "WORKER_CPU_BACKEND (false: the models as they are, eager fp32, on either device)")
+    worker_cpu_backend: Literal["onnxruntime", "eager"] = Field(
+        "onnxruntime", description="how the models run on the CPU: exported to ONNX at load (cached in "
+                                   "WORKER_CACHE_DIR) and run by ONNX Runtime, fp32; or eager torch")
+    worker_cpu_threads: int = Field(
+        0, ge=0, description="threads ONNX Runtime runs a forward pass on; 0: as many as torch uses (the cores)")
+    worker_cache_dir: str | None = Field(
+        None, description="where the CPU backend keeps its ONNX exports (default: $XDG_CACHE_HOME/imagegen/onnx or "
+                          "~/.cache/imagegen/onnx); unwritable: exported in memory at every start")
     worker_name: str | None = Field(None, description="RQ worker name (default: hostname.pid); unique per Redis")
     worker_shutdown_grace: float = Field(
         30.0, ge=0, description="seconds after SIGTERM to finish running jobs; the rest go back to the queue")
