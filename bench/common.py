@@ -156,6 +156,32 @@ def timed_runs(fn: Callable[[], Any], device: str, warmup: int, min_seconds: flo
     return runs
 
 
+def interleaved_runs(fns: dict[str, Callable[[], Any]], device: str, warmup: int, min_seconds: float,
+                     min_runs: int = 1, max_runs: int = 1000) -> dict[str, list[float]]:
+    """Seconds of each timed call of each of `fns`, called in turn (one of each per round), after
+    `warmup` untimed calls of each: rounds until every one has `min_runs` calls and `min_seconds` of
+    timed calls, or `max_runs` calls. A drift in the machine's speed then weighs on all alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    sync(device)
+    runs: dict[str, list[float]] = {name: [] for name in fns}
+
+    def more() -> bool:
+        counts = [len(r) for r in runs.values()]
+        if max(counts) >= max_runs:
+            return False
+        return min(counts) < min_runs or min(sum(r) for r in runs.values()) < min_seconds
+
+    while more():
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            runs[name].append(time.perf_counter() - t0)
+    return runs
+
+
 # --- output --------------------------------------------------------------------------------------
 
 def add_common_arguments(p: argparse.ArgumentParser) -> None:
@@ -220,11 +246,11 @@ def worker_engine(generators: dict[str, Any], max_batch_images: int, accel: bool
 
     The CUDA mode puts the networks into channels_last in place: give an fp32 engine generators of
     its own."""
-    from worker.accel import AccelConfig
+    from worker.accel import accel_from_settings
     from worker.engine import BatchEngine
 
     accel = worker_accel() if accel is None else accel
-    engine = BatchEngine(generators, max_batch_images, accel=AccelConfig() if accel else None)
+    engine = BatchEngine(generators, max_batch_images, accel=accel_from_settings() if accel else None)
     started = time.perf_counter()
     engine.warm_up()
     engine.warm_up_seconds = time.perf_counter() - started

@@ -3,8 +3,14 @@ diffusers-style loop (peer) and of the seed notebook's loop (seed) around the sa
 batch size; their ratios; the fraction of the bf16 matmul ceiling each reaches; and, in the same run,
 the check that project and peer samples agree (same x_T, DDIM eta 0, fp32).
 
-    python -m bench.engine                              # on the device: batch 1, 16, 64, 256, 1024
-    python -m bench.engine --batch-sizes 1,2 --steps 5  # a quick look on the CPU
+    python -m bench.engine                              # on the device: batch 1, 16, 64, 256, 1024; DDIM 50
+    python -m bench.engine --device cpu                 # on the CPU: batch 1, 16, 64; DDIM 20 and 50
+    python -m bench.engine --batch-sizes 1,2 --steps 5  # a quick look
+
+The loops of one (steps, batch) setting are timed interleaved, one run of each in turn, so that a
+machine whose speed drifts during the run (a shared CPU, turbo, a busy neighbour) moves every loop's
+figure alike and the ratios stay fair. `--split-batches` times one engine step split into the
+forward pass and the host's bookkeeping around it, beside the peer loop's own split.
 
 Exits 1 (after writing its JSON) if the correctness check fails.
 """
@@ -15,6 +21,7 @@ import argparse
 import itertools
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -24,11 +31,11 @@ from bench.common import (
     add_common_arguments,
     engine_request,
     environment,
+    interleaved_runs,
     resolve_device,
     run_jobs,
     store_root,
     sync,
-    timed_runs,
     worker_engine,
     worker_generators,
     write_result,
@@ -46,10 +53,11 @@ TOLERANCE = 1e-3
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.engine", description=__doc__.splitlines()[0])
     add_common_arguments(p)
-    p.add_argument("--batch-sizes", default="1,16,64,256,1024", help="comma-separated (default: 1,16,64,256,1024)")
+    p.add_argument("--batch-sizes", default=None,
+                   help="comma-separated (default: 1,16,64,256,1024 on CUDA, 1,16,64 on the CPU)")
     p.add_argument("--loops", default=",".join(DEFAULT_LOOPS),
                    help=f"which of {','.join(LOOPS)} to time (default: {','.join(DEFAULT_LOOPS)})")
-    p.add_argument("--steps", type=int, default=50, help="DDIM steps (default: 50)")
+    p.add_argument("--steps", default=None, help="DDIM steps, comma-separated (default: 50 on CUDA, 20,50 on the CPU)")
     p.add_argument("--guidance-scale", type=float, default=3.0, help="CFG scale (default: 3)")
     p.add_argument("--class-label", type=int, default=7, help="class of every image (default: 7)")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs per loop and batch size (default: 1)")
@@ -63,6 +71,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--check-steps", type=int, default=50,
                    help="DDIM steps of the correctness check; must divide the model's training steps, since "
                         "diffusers' DDIM steps to t - T // steps (default: 50)")
+    p.add_argument("--split-batches", default=None,
+                   help="batch sizes at which one engine step is split into forward pass and host bookkeeping, "
+                        "comma-separated (default: 1 and 64, those of --batch-sizes; none: empty)")
     p.add_argument("--profile-batch", type=int, default=0,
                    help="profile one project run at this batch size with torch.profiler (default: 0, none)")
     return p.parse_args(argv)
@@ -111,7 +122,6 @@ class Bench:
     """The loaded models and the three loops over them, for one device."""
 
     def __init__(self, args: argparse.Namespace, device: str, max_batch: int):
-        from diffusion.schedules import timestep_subsequence
         from model_store import ModelStore
         from model_store.loading import load_generator
 
@@ -122,6 +132,12 @@ class Bench:
         self.gen = generators[self.ref]
         capacity = max(max_batch, args.check_batch, 64)
         self.engine = worker_engine(generators, max_batch_images=capacity)
+        # what the served engine runs its network on, on the CPU: "onnxruntime", or "eager" (not chosen,
+        # or its fallback)
+        from worker.cpu_accel import OrtModel
+
+        self.cpu_backend = ("onnxruntime" if any(isinstance(m, OrtModel) for m in self.engine.networks())
+                            else "eager")
         # the fp32 mode gets networks of its own: the CUDA mode turns the worker's to channels_last in place
         self.engine_fp32 = worker_engine(worker_generators(root, args.model, device), capacity, accel=False)
         # the reference loops get their own fp32 eager copy of the weights, whatever the engine does to its own
@@ -130,18 +146,16 @@ class Bench:
         self.null = self.gen.num_classes
         self.shape = self.gen.image_shape
         self.scheduler = diffusers_ddim(self.gen.card.schedule, self.gen.clip_x0)
-        self.timesteps = timestep_subsequence(args.steps, self.gen.schedule.num_train_steps)[:-1]
+        self.num_train_steps = self.gen.schedule.num_train_steps
         self._jobs = itertools.count()
 
-    def request(self, batch: int, seed: int = 1000, steps: int | None = None) -> dict[str, Any]:
-        return engine_request(self.args.class_label, batch, seed, steps=steps or self.args.steps,
-                              guidance_scale=self.args.guidance_scale)
+    def request(self, batch: int, seed: int, steps: int) -> dict[str, Any]:
+        return engine_request(self.args.class_label, batch, seed, steps=steps, guidance_scale=self.args.guidance_scale)
 
     def labels(self, batch: int) -> torch.Tensor:
         return torch.full((batch,), self.args.class_label, device=self.device, dtype=torch.long)
 
-    def project(self, batch: int, seed: int = 1000, steps: int | None = None,
-                fp32: bool = False) -> tuple[torch.Tensor, int]:
+    def project(self, batch: int, steps: int, seed: int = 1000, fp32: bool = False) -> tuple[torch.Tensor, int]:
         """One job of `batch` images through the engine (its fp32 mode with `fp32`); (x_0 on the CPU,
         model evaluations made)."""
         job = f"bench-{next(self._jobs)}"
@@ -149,14 +163,17 @@ class Bench:
         finished, reports = run_jobs(engine, self.ref, {job: self.request(batch, seed, steps)})
         return finished[job], sum(len(r.batch_images) for r in reports)
 
-    def peer(self, batch: int, x_T: torch.Tensor | None = None, steps: int | None = None) -> torch.Tensor:
+    def peer(self, batch: int, steps: int, x_T: torch.Tensor | None = None) -> torch.Tensor:
         if x_T is None:
             x_T = torch.randn((batch, *self.shape), device=self.device)
         return peer_loop(self.ref_gen.model, self.scheduler, x_T, self.labels(batch), self.null,
-                         self.args.guidance_scale, steps or self.args.steps)
+                         self.args.guidance_scale, steps)
 
-    def seed(self, batch: int) -> torch.Tensor:
-        return seed_loop(self.ref_gen.model, self.gen.schedule.alphas_cumprod, self.timesteps, (batch, *self.shape),
+    def seed(self, batch: int, steps: int) -> torch.Tensor:
+        from diffusion.schedules import timestep_subsequence
+
+        timesteps = timestep_subsequence(steps, self.num_train_steps)[:-1]
+        return seed_loop(self.ref_gen.model, self.gen.schedule.alphas_cumprod, timesteps, (batch, *self.shape),
                          self.labels(batch), self.null, self.args.guidance_scale)
 
     def x_T(self, request: dict[str, Any]) -> torch.Tensor:
@@ -183,9 +200,9 @@ def check_correctness(bench: Bench, batch: int, steps: int) -> dict[str, Any]:
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:
         request = bench.request(batch, seed=4242, steps=steps)
-        ours, _ = bench.project(batch, seed=4242, steps=steps, fp32=True)
-        theirs = bench.peer(batch, x_T=bench.x_T(request), steps=steps)
-        served, _ = bench.project(batch, seed=4242, steps=steps)
+        ours, _ = bench.project(batch, steps, seed=4242, fp32=True)
+        theirs = bench.peer(batch, steps, x_T=bench.x_T(request))
+        served, _ = bench.project(batch, steps, seed=4242)
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
     diff = (ours.float() - theirs.float()).abs().max().item()
@@ -196,39 +213,101 @@ def check_correctness(bench: Bench, batch: int, steps: int) -> dict[str, Any]:
                             "mean_abs_diff": (served.float() - theirs.float()).abs().mean().item()}}
 
 
-def time_loop(bench: Bench, loop: str, batch: int, flops_image: float, ceiling: float) -> dict[str, Any]:
-    """Images/s of one loop at one batch size, with the FLOP/s it reaches and its share of the ceiling."""
-    args = bench.args
-    made: list[int] = []  # model evaluations of each project run, from the engine's step reports
+def loop_fn(bench: Bench, loop: str, batch: int, steps: int, made: list[int]) -> Callable[[], Any]:
+    """One run of `loop` at (batch, steps); a project run appends its model evaluations to `made`."""
     if loop in ("project", "project_fp32"):
-        def fn() -> None:
-            made.append(bench.project(batch, fp32=loop == "project_fp32")[1])
-    else:
-        fn = (lambda: bench.peer(batch)) if loop == "peer" else (lambda: bench.seed(batch))
+        return lambda: made.append(bench.project(batch, steps, fp32=loop == "project_fp32")[1])
+    if loop == "peer":
+        return lambda: bench.peer(batch, steps)
+    return lambda: bench.seed(batch, steps)
+
+
+def time_loops(bench: Bench, loops: list[str], batch: int, steps: int, flops_image: float,
+               ceiling: float) -> dict[str, dict[str, Any]]:
+    """Images/s of each loop at (batch, steps), timed interleaved (one run of each loop in turn), with
+    the FLOP/s each reaches and its share of the ceiling."""
+    args = bench.args
+    made: dict[str, list[int]] = {loop: [] for loop in loops}
+    fns = {loop: loop_fn(bench, loop, batch, steps, made[loop]) for loop in loops}
+    out: dict[str, dict[str, Any]] = {}
     try:
-        runs = timed_runs(fn, bench.device, args.warmup, args.min_seconds, max_runs=args.max_runs)
+        runs = interleaved_runs(fns, bench.device, args.warmup, args.min_seconds, max_runs=args.max_runs)
     except torch.cuda.OutOfMemoryError as e:
         torch.cuda.empty_cache()
-        return {"error": f"out of memory: {e}".splitlines()[0]}
-    median = sorted(runs)[len(runs) // 2]
-    images_per_s = batch / median
-    achieved = images_per_s * flops_image
-    return {"images_per_s": images_per_s, "median_s": median, "runs_s": runs,
-            "model_evaluations": made[-1] if made else args.steps,
-            "achieved_flops_per_s": achieved, "fraction_of_ceiling": achieved / ceiling}
+        return {loop: {"error": f"out of memory: {e}".splitlines()[0]} for loop in loops}
+    for loop in loops:
+        median = sorted(runs[loop])[len(runs[loop]) // 2]
+        images_per_s = batch / median
+        achieved = images_per_s * flops_image
+        out[loop] = {"images_per_s": images_per_s, "median_s": median, "runs_s": runs[loop],
+                     "model_evaluations": made[loop][-1] if made[loop] else steps,
+                     "achieved_flops_per_s": achieved, "fraction_of_ceiling": achieved / ceiling}
+    return out
 
 
-def profile_project(bench: Bench, batch: int) -> dict[str, Any]:
+class _Timed(torch.nn.Module):
+    """An eps-model that adds the wall time of its calls to `seconds` (CPU: the calls are synchronous)."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__()
+        self.inner, self.seconds, self.calls = inner, 0.0, 0
+
+    def forward(self, *args: Any) -> Any:
+        t0 = time.perf_counter()
+        out = self.inner(*args)
+        self.seconds += time.perf_counter() - t0
+        self.calls += 1
+        return out
+
+
+def step_split(bench: Bench, batch: int, steps: int, repeats: int = 3) -> dict[str, Any]:
+    """Per step, at `batch` images: the forward pass and the rest (the host's bookkeeping: guidance,
+    sampler update, joins and harvest for the engine; cat, CFG and scheduler.step for the peer), for
+    the engine as served, the engine in fp32 eager, and the peer loop; the best of `repeats` runs.
+    CPU only: on CUDA the forward's wall time is its launch, not its work."""
+    split: dict[str, Any] = {"batch": batch, "steps": steps}
+    for name, engine in (("project", bench.engine), ("project_fp32", bench.engine_fp32)):
+        timed = engine.wrap_networks(_Timed)
+        best = None
+        for _ in range(repeats):
+            for t in timed:
+                t.seconds = t.calls = 0
+            t0 = time.perf_counter()
+            bench.project(batch, steps, fp32=name == "project_fp32")
+            total, forward = time.perf_counter() - t0, sum(t.seconds for t in timed)
+            if best is None or total < best[0]:
+                best = (total, forward)
+        engine.wrap_networks(lambda t: t.inner)
+        split[name] = {"step_ms": 1e3 * best[0] / steps, "forward_ms": 1e3 * best[1] / steps,
+                       "host_ms": 1e3 * (best[0] - best[1]) / steps}
+    model, best = bench.ref_gen.model, None
+    bench.ref_gen.model = timed_peer = _Timed(model)
+    try:
+        for _ in range(repeats):
+            timed_peer.seconds = 0.0
+            t0 = time.perf_counter()
+            bench.peer(batch, steps)
+            total = time.perf_counter() - t0
+            if best is None or total < best[0]:
+                best = (total, timed_peer.seconds)
+    finally:
+        bench.ref_gen.model = model
+    split["peer"] = {"step_ms": 1e3 * best[0] / steps, "forward_ms": 1e3 * best[1] / steps,
+                     "host_ms": 1e3 * (best[0] - best[1]) / steps}
+    return split
+
+
+def profile_project(bench: Bench, batch: int, steps: int) -> dict[str, Any]:
     """One project run at `batch` under torch.profiler: the top operators by self device time (CUDA)
     or self CPU time, and how busy the device was over the run."""
     from torch.profiler import ProfilerActivity, profile
 
-    bench.project(batch)  # warm
+    bench.project(batch, steps)  # warm
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if bench.device == "cuda" else [])
     sync(bench.device)
     t0 = time.perf_counter()
     with profile(activities=activities) as prof:
-        bench.project(batch)
+        bench.project(batch, steps)
         sync(bench.device)
     wall = time.perf_counter() - t0
     averages = prof.key_averages()
@@ -255,22 +334,29 @@ def profile_project(bench: Bench, batch: int) -> dict[str, Any]:
     }
 
 
+def _ints(text: str | None, default: str) -> list[int]:
+    return [int(v) for v in (text if text is not None else default).split(",") if v.strip()]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     device = resolve_device(args.device)
-    batches = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
+    on_cuda = device == "cuda"
+    batches = _ints(args.batch_sizes, "1,16,64,256,1024" if on_cuda else "1,16,64")
+    steps_list = _ints(args.steps, "50" if on_cuda else "20,50")
+    # on the CPU, by default, the smallest batch and the largest up to 64
+    split_default = sorted({min(batches), max((b for b in batches if b <= 64), default=min(batches))})
+    split_batches = [] if on_cuda else _ints(args.split_batches, ",".join(map(str, split_default)))
     loops = [name for name in args.loops.split(",") if name]
     unknown = set(loops) - set(LOOPS)
-    if unknown or not batches or min(batches) < 1:
-        print(f"bench.engine: error: bad --loops {sorted(unknown)} or --batch-sizes {args.batch_sizes!r}",
-              file=sys.stderr)
+    if unknown or not batches or min(batches) < 1 or not steps_list or min(steps_list) < 1:
+        print(f"bench.engine: error: bad --loops {sorted(unknown)}, --batch-sizes {args.batch_sizes!r} or --steps "
+              f"{args.steps!r}", file=sys.stderr)
         return 2
-    bench = Bench(args, device, max(batches))
+    bench = Bench(args, device, max(batches + split_batches))
     ceiling = matmul_ceiling(device, args.ceiling_size)
     per_row = flops_per_row(bench.ref_gen.model, bench.shape, bench.null, device)
-    # CFG at scale != 0, 1 evaluates two rows per image per step in every loop
-    flops_image = per_row * 2 * args.steps
-    print(f"bench.engine: {bench.ref} on {device}; {per_row / 1e9:.3f} GFLOP per row; ceiling "
+    print(f"bench.engine: {bench.ref} on {device} ({bench.cpu_backend}); {per_row / 1e9:.3f} GFLOP per row; ceiling "
           f"{ceiling['flops_per_s'] / 1e12:.2f} TFLOP/s ({ceiling['note']})", flush=True)
 
     correctness = check_correctness(bench, args.check_batch, args.check_steps)
@@ -279,46 +365,57 @@ def main(argv: list[str] | None = None) -> int:
           f"{correctness['served_mode']['max_abs_diff']:.2e}", flush=True)
 
     rows = []
-    for batch in batches:
-        row: dict[str, Any] = {"batch": batch}
-        for loop in loops:
-            row[loop] = time_loop(bench, loop, batch, flops_image, ceiling["flops_per_s"])
-            figure = row[loop].get("images_per_s")
-            print(f"bench.engine: batch {batch:5d} {loop:12s} "
-                  + (f"{figure:10.2f} images/s" if figure else row[loop].get("error", "")), flush=True)
-        for other in ("peer", "seed"):
-            a, b = row.get("project", {}).get("images_per_s"), row.get(other, {}).get("images_per_s")
-            row[f"project_over_{other}"] = a / b if a and b else None
-        rows.append(row)
+    for steps in steps_list:
+        # CFG at scale != 0, 1 evaluates two rows per image per step in every loop
+        flops_image = per_row * 2 * steps
+        for batch in batches:
+            row: dict[str, Any] = {"steps": steps, "batch": batch,
+                                   **time_loops(bench, loops, batch, steps, flops_image, ceiling["flops_per_s"])}
+            for loop in loops:
+                figure = row[loop].get("images_per_s")
+                print(f"bench.engine: DDIM {steps:4d} batch {batch:5d} {loop:12s} "
+                      + (f"{figure:10.2f} images/s" if figure else row[loop].get("error", "")), flush=True)
+            for other in ("peer", "seed"):
+                a, b = row.get("project", {}).get("images_per_s"), row.get(other, {}).get("images_per_s")
+                row[f"project_over_{other}"] = a / b if a and b else None
+            rows.append(row)
 
-    profile = profile_project(bench, args.profile_batch) if args.profile_batch else None
+    splits = [step_split(bench, b, max(steps_list)) for b in split_batches]
+    for sp in splits:
+        print(f"bench.engine: one step at batch {sp['batch']}: " + "; ".join(
+            f"{k} {sp[k]['forward_ms']:.2f} ms forward + {sp[k]['host_ms']:.2f} ms host"
+            for k in ("project", "project_fp32", "peer")), flush=True)
+    profile = profile_project(bench, args.profile_batch, max(steps_list)) if args.profile_batch else None
     params = sum(p.numel() for p in bench.ref_gen.model.parameters())
     result = {
         "benchmark": "engine",
         "environment": environment(device),
         "settings": {
             "model": bench.ref, "parameters": params, "image_shape": list(bench.shape), "sampler": "ddim", "eta": 0.0,
-            "steps": args.steps, "guidance": "cfg", "guidance_scale": args.guidance_scale,
+            "steps": steps_list, "guidance": "cfg", "guidance_scale": args.guidance_scale,
             "class_label": args.class_label, "batch_sizes": batches, "loops": loops, "warmup": args.warmup,
-            "min_seconds": args.min_seconds, "max_runs": args.max_runs,
+            "min_seconds": args.min_seconds, "max_runs": args.max_runs, "timing": "interleaved",
             "max_batch_images": bench.engine.max_batch_images, "clip_x0": bench.gen.clip_x0,
-            "accel": bench.engine.accel and device == "cuda", "engine_warm_up_s": bench.engine.warm_up_seconds,
+            "accel": bench.engine.accel and on_cuda, "cpu_backend": None if on_cuda else bench.cpu_backend,
+            "engine_warm_up_s": bench.engine.warm_up_seconds,
             "tf32": {"matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32},
             "project": "worker.engine.BatchEngine built and warmed up as worker/__main__.py does (WORKER_ACCEL: "
-                       "on CUDA bf16 autocast, channels_last, CUDA graphs per bucket); one job of B images added, "
-                       "step() until it finishes; timed from add to the images on the host",
-            "project_fp32": "the same engine with WORKER_ACCEL off: the models as they are, fp32",
+                       "on CUDA bf16 autocast, channels_last, CUDA graphs per bucket; on the CPU the model run by "
+                       "ONNX Runtime, fp32, WORKER_CPU_BACKEND); one job of B images added, step() until it "
+                       "finishes; timed from add to the images on the host",
+            "project_fp32": "the same engine with WORKER_ACCEL off: the models as they are, eager fp32",
             "peer": "diffusers DDIMScheduler (trailing, set_alpha_to_one, clip_sample = the card's clip_x0), one "
                     "forward on cat([x, x]) with labels cat([y, null]) per step, eager fp32, x_0 copied to the host",
             "seed": "the seed notebook's p_sample_loop (extract on the CPU per lookup, every step kept) respaced to "
                     "the same trailing timesteps, CFG, eager fp32; DDPM, so not compared for correctness",
         },
-        "flops": {"per_row": per_row, "per_image": flops_image,
+        "flops": {"per_row": per_row, "per_image": {str(st): per_row * 2 * st for st in steps_list},
                   "note": "torch.utils.flop_counter.FlopCounterMode on one forward; per image = per row x 2 (CFG) x "
                           "steps; useful FLOPs, the same for every loop"},
         "ceiling": ceiling,
         "correctness": correctness,
         "results": rows,
+        "step_split": splits,
         "profile": profile,
     }
     write_result("engine", result, args.out, args.md, render.engine)

@@ -36,23 +36,28 @@ def header(result: dict[str, Any], title: str) -> list[str]:
 def engine(result: dict[str, Any]) -> str:
     s, c, ceil = result["settings"], result["correctness"], result["ceiling"]
     loops = s["loops"]
+    steps_list = s["steps"] if isinstance(s["steps"], list) else [s["steps"]]
+    on_cpu = result.get("environment", {}).get("device") != "cuda"
+    mode = (f"the engine's CPU backend {s.get('cpu_backend') or 'eager'} (WORKER_CPU_BACKEND)" if on_cpu else
+            f"the engine's CUDA mode (WORKER_ACCEL) {'on' if s.get('accel') else 'off'}")
     lines = header(result, "Benchmark 1: sampling engine")
     lines += [f"{s['model']} ({s['parameters']:,} parameters, {'x'.join(map(str, s['image_shape']))}), DDIM "
-              f"{s['steps']} steps, eta 0, CFG scale {_f(s['guidance_scale'], 1)}, class {s['class_label']}; the "
-              f"engine's CUDA mode (WORKER_ACCEL) {'on' if s.get('accel') else 'off'}. "
-              f"{result['flops']['per_row'] / 1e9:.3f} GFLOP per forward row, "
-              f"{result['flops']['per_image'] / 1e9:.1f} GFLOP per image. Ceiling: "
-              f"{ceil['flops_per_s'] / 1e12:.2f} TFLOP/s, a {ceil['dtype']} {ceil['matmul_n']}^3 matmul "
-              f"({ceil['note']}).",
+              f"{' and '.join(map(str, steps_list))} steps, eta 0, CFG scale {_f(s['guidance_scale'], 1)}, class "
+              f"{s['class_label']}; {mode}. {result['flops']['per_row'] / 1e9:.3f} GFLOP per forward row (x 2 rows "
+              f"per image per step with CFG). Ceiling: {ceil['flops_per_s'] / 1e12:.2f} TFLOP/s, a {ceil['dtype']} "
+              f"{ceil['matmul_n']}^3 matmul ({ceil['note']})."
+              + (" The loops of each row were timed interleaved, one run of each in turn; figures are medians."
+                 if s.get("timing") == "interleaved" else ""),
               "",
-              "| batch | " + " | ".join(f"{loop} img/s" for loop in loops) + " | project/peer | project/seed | "
+              "| steps | batch | " + " | ".join(f"{loop} img/s" for loop in loops) + " | project/peer | project/seed | "
               + " | ".join(f"{loop} % of ceiling" for loop in loops) + " |",
-              "|---:|" + "---:|" * (2 * len(loops) + 2)]
+              "|---:|---:|" + "---:|" * (2 * len(loops) + 2)]
     for row in result["results"]:
         def ips(loop: str, row: dict = row) -> str:
             r = row.get(loop) or {}
             return _f(r.get("images_per_s")) if "error" not in r else r["error"][:40]
-        lines.append(f"| {row['batch']} | " + " | ".join(ips(loop) for loop in loops)
+        lines.append(f"| {row.get('steps', steps_list[0])} | {row['batch']} | "
+                     + " | ".join(ips(loop) for loop in loops)
                      + f" | {_f(row.get('project_over_peer'))} | {_f(row.get('project_over_seed'))} | "
                      + " | ".join(_pct((row.get(loop) or {}).get("fraction_of_ceiling")) for loop in loops) + " |")
     served = c.get("served_mode") or {}
@@ -61,10 +66,24 @@ def engine(result: dict[str, Any]) -> str:
                   f"(tolerance {c['tolerance']:g}): "
                   f"**{'pass' if c['passed'] else 'FAIL'}**."]
     if served:
-        lines.append(f"The engine as served ({'bf16 CUDA mode' if served.get('accel') else 'the same fp32 mode'}) "
-                     f"against the peer: max abs difference {served['max_abs_diff']:.2e}, mean "
-                     f"{served['mean_abs_diff']:.2e} (for information; images span [-1, 1]).")
+        how = ("bf16 CUDA mode" if served.get("accel") else
+               f"CPU backend {s.get('cpu_backend')}" if on_cpu and s.get("cpu_backend") else "the same fp32 mode")
+        lines.append(f"The engine as served ({how}) against the peer: max abs difference {served['max_abs_diff']:.2e}, "
+                     f"mean {served['mean_abs_diff']:.2e} (images span [-1, 1]).")
     lines.append("")
+    splits = result.get("step_split") or []
+    if splits:
+        lines += ["Where one step's time goes (best of 3 runs, DDIM "
+                  f"{splits[0]['steps']} steps, per step): the forward pass, and the rest of the step on the host "
+                  "(for the engine: guidance, sampler update, join and harvest; for the peer: cat, CFG and "
+                  "scheduler.step).", "",
+                  "| batch | loop | step ms | forward ms | host ms |", "|---:|---|---:|---:|---:|"]
+        for sp in splits:
+            for loop in ("project", "project_fp32", "peer"):
+                r = sp[loop]
+                lines.append(f"| {sp['batch']} | {loop} | {r['step_ms']:.2f} | {r['forward_ms']:.2f} | "
+                             f"{r['host_ms']:.2f} |")
+        lines.append("")
     prof = result.get("profile")
     if prof:
         busy = prof.get("device_busy_s")

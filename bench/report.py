@@ -48,6 +48,7 @@ carry=[".whl"])`. Each benchmark's flags: `python -m bench.<name> --help`.
 """
 
 CPU_RESULTS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
+    "engine-cpu": ("1. Sampling engine, on the 2-core CPU machine", render.engine),
     "load-cpu": ("3. Service under load, on the 2-core CPU machine", render.load),
     "mixed-cpu": ("4. Mixed load: continuous against static batching, on the 2-core CPU machine", render.mixed),
     "bookkeeping-cpu": ("Beside 3: the worker's bookkeeping per job, on the 2-core CPU machine", render.bookkeeping),
@@ -65,6 +66,9 @@ MIXED_CPU_RUN = ("`.venv/bin/python -m bench.mixed --device cpu --requests 100 -
 
 BOOKKEEPING_CPU_RUN = ("`.venv/bin/python -m bench.bookkeeping --device cpu --jobs 512 --out "
                        "docs/benchmarks/bookkeeping-cpu.json` here, with nothing else running")
+
+ENGINE_CPU_RUN = ("`.venv/bin/python -m bench.engine --device cpu --out docs/benchmarks/engine-cpu.json` here, with "
+                  "nothing else running (batch 1, 16 and 64, DDIM 20 and 50, CFG 3; about 15 minutes)")
 
 QUICKSTART_RUN = "`.venv/bin/python -m bench.quickstart` here, on the 2-core machine, with nothing else running."
 
@@ -149,6 +153,36 @@ def targets(results: dict[str, dict[str, Any]]) -> list[str]:
     return rows
 
 
+def cpu_targets(cpu_results: dict[str, dict[str, Any]], results: dict[str, dict[str, Any]]) -> list[str]:
+    """The CPU engine's targets (issue "The CPU engine"): against the peer loop and the fp32 matmul
+    ceiling measured in the same run, and the quick start with the fast path on."""
+    rows = ["| target (the CPU engine) | measured | met |", "|---|---|---|"]
+    eng = cpu_results.get("engine-cpu")
+    if eng:
+        for batch in (1, 64):
+            at = [r for r in eng["results"] if r["batch"] == batch and r.get("project_over_peer")]
+            if at:
+                worst = min(r["project_over_peer"] for r in at)
+                rows.append(_row(f"project/peer >= 1.5x at batch {batch}", ", ".join(
+                    f"{r['project_over_peer']:.2f}x (DDIM {r['steps']})" for r in at), worst >= 1.5))
+        best = max((r for r in eng["results"] if (r.get("project") or {}).get("fraction_of_ceiling")),
+                   key=lambda r: r["project"]["fraction_of_ceiling"], default=None)
+        if best:
+            frac = best["project"]["fraction_of_ceiling"]
+            rows.append(_row(">= 70% of the fp32 matmul ceiling", f"{100 * frac:.0f}% at batch {best['batch']} "
+                             f"(DDIM {best['steps']})", frac >= 0.7))
+        c = eng["correctness"]
+        served = c.get("served_mode") or {}
+        if served:
+            rows.append(_row(f"the served samples within 1e-3 of the peer's (DDIM {c['steps']})",
+                             f"{served['max_abs_diff']:.2e}", served["max_abs_diff"] < 1e-3))
+    quick = results.get("quickstart")
+    if quick:
+        first = quick["figures"]["first_png_s"]["max"]
+        rows.append(_row("CPU quick start with the fast path: first PNG within 10 s", f"{first:.1f} s", first <= 10))
+    return rows
+
+
 NOTES = """\
 - Benchmark 1 times the engine as `python -m worker` builds it (`bench/common.py: worker_engine`, which
   follows `worker/__main__.py`: on CUDA its accelerated mode, `WORKER_ACCEL`, on by default: bf16
@@ -208,6 +242,8 @@ def summary_page(results: dict[str, dict[str, Any]], plots: list[str],
     if cpu_results:
         lines += ["## On the CPU", "", "What benchmarks.md measures on the 2-core machine as well (CPU figures, no "
                   "stand-in for the GPU ones):", ""]
+        if "engine-cpu" in cpu_results:
+            lines += cpu_targets(cpu_results, results) + [""]
         for name, r in cpu_results.items():
             env = r["environment"]
             lines.append(f"- {CPU_RESULTS[name][0]}: [{name}.md]({name}.md), {env['device_name']}, torch "
@@ -217,6 +253,7 @@ def summary_page(results: dict[str, dict[str, Any]], plots: list[str],
     if plots:
         lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
     lines += ["## How to produce them", "", "Benchmarks 1-4, on the GPU:", "", GPU_RUN,
+              f"Benchmark 1 on the CPU: {ENGINE_CPU_RUN}.", "",
               f"Benchmark 3 on the CPU: {LOAD_CPU_RUN}.", "", f"Benchmark 4 on the CPU: {MIXED_CPU_RUN}.", "",
               f"The worker's bookkeeping on the CPU: {BOOKKEEPING_CPU_RUN}.", "",
               f"Benchmark 5: {QUICKSTART_RUN}", "", "## Notes", "",
@@ -257,14 +294,17 @@ def make_plots(results: dict[str, dict[str, Any]], folder: Path) -> list[str]:
     eng = results.get("engine")
     if eng:
         fig, ax = plt.subplots(figsize=(6, 4))
+        # one line per loop, at the most steps measured (older results have one steps value, no per-row one)
+        steps = eng["settings"]["steps"]
+        steps = max(steps) if isinstance(steps, list) else steps
+        rows = [r for r in eng["results"] if r.get("steps", steps) == steps]
         for loop in eng["settings"]["loops"]:
-            pts = [(r["batch"], r[loop]["images_per_s"]) for r in eng["results"]
-                   if (r.get(loop) or {}).get("images_per_s")]
+            pts = [(r["batch"], r[loop]["images_per_s"]) for r in rows if (r.get(loop) or {}).get("images_per_s")]
             if pts:
                 ax.plot(*zip(*pts), marker="o", label=loop)
         ax.set(yscale="log", xlabel="batch size", ylabel="images/s",
-               title=f"Engine, DDIM {eng['settings']['steps']} + CFG ({eng['environment']['device_name']})")
-        plain_log_axes(ax, [r["batch"] for r in eng["results"]])
+               title=f"Engine, DDIM {steps} + CFG ({eng['environment']['device_name']})")
+        plain_log_axes(ax, [r["batch"] for r in rows])
         ax.legend()
         ax.grid(True, which="both", alpha=0.3)
         save(fig, "engine_throughput.png")

@@ -37,7 +37,7 @@ def results(tmp_path_factory, tiny_store_root) -> Path:
     """Benchmarks 1 and 4 (in-process, no service) into one folder, as a device run leaves them."""
     out = tmp_path_factory.mktemp("results")
     store = ["--model-store", str(tiny_store_root), "--device", "cpu"]
-    assert engine_bench.main([*store, "--batch-sizes", "1,2", "--steps", "2", "--min-seconds", "0", "--warmup", "0",
+    assert engine_bench.main([*store, "--batch-sizes", "1,2", "--steps", "2,3", "--min-seconds", "0", "--warmup", "0",
                               "--loops", "project,project_fp32,peer,seed",
                               "--check-batch", "3", "--check-steps", "10", "--ceiling-size", "128",
                               "--profile-batch", "2", "--out", str(out / "engine.json")]) == 0
@@ -54,25 +54,40 @@ def test_engine_times_three_loops_and_project_matches_peer(results):
     # on the CPU the served mode is the fp32 mode: the same samples
     assert c["served_mode"]["accel"] is False and c["served_mode"]["max_abs_diff"] == c["max_abs_diff"]
     assert doc["ceiling"]["flops_per_s"] > 0 and doc["flops"]["per_row"] > 0
-    assert [r["batch"] for r in doc["results"]] == [1, 2]
+    assert [(r["steps"], r["batch"]) for r in doc["results"]] == [(2, 1), (2, 2), (3, 1), (3, 2)]
+    assert doc["settings"]["timing"] == "interleaved" and doc["settings"]["steps"] == [2, 3]
+    # on the CPU the engine as served runs ONNX Runtime, the fp32 mode eager torch
+    assert doc["settings"]["cpu_backend"] == "onnxruntime"
     for row in doc["results"]:
         for loop in ("project", "project_fp32", "peer", "seed"):
             assert row[loop]["images_per_s"] > 0 and 0 < row[loop]["fraction_of_ceiling"]
+            # interleaved: each loop timed as often as the others, one run of each per round
+            assert len(row[loop]["runs_s"]) == len(row["project"]["runs_s"])
         for loop in ("project", "project_fp32"):
-            assert row[loop]["model_evaluations"] == 2  # one per DDIM step: CFG in one forward pass
+            # one per DDIM step: CFG in one forward pass
+            assert row[loop]["model_evaluations"] == row["steps"]
         assert row["project_over_peer"] > 0 and row["project_over_seed"] > 0
+    # one step split into the forward pass and the host's part, at the smallest and largest batch
+    assert [sp["batch"] for sp in doc["step_split"]] == [1, 2]
+    for sp in doc["step_split"]:
+        assert sp["steps"] == 3
+        for loop in ("project", "project_fp32", "peer"):
+            r = sp[loop]
+            assert r["forward_ms"] > 0 and r["host_ms"] > 0 and r["step_ms"] == pytest.approx(
+                r["forward_ms"] + r["host_ms"])
     assert doc["profile"]["top"] and doc["profile"]["batch"] == 2
-    assert "| batch | project img/s" in (results / "engine.md").read_text()
+    md = (results / "engine.md").read_text()
+    assert "| steps | batch | project img/s" in md and "| batch | loop | step ms | forward ms | host ms |" in md
 
 
 def test_correctness_check_fails_loudly(tiny_store_root, tmp_path, monkeypatch):
     """A wrong peer (another guidance scale) must fail the check, with exit status 1 and the JSON written."""
     real_peer = engine_bench.Bench.peer
 
-    def off_peer(self, batch, x_T=None, steps=None):
+    def off_peer(self, batch, steps, x_T=None):
         self.args.guidance_scale += 1.0
         try:
-            return real_peer(self, batch, x_T, steps)
+            return real_peer(self, batch, steps, x_T)
         finally:
             self.args.guidance_scale -= 1.0
 
