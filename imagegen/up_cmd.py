@@ -206,12 +206,23 @@ def _start_redis(stack: ExitStack) -> str:
     return server.url
 
 
+def worker_threads(workers: int, cores: int | None = None) -> dict[str, str]:
+    """The thread counts of `workers` worker processes sharing this machine's cores, where the
+    environment sets none: each gets its share (torch's OpenMP threads and ONNX Runtime's), so that
+    N workers do not run N x cores threads on the cores. One worker keeps the defaults (every core)."""
+    cores = cores or os.cpu_count() or 1
+    if workers <= 1:
+        return {}
+    share = str(max(1, cores // workers))
+    return {name: os.environ.get(name, share) for name in ("OMP_NUM_THREADS", "WORKER_CPU_THREADS")}
+
+
 def _run(args: argparse.Namespace, stack: ExitStack) -> int:
     url = public_url(args.host, args.port)
     redis_url = _start_redis(stack)
     logs = cache_dir() / "logs" / str(args.port)
     logs.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1", **worker_threads(args.workers)}
     imagegen = [sys.executable, "-m", "imagegen"]
     children = Processes(logs, grace=STOP_GRACE_S)
     # the stack stops the children before Redis, which it entered first; each child has a process

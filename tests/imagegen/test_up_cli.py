@@ -100,3 +100,15 @@ def test_no_redis_anywhere_says_how_to_get_one(capsys, monkeypatch, tmp_path):
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and err[0].startswith("imagegen up: error: no redis-server found: install one"), err
     assert "apt-get install -y redis-server" in err[0] and "REDIS_URL" in err[0]
+
+
+def test_workers_sharing_the_machine_split_its_cores_unless_told(monkeypatch):
+    from imagegen.up_cmd import worker_threads
+
+    for name in ("OMP_NUM_THREADS", "WORKER_CPU_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    assert worker_threads(1, cores=8) == {}  # one worker: every core, as torch and ONNX Runtime default
+    assert worker_threads(4, cores=8) == {"OMP_NUM_THREADS": "2", "WORKER_CPU_THREADS": "2"}
+    assert worker_threads(3, cores=2) == {"OMP_NUM_THREADS": "1", "WORKER_CPU_THREADS": "1"}
+    monkeypatch.setenv("WORKER_CPU_THREADS", "3")  # what the user set stays
+    assert worker_threads(4, cores=8) == {"OMP_NUM_THREADS": "2", "WORKER_CPU_THREADS": "3"}
