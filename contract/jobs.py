@@ -73,10 +73,11 @@ def job_url(root: str, job_id: str) -> str:
     return f"{root}/jobs/{job_id}"
 
 
-def job_document(record: dict[str, Any], root: str = "", queue_position: int | None = None) -> dict[str, Any]:
+def job_document(record: dict[str, Any], root: str = "", queue_position: int | None = None,
+                 waiting_for: str | None = None) -> dict[str, Any]:
     """The job document of `GET /jobs/{id}` (api.md) for a decoded record: what the API serves and
     what a webhook posts. `root` is the path the app is mounted at (URLs are relative);
-    `queue_position` is the API's to compute, for a queued job."""
+    `queue_position` and `waiting_for` are the API's to compute, for a queued job."""
     job_id, status = record["id"], record["status"]
     url = job_url(root, job_id)
     succeeded = status == JobStatus.SUCCEEDED.value
@@ -87,6 +88,7 @@ def job_document(record: dict[str, Any], root: str = "", queue_position: int | N
         # the model is the document's own field; api.md's request echo leaves it out
         "request": {k: v for k, v in (record.get("request") or {}).items() if k != "model"},
         "queue_position": queue_position if status == JobStatus.QUEUED.value else None,
+        "waiting_for": waiting_for if status == JobStatus.QUEUED.value else None,
         "progress": record.get("progress"),
         # the record stores "" for a time not reached yet
         "created_at": record.get("created_at") or "",
