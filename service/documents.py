@@ -53,10 +53,12 @@ def load(backend: Backend, job_id: str, owner: str | None = None) -> dict[str, A
 
 
 def document(backend: Backend, record: dict[str, Any], root: str = "") -> dict[str, Any]:
-    """The job document of api.md, with a queued job's position; `root` is the path the app is
-    mounted at (URLs are relative)."""
-    queued = record["status"] == JobStatus.QUEUED.value
-    return job_document(record, root, backend.queue_position(record["id"]) if queued else None)
+    """The job document of api.md, with a queued job's position in its model's queue and, when no
+    live worker may serve its model, what it waits for; `root` is the path the app is mounted at
+    (URLs are relative)."""
+    if record["status"] != JobStatus.QUEUED.value:
+        return job_document(record, root)
+    return job_document(record, root, backend.queue_position(record), backend.waiting_for(record))
 
 
 async def subscribe(backend: Backend, job_id: str) -> PubSub:

@@ -19,6 +19,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from contract.jobs import PREFIX, TERMINAL, JobStatus
+from contract.queues import queue_model
+from contract.workers import read_worker_models
 
 WORKER_METRICS_KEY = f"{PREFIX}metrics:worker"
 """Redis hash the workers increment (see the worker contract)."""
@@ -148,8 +150,9 @@ class RedisCollector:
             yield up
             return
         try:
-            depth = b.queue.count
-            workers = len(b.live_workers())
+            depths = queue_depths(b)
+            live = b.live_workers()
+            held = read_worker_models(b.redis, [w.name for w in live])
             jobs = self._count_jobs(b)
             raw = b.redis.hgetall(WORKER_METRICS_KEY)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
@@ -158,8 +161,9 @@ class RedisCollector:
             return
         up.add_metric([], 1)
         yield up
-        yield GaugeMetricFamily("imagegen_queue_depth", "Jobs waiting in the RQ queue", value=depth)
-        yield GaugeMetricFamily("imagegen_workers_alive", "Workers with a recent heartbeat", value=workers)
+        yield GaugeMetricFamily("imagegen_queue_depth", "Jobs waiting in the RQ queues, every model's",
+                                value=sum(depths.values()))
+        yield GaugeMetricFamily("imagegen_workers_alive", "Workers with a recent heartbeat", value=len(live))
         by_status = GaugeMetricFamily("imagegen_jobs", "Jobs held in Redis, by status", labels=["status"])
         for status, n in sorted(jobs.items()):
             by_status.add_metric([status], n)
@@ -181,3 +185,58 @@ class RedisCollector:
         # the count is the +Inf bucket, as Prometheus defines it
         hist.add_metric([], buckets, sum_value=total if math.isfinite(total) else 0.0)
         yield hist
+        yield from model_families(b.settings.queue_name, depths, live, held, fields)
+
+
+def queue_depths(b: Any) -> dict[str, int]:
+    """Jobs waiting per model ref, for every generator of the store (one round trip); the bare
+    QUEUE_NAME queue of an older release under "", while it holds any."""
+    queues = b.model_queues()
+    legacy = b.queue_for("")
+    pipe = b.redis.pipeline(transaction=False)
+    for queue in [*queues.values(), legacy]:
+        pipe.llen(queue.key)
+    *counts, left = pipe.execute()
+    depths = dict(zip(queues, counts))
+    if left:
+        depths[""] = left
+    return depths
+
+
+def _per_model(name: str, help_text: str, values: dict[str, float], kind: type = GaugeMetricFamily) -> Metric:
+    family = kind(name, help_text, labels=["model"])
+    for ref, value in sorted(values.items()):
+        family.add_metric([ref], value)
+    return family
+
+
+def _counters(fields: dict[str, float], prefix: str) -> dict[str, float]:
+    return {k[len(prefix):]: v for k, v in fields.items() if k.startswith(prefix)}
+
+
+def model_families(queue_name: str, depths: dict[str, int], live: list[Any], held: dict[str, Any],
+                   fields: dict[str, float]) -> Iterator[Metric]:
+    """Per model ref: its queue, the live workers that may serve it, its loads, evictions and load
+    seconds (the workers' counters), and the bytes it takes on the workers that hold it now."""
+    yield _per_model("imagegen_model_queue_depth", "Jobs waiting in each model's queue",
+                     {ref: n for ref, n in depths.items() if ref})
+    serving: dict[str, float] = {}
+    for worker in live:
+        for queue in worker.queue_names():
+            if (ref := queue_model(queue_name, queue)) is not None:
+                serving[ref] = serving.get(ref, 0) + 1
+    yield _per_model("imagegen_model_workers", "Live workers that may serve each model", serving)
+    loaded: dict[str, float] = {}
+    for models in held.values():
+        for ref, n in models.loaded.items():
+            loaded[ref] = loaded.get(ref, 0) + n
+    yield _per_model("imagegen_model_loaded_bytes", "Bytes each model takes on the live workers that hold it "
+                                                    "(weights and the engine's reserve)", loaded)
+    yield _per_model("imagegen_model_loads", "Loads of each model by the workers",
+                     _counters(fields, "model_loads_total:"), CounterMetricFamily)
+    yield _per_model("imagegen_model_evictions", "Evictions of each model from a worker's memory budget",
+                     _counters(fields, "model_evictions_total:"), CounterMetricFamily)
+    yield _per_model("imagegen_model_load_seconds", "Seconds the workers spent loading each model",
+                     _counters(fields, "model_load_seconds_total:"), CounterMetricFamily)
+    yield _per_model("imagegen_model_load_failures", "Failed loads of each model",
+                     _counters(fields, "model_load_failures_total:"), CounterMetricFamily)

@@ -39,7 +39,9 @@ class JobDocument(BaseModel):
     status: JobStatusName
     model: str = Field(description="the model the job runs, as name@version")
     request: NormalizedRequest
-    queue_position: int | None = Field(description="0 = next, while queued; else null")
+    queue_position: int | None = Field(description="0 = next in its model's queue, while queued; else null")
+    waiting_for: str | None = Field(None, description="while queued and no live worker may serve its model: what "
+                                                      "the job waits for (it waits; it is not failed); else null")
     progress: Progress | None
     created_at: str
     started_at: str | None
@@ -102,6 +104,10 @@ class ModelInfo(BaseModel):
     links: dict[str, Any] = Field(description="related models by role, e.g. guidance_classifier")
     created_at: str
     notes: str
+    served_by: list[str] = Field(default_factory=list, description="live workers that may serve this generator "
+                                                                   "(they listen to its queue)")
+    loaded_on: list[str] = Field(default_factory=list, description="live workers that hold it loaded now; a worker "
+                                                                   "with a memory budget loads it when a job needs it")
 
 
 class SamplerInfo(BaseModel):

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from rq.exceptions import InvalidJobOperation
+from rq.job import Job
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -123,18 +124,21 @@ def create_and_enqueue(backend: Backend, job_id: str, card: ModelCard, request: 
     record = JobStore(pipe, result_ttl=settings.result_ttl).create(
         job_id, model=card.ref, request=request, webhook_url=webhook_url, owner=owner, inputs=inputs.encoded(),
         notes=inputs.notes, idempotency=idempotency)
-    backend.queue.enqueue_call(func=TASK, kwargs={"job": job_id}, job_id=job_id, timeout=settings.job_timeout,
-                               result_ttl=settings.result_ttl, failure_ttl=settings.result_ttl, pipeline=pipe)
+    backend.queue_for(card.ref).enqueue_call(func=TASK, kwargs={"job": job_id}, job_id=job_id,
+                                             timeout=settings.job_timeout, result_ttl=settings.result_ttl,
+                                             failure_ttl=settings.result_ttl, pipeline=pipe)
     pipe.execute()
     return record
 
 
-def check_queue_depth(backend: Backend) -> None:
-    """429 while the queue holds MAX_QUEUE_DEPTH jobs or more: a full queue answers at once rather than
-    taking work it would finish only long after the client gave up."""
+def check_queue_depth(backend: Backend, card: ModelCard) -> None:
+    """429 while the model's queue holds MAX_QUEUE_DEPTH jobs or more: a full queue answers at once
+    rather than taking work it would finish only long after the client gave up. Per model, so that a
+    backlog of one model (say, one no worker serves yet) refuses no other model's jobs."""
     limit = backend.settings.max_queue_depth
-    if limit > 0 and (depth := backend.queue.count) >= limit:
-        raise Problem(429, f"the queue is full ({depth} jobs waiting, MAX_QUEUE_DEPTH {limit}); retry later",
+    if limit > 0 and (depth := backend.queue_for(card.ref).count) >= limit:
+        raise Problem(429, f"the queue of {card.ref} is full ({depth} jobs waiting, MAX_QUEUE_DEPTH {limit}); "
+                           "retry later",
                       type=problem_type("queue-full"), title="Too Many Requests",
                       headers={"Retry-After": str(QUEUE_FULL_RETRY_AFTER_S)})
 
@@ -150,7 +154,7 @@ def submit(backend: Backend, body: GenerateRequest, idempotency_key: str | None,
         if existing is not None:
             return _replay(backend, existing)
     try:
-        check_queue_depth(backend)
+        check_queue_depth(backend, card)
         webhook_url = None if body.webhook_url is None else str(body.webhook_url)
         return create_and_enqueue(backend, job_id, card, request, webhook_url, owner, inputs, idem)
     except BaseException:
@@ -269,7 +273,7 @@ def _cancel(backend: Backend, job_id: str, owner: str | None) -> dict[str, Any]:
     if status is None:
         raise not_found(job_id, backend.settings.result_ttl)
     if status == JobStatus.CANCELED.value:
-        rq_job = backend.queue.fetch_job(job_id)
+        rq_job = backend.rq_job(job_id)
         if rq_job is not None and not rq_job.is_canceled:
             # RQ's own cancel: off the queue and into its canceled registry, so `rq info` agrees
             try:
@@ -277,7 +281,7 @@ def _cancel(backend: Backend, job_id: str, owner: str | None) -> dict[str, Any]:
             except InvalidJobOperation:  # a worker finished or canceled it meanwhile
                 pass
         # the RQ job hash has no TTL while queued: give it one, or every canceled job leaks it
-        backend.redis.expire(backend.queue.job_class.key_for(job_id), backend.settings.result_ttl)
+        backend.redis.expire(Job.key_for(job_id), backend.settings.result_ttl)
     return load(backend, job_id, owner)
 
 
@@ -306,7 +310,7 @@ def _delete(backend: Backend, job_id: str, owner: str | None) -> None:
         raise not_found(job_id, backend.settings.result_ttl)
     num_images = int((record.get("request") or {}).get("num_images") or 0)
     backend.results.delete(job_id, result_names(num_images))
-    rq_job = backend.queue.fetch_job(job_id)
+    rq_job = backend.rq_job(job_id)
     if rq_job is not None:
         try:
             rq_job.delete()  # off the queue and out of every registry, then its hash

@@ -9,12 +9,14 @@ from starlette.concurrency import run_in_threadpool
 
 from contract.models import default_generator, generators, listing
 from contract.names import SAMPLERS
+from contract.queues import queue_model
 from contract.request import FALLBACK_DEFAULTS, request_defaults
 from contract.settings import Settings
+from contract.workers import read_worker_models
 from model_store import ModelCard, ModelStore
 from model_store.errors import InvalidModelNameError, UnknownModelError
 from service.auth import authenticate
-from service.deps import BackendDep
+from service.deps import Backend, BackendDep
 from service.problems import Problem, invalid, problem_type, responses
 from service.schemas import ModelInfo, SamplerInfo
 
@@ -68,7 +70,28 @@ def model_info(card: ModelCard, latest: bool, default: bool) -> dict[str, Any]:
     }
 
 
-def _catalog(store: ModelStore, settings: Settings) -> list[dict[str, Any]]:
+def model_holders(backend: Backend) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """(the live workers that may serve each model, those that hold it loaded), by ref: which models a
+    worker may serve is the queues it listens to (RQ's record of it), which it holds is what it
+    advertises (contract.workers)."""
+    name = backend.settings.queue_name
+    workers = backend.live_workers()
+    serving: dict[str, list[str]] = {}
+    for worker in workers:
+        for queue in worker.queue_names():
+            if (ref := queue_model(name, queue)) is not None:
+                serving.setdefault(ref, []).append(worker.name)
+    holding: dict[str, list[str]] = {}
+    for worker, models in read_worker_models(backend.redis, [w.name for w in workers]).items():
+        for ref in models.loaded:
+            holding.setdefault(ref, []).append(worker)
+    return ({ref: sorted(names) for ref, names in serving.items()},
+            {ref: sorted(names) for ref, names in holding.items()})
+
+
+def _catalog(backend: Backend) -> list[dict[str, Any]]:
+    store, settings = backend.store, backend.settings
+    serving, holding = model_holders(backend)
     cards = store.list()
     newest = {card.name: card.version for card in cards}  # sorted by version: the last one wins
     default_name = default_model(settings, [c for c in cards if c.kind == "generator"])
@@ -76,22 +99,24 @@ def _catalog(store: ModelStore, settings: Settings) -> list[dict[str, Any]]:
     if default_name is not None:
         name, _, version = default_name.partition("@")
         default_ref = f"{name}@{version or newest.get(name)}"
-    return [model_info(card, card.version == newest[card.name], card.ref == default_ref) for card in cards]
+    return [{**model_info(card, card.version == newest[card.name], card.ref == default_ref),
+             "served_by": serving.get(card.ref, []), "loaded_on": holding.get(card.ref, [])} for card in cards]
 
 
 @router.get("/models", response_model=list[ModelInfo], summary="Every model in the store",
             description="Every version of every model: generators, and the classifiers they link to. "
                         "`latest` marks the version a bare name resolves to, `default` the model a request "
-                        "without `model` gets.")
+                        "without `model` gets; `served_by` names the live workers that may serve a generator, "
+                        "`loaded_on` those that hold it loaded now.")
 async def list_models(backend: BackendDep) -> list[dict[str, Any]]:
-    return await run_in_threadpool(_catalog, backend.store, backend.settings)
+    return await run_in_threadpool(_catalog, backend)
 
 
 @router.get("/models/{ref}", response_model=ModelInfo, summary="One model",
             description="`name` (its latest version) or `name@version`.", responses=responses(404))
 async def get_model(ref: str, backend: BackendDep) -> dict[str, Any]:
     def one() -> dict[str, Any]:
-        for info in _catalog(backend.store, backend.settings):
+        for info in _catalog(backend):
             if info["ref"] == ref or (info["name"] == ref and info["latest"]):
                 return info
         raise Problem(404, f"unknown model {ref!r}; see GET /models", type=problem_type("model-not-found"),

@@ -25,9 +25,9 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", response_model=Readiness, summary="Redis answers and a worker is alive",
             description="503 (a problem document saying what is missing) when Redis is unreachable or no "
-                        "worker on the queue has sent a heartbeat within WORKER_HEARTBEAT_TTL. `?workers=0` asks "
-                        "about Redis alone: the readiness of an API whose workers scale to zero while the queue "
-                        "is empty (deploy/k8s).",
+                        "worker on any model's queue has sent a heartbeat within WORKER_HEARTBEAT_TTL. "
+                        "`?workers=0` asks about Redis alone: the readiness of an API whose workers scale to zero "
+                        "while the queues are empty (deploy/k8s).",
             responses=responses())
 def readyz(backend: BackendDep,
            workers: Annotated[int, Query(ge=0, le=1, description="1: a live worker is needed; 0: Redis alone")] = 1,
@@ -40,8 +40,9 @@ def readyz(backend: BackendDep,
         raise Problem(503, f"not ready: Redis is unreachable ({type(e).__name__})", type=problem_type("not-ready"),
                       headers={"Retry-After": str(REDIS_RETRY_AFTER_S)}, checks={"redis": "unreachable"}) from None
     if workers and not alive:
-        raise Problem(503, f"not ready: no worker alive on queue {settings.queue_name!r} (none has sent a heartbeat "
-                           f"in the last {settings.worker_heartbeat_ttl} s); start one with `imagegen worker`",
+        raise Problem(503, f"not ready: no worker alive on the model queues of {settings.queue_name!r} (none has sent "
+                           f"a heartbeat in the last {settings.worker_heartbeat_ttl} s); start one with "
+                           "`imagegen worker`",
                       type=problem_type("not-ready"), headers={"Retry-After": str(NO_WORKER_RETRY_AFTER_S)},
                       checks={"redis": "ok", "workers": alive})
     return {"status": "ready", "redis": "ok", "workers": alive}

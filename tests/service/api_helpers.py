@@ -19,9 +19,20 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from redis import Redis
 from rq import Queue
+from rq.job import Job
+from rq.serializers import JSONSerializer
 
 from contract.jobs import JobStatus, JobStore
+from contract.queues import model_queue
 from contract.results import RedisResultStore
+
+DEFAULT_REF = "fashion-mnist@1"
+"""The model a request without one gets from the tiny test store (tests/conftest.py)."""
+
+
+def queue_of(redis: Redis, ref: str = DEFAULT_REF, queue_name: str = "imagegen") -> Queue:
+    """The RQ queue the API puts a job for `ref` on."""
+    return Queue(model_queue(queue_name, ref), connection=redis, serializer=JSONSerializer)
 
 
 def png(value: int = 128, size: int = 28) -> bytes:
@@ -35,13 +46,15 @@ class FakeWorker:
     model: the API's side of the contract is what is under test."""
 
     def __init__(self, redis: Redis, queue: Queue, result_ttl: int = 86_400) -> None:
+        self.redis = redis
         self.jobs = JobStore(redis, result_ttl=result_ttl)
         self.results = RedisResultStore(redis, ttl=result_ttl)
-        self.queue = queue
+        self.queue = queue  # the default model's, where most tests' jobs go
 
     def start(self, job_id: str) -> None:
-        """Take the job off the RQ queue and start it."""
-        self.queue.remove(job_id)
+        """Take the job off its model's RQ queue and start it."""
+        origin = Job.fetch(job_id, connection=self.redis, serializer=JSONSerializer).origin
+        Queue(origin, connection=self.redis, serializer=JSONSerializer).remove(job_id)
         assert self.jobs.start(job_id, "fake-worker")
 
     def progress(self, job_id: str, step: int, total: int) -> None:

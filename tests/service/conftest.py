@@ -6,11 +6,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from api_helpers import FakeWorker
+from api_helpers import FakeWorker, queue_of
 from fastapi.testclient import TestClient
 from redis import Redis
 from rq import Queue
-from rq.serializers import JSONSerializer
 
 from contract.settings import Settings
 from service.app import create_app
@@ -39,7 +38,8 @@ def redis(redis_url) -> Redis:
 
 @pytest.fixture
 def queue(redis, settings) -> Queue:
-    return Queue(settings.queue_name, connection=redis, serializer=JSONSerializer)
+    """The queue of the default model, where a request without `model` goes."""
+    return queue_of(redis, queue_name=settings.queue_name)
 
 
 @pytest.fixture

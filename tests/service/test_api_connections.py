@@ -12,10 +12,8 @@ from contextlib import contextmanager
 
 import httpx
 import pytest
-from api_helpers import FakeWorker, api_process
+from api_helpers import FakeWorker, api_process, queue_of
 from redis import Redis
-from rq import Queue
-from rq.serializers import JSONSerializer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -24,7 +22,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 def finishing_worker(redis_url: str, after: float) -> Iterator[None]:
     """A stand-in worker that, `after` seconds in, finishes every queued job until stopped."""
     redis = Redis.from_url(redis_url)
-    worker = FakeWorker(redis, Queue("imagegen", connection=redis, serializer=JSONSerializer))
+    worker = FakeWorker(redis, queue_of(redis))
     stop = threading.Event()
 
     def loop() -> None:

@@ -60,14 +60,16 @@ def test_no_rate_limit_by_default(client):
     assert {client.get("/samplers").status_code for _ in range(30)} == {200}
 
 
-def test_a_full_queue_is_429_until_a_job_leaves_it(settings, fake_worker):
+def test_a_full_model_queue_is_429_until_a_job_leaves_it(settings, fake_worker):
     with app_client(settings, max_queue_depth=2) as c:
         first = c.post("/generate", json={"class_label": 1}).json()["id"]
         assert c.post("/generate", json={"class_label": 1}).status_code == 202
         r = c.post("/generate", json={"class_label": 1}, headers={"Idempotency-Key": "k1"})
         problem = assert_problem(r, 429)
-        assert "queue is full (2 jobs waiting, MAX_QUEUE_DEPTH 2)" in problem["detail"]
+        assert "the queue of fashion-mnist@1 is full (2 jobs waiting, MAX_QUEUE_DEPTH 2)" in problem["detail"]
         assert int(r.headers["retry-after"]) > 0 and problem["type"].endswith("/queue-full")
+        # per model: another model's queue still takes jobs
+        assert c.post("/generate", json={"class_label": 1, "model": "plain"}).status_code == 202
         fake_worker.start(first)
         # the refused request's Idempotency-Key made no job: the retry makes one
         retry = c.post("/generate", json={"class_label": 1}, headers={"Idempotency-Key": "k1"})

@@ -10,10 +10,8 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from api_helpers import FakeWorker, api_process
+from api_helpers import FakeWorker, api_process, queue_of
 from redis import Redis
-from rq import Queue
-from rq.serializers import JSONSerializer
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +23,7 @@ def server(redis_server, tiny_store_root, tmp_path_factory) -> Iterator[str]:
 @pytest.fixture
 def worker(redis_url) -> FakeWorker:
     redis = Redis.from_url(redis_url)
-    return FakeWorker(redis, Queue("imagegen", connection=redis, serializer=JSONSerializer))
+    return FakeWorker(redis, queue_of(redis))
 
 
 def sse_events(lines: Iterator[str]) -> Iterator[tuple[str, str]]:
