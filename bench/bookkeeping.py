@@ -61,6 +61,7 @@ def measure(args: argparse.Namespace, device: str, redis_url: str) -> dict[str, 
     from redis import Redis
 
     from contract.jobs import JobStore
+    from contract.queues import model_queue
     from contract.schema import GenerateRequest
     from contract.settings import Settings
     from service.deps import Backend
@@ -78,7 +79,8 @@ def measure(args: argparse.Namespace, device: str, redis_url: str) -> dict[str, 
     ids = [submit(backend, GenerateRequest(class_label=i % 10, num_images=1, sampler="ddim", steps=args.steps,
                                            guidance_scale=args.guidance_scale, seed=i, model=args.model),
                   None)["id"] for i in range(args.jobs)]
-    worker = BatchWorker([settings.queue_name], engine, settings, name="bench-bookkeeping",
+    worker = BatchWorker([model_queue(settings.queue_name, r) for r in generators], engine, settings,
+                         name="bench-bookkeeping",
                          connection=Redis.from_url(redis_url), default_result_ttl=settings.result_ttl)
     commands = _commands(redis)
     started = time.perf_counter()

@@ -39,7 +39,7 @@ class UnknownModel(ValueError):
 class JobError:
     """Why a job failed: a short machine code and a message for people."""
 
-    code: str  # "invalid_request", "unknown_model", "model_error", "timeout", "internal_error"
+    code: str  # "invalid_request", "unknown_model", "model_error", "model_too_large", "timeout", "internal_error"
     message: str
 
 
@@ -126,31 +126,70 @@ class BatchEngine:
         if max_batch_images < 1:
             raise ValueError(f"max_batch_images must be at least 1, got {max_batch_images}")
         self.max_batch_images = max_batch_images
+        self._accel = accel
         self._lanes: dict[str, _Lane] = {}
         self._by_name: dict[str, _Lane] = {}
-        accelerated: dict[int, torch.nn.Module] = {}  # one wrapper per network, shared by its refs
-        for key, gen in generators.items():
-            model = gen.model
-            if accel is not None:
-                if id(gen.model) not in accelerated:
-                    accelerated[id(gen.model)] = _fast(gen, accel, max_batch_images)
-                model = accelerated[id(gen.model)]
-            denoiser = GuidedDenoiser(model, null_class=gen.null_class, classifier=gen.classifier,
-                                      clip_x0=gen.clip_x0)
-            lane = _Lane(gen.card.ref, gen, denoiser, _device_of(gen.model))
-            self._lanes[gen.card.ref] = lane
-            self._lanes.setdefault(key, lane)
-            # a bare name means the newest version loaded, as it means the newest in the store
-            newest = self._by_name.get(gen.card.name)
-            if newest is None or newest.generator.card.version < gen.card.version:
-                self._by_name[gen.card.name] = lane
         self._jobs: dict[str, _Job] = {}
+        for key, gen in generators.items():
+            self.add_model(gen, key)
 
-    def warm_up(self) -> None:
+    # --- lanes: models joining and leaving (worker.pool loads and evicts them between steps) -----
+
+    def add_model(self, gen: Generator, key: str | None = None) -> None:
+        """Serve `gen` from the next step on, under its ref (and `key`, another name for it); a ref
+        already served keeps its lane, so that its jobs share one batch."""
+        self.install(self._lanes.get(gen.card.ref) or self.make_lane(gen), key)
+
+    def make_lane(self, gen: Generator) -> _Lane:
+        """A lane for `gen` on its device's fast path (the export to ONNX on the CPU can take seconds),
+        not yet served. It touches nothing of the engine's, so a background load may build it."""
+        model = _fast(gen, self._accel, self.max_batch_images) if self._accel is not None else gen.model
+        denoiser = GuidedDenoiser(model, null_class=gen.null_class, classifier=gen.classifier, clip_x0=gen.clip_x0)
+        return _Lane(gen.card.ref, gen, denoiser, _device_of(gen.model))
+
+    def install(self, lane: _Lane, key: str | None = None) -> None:
+        """Serve a lane made by `make_lane` from the next step on (between two steps)."""
+        self._lanes.setdefault(lane.ref, lane)
+        if key is not None:
+            self._lanes.setdefault(key, lane)
+        self._index_names()
+
+    def remove_model(self, model_ref: str) -> Generator:
+        """Stop serving a model that has no job in flight (an eviction); returns its generator."""
+        lane = self._lane_for(model_ref)
+        if any(job.lane is lane for job in self._jobs.values()):
+            raise ValueError(f"{lane.ref} has jobs in flight; it cannot be removed")
+        for key in [k for k, other in self._lanes.items() if other is lane]:
+            del self._lanes[key]
+        self._index_names()
+        return lane.generator
+
+    def generator(self, model_ref: str) -> Generator:
+        """The loaded generator `model_ref` names."""
+        return self._lane_for(model_ref).generator
+
+    def _index_names(self) -> None:
+        # a bare name means the newest version loaded, as it means the newest in the store
+        self._by_name = {}
+        for lane in self._lanes.values():
+            newest = self._by_name.get(lane.generator.card.name)
+            if newest is None or newest.generator.card.version < lane.generator.card.version:
+                self._by_name[lane.generator.card.name] = lane
+
+    def images_by_model(self) -> dict[str, int]:
+        """Images in flight (joined or about to join) per model ref, for the models that have any."""
+        images: dict[str, int] = {}
+        for job in self._jobs.values():
+            images[job.lane.ref] = images.get(job.lane.ref, 0) + job.num_images
+        return images
+
+    def warm_up(self, refs: list[str] | None = None) -> None:
         """Capture the CUDA graphs of accelerated models, then one throwaway step per model (CFG and,
         where there is one, classifier guidance), so that the first job does not pay for lazy
-        initialisation (allocator, kernels, autotuning)."""
+        initialisation (allocator, kernels, autotuning). `refs`: those models only (one just loaded)."""
         for lane in dict.fromkeys(self._lanes.values()):
+            if refs is not None and lane.ref not in refs:
+                continue
             gen = lane.generator
             model = lane.denoiser.model
             if isinstance(model, Accelerated) and not model.buckets:

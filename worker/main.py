@@ -1,9 +1,11 @@
-"""The batching RQ worker: one process, models loaded once, every queued job sampled in one batch.
+"""The batching RQ worker: one process, its models loaded once (or on demand within a memory budget),
+every queued job sampled in one batch per model.
 
 `BatchWorker` is an rq `SimpleWorker` (no fork: a forked child could not reuse the CUDA context, and
 reloading models per job is what makes naive RQ workers slow) whose loop is replaced: instead of
 one job start to end, it keeps many jobs in a `BatchEngine` and, between two sampler steps, takes
-every queued job that fits, writes progress, ends finished, failed, canceled and timed-out jobs.
+the queued jobs that fit from its model queues in turn (worker.admission; models load and are
+evicted in worker.pool), writes progress, ends finished, failed, canceled and timed-out jobs.
 
 RQ's bookkeeping goes through rq's public API, called per job where SimpleWorker calls it:
 `prepare_execution` and `prepare_job_execution` when a job joins (StartedJobRegistry, status
@@ -16,7 +18,6 @@ written from public pieces, since rq has no public call for a success whose valu
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import socket
@@ -24,19 +25,21 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from rq.exceptions import DequeueTimeout, DeserializationError, StopRequested
+from rq.exceptions import DeserializationError, StopRequested
 from rq.executions import Execution
 from rq.job import Job
 from rq.job import JobStatus as RQStatus
 from rq.queue import Queue
 from rq.serializers import JSONSerializer
-from rq.utils import as_text, now
+from rq.utils import now
 from rq.worker import SimpleWorker, WorkerStatus
 from torch import Tensor
 
-from contract.jobs import JobStatus, job_key, record_inputs
+from contract.jobs import JobStatus, record_inputs
 from contract.settings import Settings
+from worker.admission import TakesJobsInTurn
 from worker.engine import BatchEngine, JobError, JobFailed, UnknownModel
+from worker.pool import ModelPool
 from worker.recovery import Recovery
 from worker.redis_wait import REDIS_BACKOFF_MAX, REDIS_DOWN, WaitsForRedis
 from worker.reporting import JobReporter, result_value
@@ -48,9 +51,6 @@ log = logging.getLogger(__name__)
 
 GENERATE = "worker.tasks.generate"
 """The dotted path the API enqueues; jobs of any other function run one at a time, as SimpleWorker would."""
-
-IDLE_WAIT = 1
-"""Seconds an idle worker blocks waiting for a job: the longest a SIGTERM waits to be noticed."""
 
 WEBHOOK_DRAIN = 10.0
 """Seconds a stopping worker waits for webhook deliveries under way."""
@@ -66,14 +66,16 @@ class _Running:
     timeout: float | None  # seconds; None: no limit
 
 
-class BatchWorker(GracefulStop, WaitsForRedis, SimpleWorker):
+class BatchWorker(TakesJobsInTurn, GracefulStop, WaitsForRedis, SimpleWorker):
     """An RQ worker that batches generation jobs step by step (see the module docstring)."""
 
     log_result_lifespan = False  # one line per job end is ours; rq adds its own two
 
     def __init__(self, queues: list[Queue] | list[str], engine: BatchEngine, settings: Settings, *,
                  shutdown_grace: float = 30.0, webhooks: WebhookSender | None = None, max_attempts: int = 3,
-                 **kwargs: Any) -> None:
+                 pool: ModelPool | None = None, **kwargs: Any) -> None:
+        """`queues`: one per model it may serve (contract.queues.model_queue); `pool`: the models it
+        loads on demand within its budget (default: only those `engine` holds, no budget)."""
         kwargs.setdefault("serializer", JSONSerializer)
         kwargs.setdefault("worker_ttl", settings.worker_heartbeat_ttl)
         # prepare_for_work asks Redis for this worker's address while constructing it; the address is
@@ -91,6 +93,7 @@ class BatchWorker(GracefulStop, WaitsForRedis, SimpleWorker):
         self._last_beat = 0.0
         self._beat_interval = max(1.0, min(10.0, self.worker_ttl / 3))
         self.recovery = Recovery(self, settings, max_attempts)
+        self._init_admission(pool, settings.queue_name, settings.worker_heartbeat_ttl)
         # jobs that left the engine but whose end could not be written (Redis went down): retried
         self._unended: dict[str, tuple[_Running, JobStatus, Tensor | None, JobError | None]] = {}
 
@@ -119,7 +122,7 @@ class BatchWorker(GracefulStop, WaitsForRedis, SimpleWorker):
                         self._end_canceled_and_timed_out()
                         if self._stop_at is not None:
                             self._hand_back_what_cannot_finish()
-                    elif self._stop_at is not None or (burst and not taken):
+                    elif self._stop_at is not None or (burst and not taken and self.pool.loading() is None):
                         break
                     self._heartbeat()
                     self.recovery.maybe_run()
@@ -151,6 +154,7 @@ class BatchWorker(GracefulStop, WaitsForRedis, SimpleWorker):
                 self.stop_listening()
             else:
                 try:
+                    self._withdraw()
                     self.teardown()
                 except REDIS_DOWN as e:  # stopping while Redis is down: its key expires on its own
                     log.warning("could not register this worker's death: Redis unreachable (%s)", e)
@@ -165,58 +169,14 @@ class BatchWorker(GracefulStop, WaitsForRedis, SimpleWorker):
         self._last_beat = time.monotonic()
         with self.connection.pipeline() as pipe:
             self.heartbeat(pipeline=pipe)
+            self._advertise(pipe)
             for run in self.running.values():
                 ttl = self.get_heartbeat_ttl(run.job)
                 run.execution.heartbeat(run.job.started_job_registry, ttl, pipeline=pipe)
                 run.job.heartbeat(now(), ttl, pipeline=pipe, xx=True)
             pipe.execute()
 
-    # --- taking jobs -----------------------------------------------------------------------------
-
-    def _take_jobs(self, burst: bool) -> int:
-        """Admit every queued job that fits; block briefly only when there is nothing to do."""
-        taken = 0
-        while self._stop_at is None:
-            idle = not self.engine.jobs()
-            if idle and taken == 0 and not burst:
-                result = self._dequeue(IDLE_WAIT)
-            elif idle or self._head_fits():
-                result = self._dequeue(None)
-            else:
-                break
-            if result is None:
-                break
-            taken += 1
-            if not self._admit(*result):
-                break
-        return taken
-
-    def _dequeue(self, timeout: int | None) -> tuple[Job, Queue] | None:
-        try:
-            return self.queue_class.dequeue_any(self.queues, timeout, connection=self.connection,
-                                                job_class=self.job_class, serializer=self.serializer,
-                                                death_penalty_class=self.death_penalty_class)
-        except DequeueTimeout:
-            return None
-
-    def _images_of(self, job_id: str) -> int:
-        raw = self.connection.hget(job_key(job_id), "request")
-        try:
-            return int(json.loads(raw).get("num_images", 1))
-        except (TypeError, ValueError, AttributeError):
-            return 1  # no readable record: admission fails it, at the cost of one image slot
-
-    def _head_fits(self) -> bool:
-        """Whether the next queued job fits beside the running ones (peeked, so that a job too big for
-        now keeps its place in the queue). With room for the largest job the API takes, any job fits:
-        no peek, which saves two round trips per job admitted (_admit checks the job itself again)."""
-        if self.engine.capacity() >= self.max_images_per_job:
-            return True
-        for queue in self.queues:
-            head = self.connection.lindex(queue.key, 0)
-            if head is not None:
-                return self._images_of(as_text(head)) <= self.engine.capacity()
-        return False
+    # --- taking jobs (the turn among model queues: worker.admission) ------------------------------
 
     def _admit(self, job: Job, queue: Queue) -> bool:
         """Start `job` in the batch (or end it at once); False if it went back to the queue."""
@@ -230,12 +190,17 @@ class BatchWorker(GracefulStop, WaitsForRedis, SimpleWorker):
         if func_name != GENERATE:
             log.info("job %s runs %s, not %s: running it on its own", job.id, func_name, GENERATE)
             self.execute_job(job, queue)
+            # rq takes it out of the intermediate list only for a one-queue worker, since a worker
+            # with several pops them (LPOP); this one moves every job there (worker.admission)
+            queue.intermediate_queue.remove(job.id)
             self.set_state(WorkerStatus.BUSY if self.running else WorkerStatus.IDLE)
             return True
         job_id = str(job.kwargs.get("job", job.id))
         record = self.reporter.jobs.get(job_id)
         images = int((record or {}).get("request", {}).get("num_images", 1))
-        if record is not None and self.engine.jobs() and images > self.engine.capacity():
+        model = (record or {}).get("model") or (record or {}).get("request", {}).get("model")
+        refusal = self.pool.refusal(self._ref_of(queue) or model)  # too large for the budget, or unloadable
+        if record is not None and refusal is None and self.engine.jobs() and images > self.engine.capacity():
             # another worker took the head we measured, and this one does not fit: back to the front
             with self.connection.pipeline() as pipe:
                 queue.push_job_id(job.id, pipeline=pipe, at_front=True)
@@ -252,7 +217,9 @@ class BatchWorker(GracefulStop, WaitsForRedis, SimpleWorker):
         run = _Running(job_id, job, queue, execution, record["request"], time.monotonic(),
                        None if timeout == -1 else float(timeout))
         self.running[job_id] = run
-        model = record.get("model") or record["request"].get("model")
+        if refusal is not None:
+            self._end(run, JobStatus.FAILED, error=refusal)
+            return True
         try:
             self.engine.add(job_id, model, record["request"], record_inputs(record))
         except ValueError as e:

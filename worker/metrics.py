@@ -34,3 +34,14 @@ def record_job_end(redis: Redis | Pipeline, status: str, images: int = 0) -> Non
     redis.hincrby(METRICS_KEY, f"jobs_{status}_total", 1)
     if images:
         redis.hincrby(METRICS_KEY, "images_total", images)
+
+
+def record_model_event(redis: Redis | Pipeline, kind: str, ref: str, seconds: float = 0.0) -> None:
+    """A model loaded (taking `seconds`), evicted, or whose load failed, on some worker; per model ref."""
+    if kind == "loaded":
+        redis.hincrby(METRICS_KEY, f"model_loads_total:{ref}", 1)
+        redis.hincrbyfloat(METRICS_KEY, f"model_load_seconds_total:{ref}", seconds)
+    elif kind == "evicted":
+        redis.hincrby(METRICS_KEY, f"model_evictions_total:{ref}", 1)
+    elif kind == "load_failed":
+        redis.hincrby(METRICS_KEY, f"model_load_failures_total:{ref}", 1)

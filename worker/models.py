@@ -8,7 +8,7 @@ import threading
 import torch
 
 from model_store import ModelStore
-from model_store.loading import Generator, load_generator
+from model_store.loading import Generator, build_module, load_generator
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,37 @@ def load_generators(store: ModelStore, refs: list[str], device: str) -> dict[str
     """Each generator (and its guidance classifier) in float32 on `device`, keyed by ref."""
     # float32 everywhere: the models are small, and the classifier gradient wants full precision
     return {ref: load_generator(store, ref, device=device, dtype=torch.float32) for ref in refs}
+
+
+def module_bytes(module: torch.nn.Module | None, dtype: torch.dtype = torch.float32) -> int:
+    """Bytes of a network's parameters and buffers, its floating-point tensors counted in `dtype` (the
+    worker loads every model in float32)."""
+    if module is None:
+        return 0
+    tensors = [*module.parameters(), *module.buffers()]
+    width = torch.empty((), dtype=dtype).element_size()
+    return sum(t.numel() * (width if t.is_floating_point() else t.element_size()) for t in tensors)
+
+
+def generator_bytes(gen: Generator) -> int:
+    """Bytes a loaded generator takes on its device: its network (with a latent model's VAE, which is
+    part of it) and its guidance classifier."""
+    return module_bytes(gen.model, torch.float32) + module_bytes(gen.classifier, torch.float32)
+
+
+def estimated_bytes(store: ModelStore, ref: str) -> int:
+    """`generator_bytes` of `ref` before loading it: its networks built from their cards on the meta
+    device (no memory, no weights read), so that room can be made before the load."""
+    card = store.resolve(ref)
+    cards = [card]
+    link = card.links.get("guidance_classifier")
+    if link:
+        cards.append(store.resolve(link))
+    total = 0
+    for c in cards:
+        with torch.device("meta"):
+            total += module_bytes(build_module(c), torch.float32)
+    return total
 
 
 _cache: dict[tuple[str, str, str], Generator] = {}

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from redis.client import Pipeline
-from rq.exceptions import InvalidJobOperation
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
 from rq.job import JobStatus as RQStatus
 from rq.queue import Queue
@@ -35,6 +35,7 @@ from rq.serializers import JSONSerializer
 from rq.utils import as_text, now, utcparse
 
 from contract.jobs import PREFIX, JobStatus, job_key
+from contract.queues import is_ref, model_queue, queue_model
 from contract.settings import Settings
 
 if TYPE_CHECKING:
@@ -52,6 +53,17 @@ spaces the passes out however many workers there are."""
 GENERATE = "worker.tasks.generate"
 
 
+# a job id from one queue list (KEYS[1]) to the front of another (KEYS[2]), registered in RQ's set of
+# queues (KEYS[3]), its RQ job's origin (KEYS[4]) naming the new queue (ARGV[2]); only if it was there
+_MOVE = """
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
+redis.call('LPUSH', KEYS[2], ARGV[1])
+redis.call('SADD', KEYS[3], KEYS[2])
+if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('HSET', KEYS[4], 'origin', ARGV[2]) end
+return 1
+"""
+
+
 def _stuck_key(job_id: str) -> str:
     # when a recovery pass first saw the job in an intermediate queue
     return f"{PREFIX}stuck:{job_id}"
@@ -65,6 +77,7 @@ class Recovered:
     failed: list[str] = field(default_factory=list)
     dead_workers: list[str] = field(default_factory=list)
     unstuck: list[str] = field(default_factory=list)  # pushed back from an intermediate queue
+    moved: list[str] = field(default_factory=list)  # from the bare QUEUE_NAME queue to their model's
 
 
 class Recovery:
@@ -78,6 +91,7 @@ class Recovery:
         self.settings = settings
         self.max_attempts = max_attempts
         self.interval = min(RECOVERY_INTERVAL, self.heartbeat_ttl / 2)
+        self._move = self.connection.register_script(_MOVE)
         self._next = 0.0
 
     def pause(self, seconds: float) -> None:
@@ -105,6 +119,7 @@ class Recovery:
             if holder in dead:
                 self._recover(job_id, holder, done)
         self._unstick(done)
+        self._move_to_model_queues(done)
         if done.requeued or done.failed or done.unstuck:
             log.warning("recovered the jobs of dead workers %s: %d requeued, %d failed after %d attempts, "
                         "%d taken but never started pushed back", ", ".join(done.dead_workers) or "-",
@@ -158,11 +173,17 @@ class Recovery:
                 pipe.execute()
 
     def _queue_of(self, job_id: str) -> tuple[Queue, Job | None]:
-        queue = Queue(self.settings.queue_name, connection=self.connection, serializer=JSONSerializer)
-        job = queue.fetch_job(job_id)
-        if job is not None and job.origin and job.origin != queue.name:
-            queue = Queue(job.origin, connection=self.connection, serializer=JSONSerializer)
-        return queue, job
+        """The job's own queue: the one RQ's job came from, else (its RQ hash expired) its model's."""
+        try:
+            job = Job.fetch(job_id, connection=self.connection, serializer=JSONSerializer)
+        except NoSuchJobError:
+            job = None
+        name = job.origin if job is not None and job.origin else self._model_queue(job_id)
+        return Queue(name, connection=self.connection, serializer=JSONSerializer), job
+
+    def _model_queue(self, job_id: str) -> str:
+        model = as_text(self.connection.hget(job_key(job_id), "model") or b"")
+        return model_queue(self.settings.queue_name, model) if is_ref(model) else self.settings.queue_name
 
     def _forget_executions(self, queue: Queue, job_id: str, pipe: Pipeline) -> None:
         # the dead worker's entry would make RQ's own cleanup fail the job while it runs again
@@ -196,9 +217,17 @@ class Recovery:
         reason = (record.get("error") or {}).get("message", "its worker died")
         self.worker.handle_job_failure(job, queue, exc_string=f"worker_died: {reason}")
 
+    def _our_queues(self) -> list[Queue]:
+        """Every queue of this deployment that RQ knows: each model's, and the bare QUEUE_NAME one of
+        releases before the per-model queues. Not only this worker's: a dead worker may have served
+        models this one does not."""
+        name = self.settings.queue_name
+        return [q for q in Queue.all(connection=self.connection, serializer=JSONSerializer)
+                if q.name == name or queue_model(name, q.name) is not None]
+
     def _unstick(self, done: Recovered) -> None:
         """Jobs taken off a queue by a worker that died before starting them."""
-        for queue in self.worker.queues:
+        for queue in self._our_queues():
             for job_id in queue.intermediate_queue.get_job_ids():
                 status = self.connection.hget(job_key(job_id), "status")
                 if status is None or as_text(status) != JobStatus.QUEUED.value:
@@ -215,3 +244,23 @@ class Recovery:
                     pipe.delete(_stuck_key(job_id))
                     pipe.execute()
                 done.unstuck.append(job_id)
+
+    def _move_to_model_queues(self, done: Recovered) -> None:
+        """Jobs queued on the bare QUEUE_NAME queue (by an API of a release before the per-model
+        queues, during a rolling upgrade) go to the front of their model's queue, in their order, so
+        that the workers, which listen to model queues only, run them."""
+        legacy = Queue(self.settings.queue_name, connection=self.connection, serializer=JSONSerializer)
+        moved = []
+        # newest first, each to the front: the oldest ends up first in line
+        for job_id in reversed(legacy.get_job_ids()):
+            model = self._model_queue(job_id)
+            if model == legacy.name:
+                continue  # no record naming a model: not a generation job of ours
+            target = Queue(model, connection=self.connection, serializer=JSONSerializer)
+            # only if still there: a worker of the older release may have taken it meanwhile
+            if not self._move(keys=[legacy.key, target.key, Queue.redis_queues_keys, Job.key_for(job_id)],
+                              args=[job_id, target.name]):
+                continue
+            moved.append(job_id)
+            log.info("job %s moved from queue %s to its model's queue %s", job_id, legacy.name, target.name)
+        done.moved.extend(reversed(moved))

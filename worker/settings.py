@@ -16,8 +16,12 @@ class WorkerSettings(BaseSettings):
         "auto", description="where the models run; auto picks cuda when torch sees a GPU")
     # a plain string: pydantic-settings would parse a list-typed field as JSON, not "a,b"
     worker_models: str = Field(
-        "", description="comma-separated model refs (name or name@version) to load; empty: every generator in the "
-                        "store")
+        "", description="comma-separated model refs (name or name@version) this worker may serve (it listens to "
+                        "their queues); empty: every generator in the store")
+    worker_model_budget_mb: float = Field(
+        0, ge=0, description="MiB of device memory the loaded models may take (weights plus the engine's reserve, "
+                             "see worker.pool); models then load on demand and the least recently used idle ones "
+                             "are evicted; 0: no limit, every model loaded at start")
     max_batch_images: int = Field(
         64, ge=1, description="most images in flight at once; a larger job runs alone when the worker is idle")
     worker_accel: bool = Field(

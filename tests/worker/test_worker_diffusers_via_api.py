@@ -18,6 +18,7 @@ from redis import Redis
 pytest.importorskip("diffusers")
 
 from diffusers_folders import CLASS_NAMES, NUM_CLASSES, save_dit_folder, save_unet_folder  # noqa: E402
+from worker_process import worker_queues  # noqa: E402
 
 from contract.settings import Settings  # noqa: E402
 from diffusion.images import png_bytes  # noqa: E402
@@ -30,7 +31,7 @@ from worker.main import BatchWorker  # noqa: E402
 
 
 def work(settings: Settings, generators, redis_url: str) -> None:
-    worker = BatchWorker([settings.queue_name], BatchEngine(generators), settings,
+    worker = BatchWorker(worker_queues(settings, generators), BatchEngine(generators), settings,
                          connection=Redis.from_url(redis_url), name="diffusers-via-api")
     saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:

@@ -11,10 +11,9 @@ import time
 
 import pytest
 from redis import Redis
-from rq import Queue, Worker
+from rq import Worker
 from rq.job import JobStatus as RQStatus
-from rq.serializers import JSONSerializer
-from worker_process import record, request, rq_status, submit, wait_ended, wait_for, worker_process
+from worker_process import queue_of, queues, record, request, rq_status, submit, wait_ended, wait_for, worker_process
 
 from contract.jobs import JobStore
 from service.redis_local import LocalRedis
@@ -36,7 +35,8 @@ def test_a_short_job_overtakes_a_long_one_and_a_cancel_stops_it_at_the_next_step
     with worker_process(redis_url, tiny_store_root, tmp_path / "worker.log") as proc:
         # registered: what the API's /readyz and `rq info` look for
         workers = wait_for(lambda: Worker.all(connection=r), 60, "the worker to register", proc)
-        assert workers[0].queue_names() == ["imagegen"]
+        # one queue per generator of the store, in its order
+        assert workers[0].queue_names() == queues()
 
         long = submit(r, request(steps=1000, seed=1))
         wait_for(running_at_step(r, long, 1), 30, "the long job to run", proc)
@@ -57,7 +57,7 @@ def test_a_short_job_overtakes_a_long_one_and_a_cancel_stops_it_at_the_next_step
         # one step takes about 10 ms here, and progress is written every 0.5 s at most, so the
         # job stopped well before its end, within a few steps of the cancel
         assert step_at_cancel <= canceled["progress"]["step"] < 1000
-        queue = Queue("imagegen", connection=r, serializer=JSONSerializer)
+        queue = queue_of(r)
         wait_for(lambda: rq_status(r, long) == RQStatus.CANCELED, 10, "RQ to mark the long job canceled", proc)
         assert queue.canceled_job_registry.get_job_ids() == [long]
         assert queue.started_job_registry.get_job_ids() == []
@@ -79,7 +79,7 @@ def test_sigterm_finishes_what_it_can_hands_back_the_rest_and_exits_0(redis_url,
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0, (tmp_path / "worker.log").read_text()[-3000:]
 
-    queue = Queue("imagegen", connection=r, serializer=JSONSerializer)
+    queue = queue_of(r)
     # handed back, first in line for the next worker
     handed_back = record(r, long)
     assert handed_back["status"] == "queued" and handed_back["progress"] is None

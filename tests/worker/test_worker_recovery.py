@@ -12,7 +12,18 @@ from redis import Redis
 from rq import Queue
 from rq.job import JobStatus as RQStatus
 from rq.serializers import JSONSerializer
-from worker_process import lone_png, own_signal_handlers, png_pixels, record, request, rq_status, submit
+from worker_process import (
+    lone_png,
+    own_signal_handlers,
+    png_pixels,
+    queue_of,
+    queues,
+    record,
+    request,
+    rq_job,
+    rq_status,
+    submit,
+)
 
 from contract.jobs import RUNNING_KEY, JobStore
 from contract.settings import Settings
@@ -22,7 +33,7 @@ from worker.recovery import LOCK_KEY
 
 
 def make_worker(r: Redis, generators, name: str, max_attempts: int = 3) -> BatchWorker:
-    return BatchWorker(["imagegen"], BatchEngine(generators), Settings(), connection=r, name=name,
+    return BatchWorker(queues(), BatchEngine(generators), Settings(), connection=r, name=name,
                        max_attempts=max_attempts)
 
 
@@ -39,7 +50,7 @@ def ghost_takes_jobs(r: Redis, generators, name: str) -> BatchWorker:
 
 
 def queue(r: Redis) -> Queue:
-    return Queue("imagegen", connection=r, serializer=JSONSerializer)
+    return queue_of(r)
 
 
 def run_survivor(r: Redis, survivor: BatchWorker) -> None:
@@ -151,3 +162,61 @@ def test_a_job_taken_off_the_queue_by_a_worker_that_died_before_starting_it_runs
     assert r.llen(q.intermediate_queue_key) == 0 and q.get_job_ids() == [job]
     run_survivor(r, survivor)
     assert record(r, job)["status"] == "succeeded"
+
+
+def test_each_job_of_a_dead_worker_goes_back_to_its_own_models_queue(redis_url, models_generators):
+    """Two models: the dead worker's jobs go back each to its model's queue, and a job it had taken
+    off a queue of a model the survivor does not serve goes back too (every model queue is looked at,
+    not only the survivor's)."""
+    r = Redis.from_url(redis_url)
+    reqs = {ref: request(model=ref, steps=6, seed=70 + i) for i, ref in enumerate(("alpha@1", "beta@1"))}
+    jobs = {ref: submit(r, q) for ref, q in reqs.items()}
+    ghost = BatchWorker(queues("alpha@1", "beta@1"), BatchEngine(models_generators), Settings(), connection=r,
+                        name="ghost")
+    ghost.register_birth()
+    ghost._take_jobs(burst=True)
+    ghost._step()
+    r.hset(ghost.key, "last_heartbeat", "2000-01-01T00:00:00.000000Z")
+    taken = submit(r, request(model="gamma@1", steps=2, seed=5))
+    gamma = queue_of(r, "gamma@1")
+    r.lmove(gamma.key, gamma.intermediate_queue_key, "LEFT", "RIGHT")  # taken, never started
+
+    survivor = BatchWorker(queues("alpha@1", "beta@1"), BatchEngine(models_generators), Settings(), connection=r,
+                           name="survivor")
+    done = survivor.recovery.run()
+    assert sorted(done.requeued) == sorted(jobs.values()) and done.dead_workers == ["ghost"]
+    for ref, job_id in jobs.items():
+        assert queue_of(r, ref).job_ids == [job_id] and rq_status(r, job_id) == RQStatus.QUEUED
+        assert queue_of(r, ref).started_job_registry.get_job_ids(cleanup=False) == []
+    survivor.recovery.heartbeat_ttl = 0  # seen once already: stuck for longer than the TTL now
+    assert survivor.recovery.run().unstuck == [taken] and gamma.job_ids == [taken]
+
+    run_survivor(r, survivor)
+    for ref, job_id in jobs.items():
+        assert record(r, job_id)["status"] == "succeeded" and rq_status(r, job_id) == RQStatus.FINISHED
+        assert np.abs(png_pixels(r, job_id, "0.png") - lone_png(models_generators, reqs[ref])).max() <= 1
+    assert record(r, taken)["status"] == "queued"  # gamma's job waits for a worker that serves gamma
+
+
+def test_jobs_on_the_bare_queue_of_an_older_release_move_to_their_models_queues(redis_url, generators):
+    """An API of the release before the per-model queues (a rolling upgrade) enqueued on QUEUE_NAME
+    itself: the recovery pass moves those jobs, in order, to the front of their models' queues."""
+    r = Redis.from_url(redis_url)
+    settings = Settings()
+    old = Queue(settings.queue_name, connection=r, serializer=JSONSerializer)
+    reqs = [request(seed=80 + i, model=("fashion-mnist@1", "plain@1", "fashion-mnist@1")[i]) for i in range(3)]
+    ids = []
+    for q in reqs:
+        job_id = submit(r, q)
+        queue_of(r, q["model"]).remove(job_id)
+        old.enqueue_call(func="worker.tasks.generate", kwargs={"job": job_id}, job_id=job_id)
+        ids.append(job_id)
+    newer = submit(r, request(seed=90))  # queued by an upgraded API meanwhile: runs after the older ones
+    survivor = make_worker(r, generators, "survivor")
+    assert survivor.recovery.run().moved == ids
+    assert old.count == 0 and queue_of(r, "plain@1").job_ids == [ids[1]]
+    assert queue_of(r).job_ids == [ids[0], ids[2], newer]
+    assert rq_job(r, ids[1]).origin == "imagegen:plain@1"
+    run_survivor(r, survivor)
+    assert [record(r, j)["status"] for j in [*ids, newer]] == ["succeeded"] * 4
+    assert set(queue_of(r, "plain@1").finished_job_registry.get_job_ids()) == {ids[1]}

@@ -12,7 +12,7 @@ import time
 
 import pytest
 from redis import Redis
-from worker_process import record, request, submit, wait_for
+from worker_process import queues, record, request, submit, wait_for
 
 from contract.settings import Settings
 from service.redis_local import LocalRedis
@@ -33,7 +33,7 @@ def test_a_worker_started_before_redis_waits_for_it_then_runs_the_queue(tmp_path
     saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         thread.start()
-        worker = BatchWorker(["imagegen"], BatchEngine(generators), Settings(redis_url=server.url),
+        worker = BatchWorker(queues(), BatchEngine(generators), Settings(redis_url=server.url),
                              connection=Redis.from_url(server.url), name="early-bird")
         started = time.monotonic()
         assert worker.work(burst=True)
@@ -67,7 +67,7 @@ def test_a_worker_asked_to_stop_while_redis_is_away_exits_once_the_stop_is_due(t
     saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     thread = threading.Thread(target=redis_goes_then_a_stop_comes, daemon=True)
     try:
-        worker = BatchWorker(["imagegen"], BatchEngine(generators), Settings(redis_url=server.url),
+        worker = BatchWorker(queues(), BatchEngine(generators), Settings(redis_url=server.url),
                              connection=Redis.from_url(server.url), name="stopped-in-an-outage",
                              shutdown_grace=grace)
         thread.start()

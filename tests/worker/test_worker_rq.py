@@ -10,7 +10,7 @@ from rq import Queue, SimpleWorker
 from rq.job import Job
 from rq.job import JobStatus as RQStatus
 from rq.serializers import JSONSerializer
-from worker_process import lone_png, own_signal_handlers, png_pixels, record, request, rq_job, submit
+from worker_process import lone_png, own_signal_handlers, png_pixels, queue_of, queues, record, request, rq_job, submit
 
 from contract.jobs import JobStore
 from contract.settings import Settings
@@ -25,7 +25,7 @@ def failure(r: Redis, job_id: str) -> str:
 
 
 def run_batch_worker(r: Redis, generators, name: str, max_batch_images: int = 64) -> None:
-    worker = BatchWorker(["imagegen"], BatchEngine(generators, max_batch_images), Settings(), connection=r, name=name)
+    worker = BatchWorker(queues(), BatchEngine(generators, max_batch_images), Settings(), connection=r, name=name)
     with own_signal_handlers():
         worker.work(burst=True)
 
@@ -58,10 +58,10 @@ def test_jobs_that_must_not_run_are_skipped_and_rq_is_told(redis_url, generators
     r = Redis.from_url(redis_url)
     canceled = submit(r, request())
     assert JobStore(r).cancel(canceled) == "canceled"
-    queue = Queue("imagegen", connection=r, serializer=JSONSerializer)
+    queue = queue_of(r)  # jobs of other functions on a model's queue run as rq would run them
     orphan = queue.enqueue_call(func="worker.tasks.generate", kwargs={"job": "0" * 32}, job_id="0" * 32).id
     other = queue.enqueue_call(func="os.path.join", args=["a", "b"]).id  # not ours: run as rq would
-    pickled = Queue("imagegen", connection=r).enqueue_call(func="os.path.join", args=["c", "d"]).id
+    pickled = Queue(queue.name, connection=r).enqueue_call(func="os.path.join", args=["c", "d"]).id
     run_batch_worker(r, generators, "skips")
     assert record(r, canceled)["status"] == "canceled" and rq_job(r, canceled).get_status() == RQStatus.CANCELED
     assert rq_job(r, orphan).get_status() == RQStatus.FAILED and "not found" in failure(r, orphan)
@@ -81,7 +81,7 @@ def test_a_plain_rq_simple_worker_runs_generate_alone(redis_url, tiny_store_root
     bad = submit(r, request(guidance="classifier", model="plain@1"))
     canceled = submit(r, request())
     JobStore(r).cancel(canceled)
-    worker = SimpleWorker(["imagegen"], connection=r, serializer=JSONSerializer, name="plain-rq")
+    worker = SimpleWorker(queues(), connection=r, serializer=JSONSerializer, name="plain-rq")
     with own_signal_handlers():
         worker.work(burst=True)
 
@@ -115,7 +115,7 @@ def test_a_plain_rq_simple_worker_runs_img2img_from_the_record_inputs(redis_url,
     Image.fromarray(pixels, mode="L").save(buf, format="PNG")
     job = submit(r, request(strength=0.0, num_images=2),
                  inputs={"init_image": base64.b64encode(buf.getvalue()).decode()})
-    worker = SimpleWorker(["imagegen"], connection=r, serializer=JSONSerializer, name="plain-rq-img2img")
+    worker = SimpleWorker(queues(), connection=r, serializer=JSONSerializer, name="plain-rq-img2img")
     with own_signal_handlers():
         worker.work(burst=True)
     assert record(r, job)["status"] == "succeeded"

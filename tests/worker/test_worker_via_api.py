@@ -13,6 +13,7 @@ import time
 from fastapi.testclient import TestClient
 from redis import Redis
 from rq.job import Job
+from worker_process import worker_queues
 
 from contract.settings import Settings
 from service.app import create_app
@@ -25,7 +26,7 @@ def test_a_job_over_job_timeout_fails_with_a_clear_error_through_the_api(redis_u
     with TestClient(create_app(settings), raise_server_exceptions=False) as api:
         slow = api.post("/generate", json={"class_label": 1, "num_images": 1, "steps": 1000}).json()["id"]
         quick = api.post("/generate", json={"class_label": 2, "num_images": 1, "steps": 3}).json()["id"]
-        worker = BatchWorker([settings.queue_name], BatchEngine(generators), settings,
+        worker = BatchWorker(worker_queues(settings, generators), BatchEngine(generators), settings,
                              connection=Redis.from_url(redis_url), name="timeouts-via-api")
         saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -61,7 +62,7 @@ def test_a_job_deleted_while_it_runs_is_stopped_and_nothing_of_it_comes_back(red
                 time.sleep(0.02)
 
         thread = threading.Thread(target=delete_once_running, daemon=True)
-        worker = BatchWorker([settings.queue_name], BatchEngine(generators), settings,
+        worker = BatchWorker(worker_queues(settings, generators), BatchEngine(generators), settings,
                              connection=Redis.from_url(redis_url), name="deletes-via-api")
         saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
         caplog.set_level(logging.INFO, logger="worker.main")

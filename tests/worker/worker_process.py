@@ -26,6 +26,7 @@ from rq.job import JobStatus as RQStatus
 from rq.serializers import JSONSerializer
 
 from contract.jobs import TERMINAL, JobStore, new_job_id
+from contract.queues import model_queue
 from contract.results import RedisResultStore
 from contract.settings import Settings
 from diffusion.images import png_bytes
@@ -41,14 +42,34 @@ def request(**fields: Any) -> dict[str, Any]:
     return {**base, **fields}
 
 
+TINY_MODELS = ("fashion-mnist@1", "plain@1")
+"""The generators of the tiny test store (tests/conftest.py), as the `generators` fixture loads them."""
+
+
+def queues(*refs: str) -> list[str]:
+    """The RQ queues of `refs` (default: the tiny store's generators), which a worker serving them listens to."""
+    return [model_queue(Settings().queue_name, ref) for ref in refs or TINY_MODELS]
+
+
+def worker_queues(settings: Settings, generators: dict) -> list[str]:
+    """The queues a worker serving `generators` (loaded generators by key) listens to, under `settings`."""
+    return list(dict.fromkeys(model_queue(settings.queue_name, g.card.ref) for g in generators.values()))
+
+
+def queue_of(redis: Redis, ref: str = "fashion-mnist@1") -> Queue:
+    """The RQ queue of model `ref`, where its jobs wait and whose registries RQ keeps."""
+    return Queue(model_queue(Settings().queue_name, ref), connection=redis, serializer=JSONSerializer)
+
+
 def submit(redis: Redis, req: dict[str, Any], webhook_url: str | None = None, timeout: int | None = None,
            inputs: dict[str, str] | None = None) -> str:
-    """Create the record and enqueue the RQ job, as the API's POST /generate does (`timeout`: the RQ
-    job timeout, default JOB_TIMEOUT; `inputs`: base64 PNGs by field, as the record carries them)."""
+    """Create the record and enqueue the RQ job on its model's queue, as the API's POST /generate does
+    (`timeout`: the RQ job timeout, default JOB_TIMEOUT; `inputs`: base64 PNGs by field, as the record
+    carries them)."""
     settings = Settings()
     job_id = new_job_id()
     JobStore(redis, settings.result_ttl).create(job_id, req["model"], req, webhook_url=webhook_url, inputs=inputs)
-    Queue(settings.queue_name, connection=redis, serializer=JSONSerializer).enqueue_call(
+    queue_of(redis, req["model"]).enqueue_call(
         func="worker.tasks.generate", kwargs={"job": job_id}, job_id=job_id, timeout=timeout or settings.job_timeout,
         result_ttl=settings.result_ttl, failure_ttl=settings.result_ttl)
     return job_id
