@@ -144,10 +144,11 @@ def test_the_numbers_quoted_are_the_manifests(gpu):
     text = " ".join(DOC.read_text().split())
     so = gpu.one("ScaledObject", WORKER)["spec"]
     metadata = so["triggers"][0]["metadata"]
+    assert all(t["metadata"]["listLength"] == metadata["listLength"] for t in so["triggers"])
     hpa = gpu.one("HorizontalPodAutoscaler", API)["spec"]
     scale_down = so["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]
     quoted = [
-        f"`{metadata['listName']}`",
+        *(f"`{t['metadata']['listName']}`" for t in so["triggers"]),
         f'`listLength: "{metadata["listLength"]}"`',
         f'`activationListLength: "{metadata["activationListLength"]}"`',
         f"every {so['pollingInterval']} s (`pollingInterval`)",

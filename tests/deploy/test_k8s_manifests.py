@@ -133,19 +133,21 @@ def test_the_scaled_object_uses_documented_fields(overlay):
     _fields("spec.advanced.horizontalPodAutoscalerConfig", advanced.get("horizontalPodAutoscalerConfig", {}),
             HPA_CONFIG)
 
-    (trigger,) = spec["triggers"]
-    _fields("trigger", trigger, TRIGGER, {"type", "metadata"})
-    assert trigger["type"] == "redis"
-    # KEDA's metadata is a map of strings: a YAML number there is refused by its CRD
-    metadata = trigger["metadata"]
-    assert all(isinstance(v, str) for v in metadata.values()), metadata
-    _fields("trigger.metadata", metadata, REDIS_LIST_METADATA, {"listName", "listLength"})
-    assert ("address" in metadata) != ({"host", "port"} <= set(metadata)), "address, or host and port"
-    assert int(metadata["listLength"]) >= 1 and int(metadata["activationListLength"]) >= 0
-    assert metadata["enableTLS"] in ("true", "false") and int(metadata["databaseIndex"]) >= 0
-    # the password comes from the Secret, through the TriggerAuthentication, never from the metadata
-    assert not {"password", "passwordFromEnv"} & set(metadata)
-    _fields("trigger.authenticationRef", trigger["authenticationRef"], AUTHENTICATION_REF, {"name"})
+    # one trigger per model queue, each named apart (KEDA names the HPA's metrics after them)
+    assert len({t.get("name") for t in spec["triggers"]}) == len(spec["triggers"]) >= 1
+    for trigger in spec["triggers"]:
+        _fields("trigger", trigger, TRIGGER, {"type", "metadata"})
+        assert trigger["type"] == "redis"
+        # KEDA's metadata is a map of strings: a YAML number there is refused by its CRD
+        metadata = trigger["metadata"]
+        assert all(isinstance(v, str) for v in metadata.values()), metadata
+        _fields("trigger.metadata", metadata, REDIS_LIST_METADATA, {"listName", "listLength"})
+        assert ("address" in metadata) != ({"host", "port"} <= set(metadata)), "address, or host and port"
+        assert int(metadata["listLength"]) >= 1 and int(metadata["activationListLength"]) >= 0
+        assert metadata["enableTLS"] in ("true", "false") and int(metadata["databaseIndex"]) >= 0
+        # the password comes from the Secret, through the TriggerAuthentication, never from the metadata
+        assert not {"password", "passwordFromEnv"} & set(metadata)
+        _fields("trigger.authenticationRef", trigger["authenticationRef"], AUTHENTICATION_REF, {"name"})
 
 
 def test_the_scaled_objects_hpa_behavior_is_one_kubernetes_accepts(overlay):
@@ -250,7 +252,7 @@ def test_every_named_reference_resolves(overlay):
     so = rendered.one("ScaledObject", WORKER)["spec"]
     assert so["scaleTargetRef"].get("kind", "Deployment") == "Deployment"
     assert rendered.get("Deployment", so["scaleTargetRef"]["name"])
-    assert rendered.get("TriggerAuthentication", so["triggers"][0]["authenticationRef"]["name"])
+    assert all(rendered.get("TriggerAuthentication", t["authenticationRef"]["name"]) for t in so["triggers"])
 
 
 # --- what the pods may do ---------------------------------------------------------------------------
@@ -356,18 +358,22 @@ def test_the_managed_redis_switch(tmp_path):
         assert not {"REDIS_URL", "REDIS_PASSWORD"} & set(env), name
         assert container(managed.one("Deployment", name))["envFrom"] == \
             container(gpu.one("Deployment", name))["envFrom"]
-    trigger, in_cluster = (r.one("ScaledObject", WORKER)["spec"]["triggers"][0]["metadata"] for r in (managed, gpu))
-    assert trigger["enableTLS"] == "true" and in_cluster["enableTLS"] == "false"
-    assert trigger["address"] != in_cluster["address"] and ".svc." not in trigger["address"]
-    assert {k: v for k, v in trigger.items() if k not in ("address", "enableTLS")} == \
-        {k: v for k, v in in_cluster.items() if k not in ("address", "enableTLS")}
+    triggers, in_cluster = ([t["metadata"] for t in r.one("ScaledObject", WORKER)["spec"]["triggers"]]
+                            for r in (managed, gpu))
+    assert len(triggers) == len(in_cluster)  # every model queue's trigger is switched, none dropped
+    for trigger, own in zip(triggers, in_cluster):
+        assert trigger["enableTLS"] == "true" and own["enableTLS"] == "false"
+        assert trigger["address"] != own["address"] and ".svc." not in trigger["address"]
+        assert {k: v for k, v in trigger.items() if k not in ("address", "enableTLS")} == \
+            {k: v for k, v in own.items() if k not in ("address", "enableTLS")}
+    assert len({t["address"] for t in triggers}) == 1
     shown = [line for line in SECRETS_EXAMPLE.read_text().splitlines() if "REDIS_URL=" in line]
     assert len(shown) == 1 and shown[0].startswith("# REDIS_URL=rediss://"), shown
 
 
 def test_queue_name_and_namespace_follow_the_base(tmp_path):
-    """The trigger's list and Redis address are copied from the base's QUEUE_NAME and namespace, so
-    that changing either there keeps KEDA watching the list the pods fill. (Within the base: the
+    """The triggers' lists and Redis address are copied from the base's QUEUE_NAME and namespace, so
+    that changing either there keeps KEDA watching the lists the pods fill. (Within the base: the
     copy runs where the base is built, so config.env says to change QUEUE_NAME there, not in an
     overlay.)"""
     k8s = scratch_copy(tmp_path)
@@ -379,12 +385,13 @@ def test_queue_name_and_namespace_follow_the_base(tmp_path):
         (k8s / "base" / "namespace.yaml").read_text().replace("name: imagegen\n", "name: images-prod\n"))
     for overlay in OVERLAYS:
         rendered = render(k8s / "overlays" / overlay)
-        metadata = rendered.one("ScaledObject", WORKER)["spec"]["triggers"][0]["metadata"]
-        assert metadata["listName"] == "rq:queue:renders", overlay
+        triggers = [t["metadata"] for t in rendered.one("ScaledObject", WORKER)["spec"]["triggers"]]
+        assert [m["listName"] for m in triggers] == ["rq:queue:renders:fashion-mnist@2",
+                                                    "rq:queue:renders:fashion-mnist@1"], overlay
         assert rendered.generated("ConfigMap", "imagegen-config")["data"]["QUEUE_NAME"] == "renders"
         assert {r["metadata"].get("namespace") for r in rendered.resources} == {None, "images-prod"}
         if _in_cluster_redis(overlay):
-            assert metadata["address"] == "redis.images-prod.svc.cluster.local:6379"
+            assert {m["address"] for m in triggers} == {"redis.images-prod.svc.cluster.local:6379"}
 
 
 def test_the_model_store_volume_component(tmp_path):

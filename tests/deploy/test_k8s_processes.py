@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from deploy_support import settings_variables
+from deploy_support import REPO, settings_variables
 from fastapi.testclient import TestClient
 from k8s_support import API, PASSWORD, REDIS, Rendered, container, render, render_overlay, scratch_copy
 from redis import Redis
@@ -41,8 +41,8 @@ def _api_settings(rendered: Rendered, redis_url: str, store: Path, monkeypatch):
     return Settings()
 
 
-def _list_name(rendered: Rendered) -> str:
-    return rendered.one("ScaledObject", "imagegen-worker")["spec"]["triggers"][0]["metadata"]["listName"]
+def _list_names(rendered: Rendered) -> list[str]:
+    return [t["metadata"]["listName"] for t in rendered.one("ScaledObject", "imagegen-worker")["spec"]["triggers"]]
 
 
 def _metric(text: str, name: str) -> float:
@@ -51,32 +51,39 @@ def _metric(text: str, name: str) -> float:
 
 
 @pytest.mark.parametrize("queue_name", ["imagegen", "renders"])
-def test_the_trigger_watches_the_list_the_api_fills(queue_name, redis_url, tiny_store_root, monkeypatch, tmp_path):
+def test_the_triggers_watch_the_lists_the_api_fills(queue_name, redis_url, monkeypatch, tmp_path):
     """POST /generate through the real app, configured as the pods are (the shipped config.env, and one
-    whose QUEUE_NAME was changed): each job lengthens exactly the list the ScaledObject names, in
-    order, as RQ keeps it; /metrics' queue depth, which docs/kubernetes.md points at, is that length."""
+    whose QUEUE_NAME was changed) and serving the store baked into the images: each model's jobs
+    lengthen exactly the list one trigger names, in order, as RQ keeps it, and every trigger's list
+    is some model's; /metrics' queue depth, which docs/kubernetes.md points at, is their sum."""
     k8s = scratch_copy(tmp_path)
     config = k8s / "base" / "config.env"
     config.write_text(config.read_text().replace("\nQUEUE_NAME=imagegen\n", f"\nQUEUE_NAME={queue_name}\n"))
     rendered = render(k8s / "overlays" / "gpu")
-    key = _list_name(rendered)
-    settings = _api_settings(rendered, redis_url, tiny_store_root, monkeypatch)
+    settings = _api_settings(rendered, redis_url, REPO / "model_store" / "models", monkeypatch)
     assert settings.queue_name == queue_name
 
     redis = Redis.from_url(redis_url)
-    assert redis.llen(key) == 0
+    watched = _list_names(rendered)
+    assert all(redis.llen(key) == 0 for key in watched)
     with TestClient(create_app(settings)) as client:
-        ids = []
-        for n in range(1, 4):
-            r = client.post("/generate", json={"class_label": 1, "num_images": 1})
-            assert r.status_code == 202, r.text
-            ids.append(r.json()["id"])
-            assert redis.llen(key) == n
-        assert redis.type(key) == b"list"
-        assert [i.decode() for i in redis.lrange(key, 0, -1)] == ids
+        refs = [m["ref"] for m in client.get("/models").json() if m["kind"] == "generator"]
+        filled = set()
+        for ref in refs:
+            ids = []
+            for n in (1, 2):
+                r = client.post("/generate", json={"class_label": 1, "num_images": 1, "model": ref})
+                assert r.status_code == 202, r.text
+                ids.append(r.json()["id"])
+                # exactly one watched list holds this model's jobs, one more each time
+                (key,) = [k for k in watched if k not in filled and redis.llen(k)]
+                assert redis.llen(key) == n and redis.type(key) == b"list"
+            assert [i.decode() for i in redis.lrange(key, 0, -1)] == ids, ref
+            filled.add(key)
+        assert filled == set(watched) and len(refs) == len(watched)
         metrics = client.get("/metrics")
         assert metrics.status_code == 200
-        assert _metric(metrics.text, "imagegen_queue_depth") == 3
+        assert _metric(metrics.text, "imagegen_queue_depth") == 2 * len(refs)
 
 
 def test_the_probes_answer_as_the_pods_need(gpu, redis_url, tiny_store_root, monkeypatch):

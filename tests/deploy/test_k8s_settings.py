@@ -177,31 +177,56 @@ def test_keda_scales_to_zero_only_after_a_job_timeout(renders):
         assert behavior["stabilizationWindowSeconds"] >= _setting(rendered, "JOB_TIMEOUT"), name
 
 
+def test_keda_watches_the_queue_of_every_model_the_workers_serve(renders):
+    """One trigger per generator of the store baked into the images (the workers serve every one,
+    WORKER_MODELS being unset), each on RQ's list of that model's queue as contract.queues names it:
+    a model added to the store without its trigger would never wake a worker."""
+    from rq import Queue
+
+    from contract.queues import store_queues
+    from model_store import ModelStore
+
+    baked = ModelStore(REPO / "model_store" / "models")
+    for name, rendered in renders.items():
+        assert "WORKER_MODELS" not in _config(rendered), name
+        lists = [t["metadata"]["listName"] for t in rendered.one("ScaledObject", WORKER)["spec"]["triggers"]]
+        # RQ's list of a queue: Queue.key, its namespace prefix and the queue's name
+        wanted = [Queue.redis_queue_namespace_prefix + q for q in store_queues(_config(rendered)["QUEUE_NAME"],
+                                                                               baked).values()]
+        assert sorted(lists) == sorted(wanted) and len(lists) == len(set(lists)), name
+
+
 def test_keda_reads_the_redis_the_pods_use(renders):
     from redis import Redis
 
     from contract.settings import Settings
 
     for name, rendered in renders.items():
-        metadata = rendered.one("ScaledObject", WORKER)["spec"]["triggers"][0]["metadata"]
-        assert metadata["listName"] == f"rq:queue:{_config(rendered)['QUEUE_NAME']}", name
-        urls = {env_values(container(rendered.one("Deployment", w))).get("REDIS_URL") for w in (API, WORKER)}
-        if not rendered.get("Service", REDIS):
-            # the managed Redis: REDIS_URL comes from the Secret, a rediss:// URL; KEDA speaks TLS too
-            assert urls == {None} and metadata["enableTLS"] == "true", name
-            continue
-        (url,) = urls
-        expanded = url.replace("$(REDIS_PASSWORD)", PASSWORD)
-        parts = urlsplit(expanded)
-        service = rendered.one("Service", REDIS)
-        (port,) = service["spec"]["ports"]
-        assert (parts.scheme, parts.hostname, parts.port) == ("redis", service["metadata"]["name"], port["port"])
-        assert metadata["address"] == (f"{service['metadata']['name']}.{service['metadata']['namespace']}"
-                                       f".svc.cluster.local:{port['port']}"), name
-        assert metadata["databaseIndex"] == parts.path.lstrip("/") and metadata["enableTLS"] == "false", name
+        for trigger in rendered.one("ScaledObject", WORKER)["spec"]["triggers"]:
+            _keda_reads(name, rendered, trigger["metadata"])
         # the URL is one the settings and the client take, with the password where Redis wants it
-        assert Settings(redis_url=expanded).redis_url == expanded
-        assert Redis.from_url(expanded).connection_pool.connection_kwargs["password"] == PASSWORD
+        url = env_values(container(rendered.one("Deployment", WORKER))).get("REDIS_URL")
+        if url is not None:
+            expanded = url.replace("$(REDIS_PASSWORD)", PASSWORD)
+            assert Settings(redis_url=expanded).redis_url == expanded
+            assert Redis.from_url(expanded).connection_pool.connection_kwargs["password"] == PASSWORD
+
+
+def _keda_reads(name: str, rendered, metadata: dict) -> None:
+    """One trigger reads the Redis the pods use (in the cluster), or the managed one over TLS."""
+    urls = {env_values(container(rendered.one("Deployment", w))).get("REDIS_URL") for w in (API, WORKER)}
+    if not rendered.get("Service", REDIS):
+        # the managed Redis: REDIS_URL comes from the Secret, a rediss:// URL; KEDA speaks TLS too
+        assert urls == {None} and metadata["enableTLS"] == "true", name
+        return
+    (url,) = urls
+    parts = urlsplit(url.replace("$(REDIS_PASSWORD)", PASSWORD))
+    service = rendered.one("Service", REDIS)
+    (port,) = service["spec"]["ports"]
+    assert (parts.scheme, parts.hostname, parts.port) == ("redis", service["metadata"]["name"], port["port"])
+    assert metadata["address"] == (f"{service['metadata']['name']}.{service['metadata']['namespace']}"
+                                   f".svc.cluster.local:{port['port']}"), name
+    assert metadata["databaseIndex"] == parts.path.lstrip("/") and metadata["enableTLS"] == "false", name
 
 
 # --- the images and the port -------------------------------------------------------------------------
