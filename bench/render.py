@@ -192,3 +192,37 @@ def bookkeeping(result: dict[str, Any]) -> str:
               f"| {r['jobs']} | {_f(r['wall_s'])} | {_f(r['engine_s'])} | {_f(r['outside_engine_ms_per_job'])} "
               f"| {_f(r['redis_commands_per_job'], 1)} | {_f(r['jobs_per_s'], 1)} |", ""]
     return "\n".join(lines)
+
+
+def models(result: dict[str, Any]) -> str:
+    s, r = result["settings"], result["results"]
+    a, b = s["models"]
+    burst, swap = r["burst"], r["swap"]
+    both, one = swap["both_loaded"], swap["room_for_one"]
+    lines = header(result, "Many models on one worker")
+    lines += [f"{s['jobs']}; MAX_BATCH_IMAGES {s['max_batch_images']}. Model A {a} "
+              f"({s['sizes_bytes'][a] / 2**20:.1f} MiB with the engine's reserve), model B {b} "
+              f"({s['sizes_bytes'][b] / 2**20:.1f} MiB).", "",
+              f"**A short job behind another model's burst.** {s['burst_jobs']} jobs of A ({s['burst_steps']} steps) "
+              f"queued, then, once the worker ran them, one job of B ({s['short_steps']} steps):", "",
+              "| B's wait, s | B's latency, s | a FIFO queue's wait (until A's last job started), s "
+              "| A's burst span, s | A's jobs started while B waited |",
+              "|---:|---:|---:|---:|---:|",
+              f"| {_f(burst['short_wait_s'])} | {_f(burst['short_latency_s'])} | {_f(burst['fifo_wait_estimate_s'])} "
+              f"| {_f(burst['burst_span_s'])} | {burst['burst_jobs_started_after_short_queued_before_it']} |", "",
+              f"**A model swap.** {s['swap_jobs']} jobs ({s['swap_steps']} steps) alternating between A and B:", "",
+              "| memory budget | wall s | latency p50 s | latency max s | loads | evictions | load s |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
+    for label, run in (("none: both loaded at start", both),
+                       (f"{run_mib(one['budget_bytes'])}: room for one", one)):
+        lines.append(f"| {label} | {_f(run['wall_s'])} | {_f(run['latency_s'].get('p50'))} "
+                     f"| {_f(run['latency_s'].get('max'))} | {sum(run['loads'].values()):.0f} "
+                     f"| {sum(run['evictions'].values()):.0f} | {_f(sum(run['load_seconds'].values()))} |")
+    lines += ["", f"One swap costs {_f(swap['seconds_per_swap'])} s of wall time (the difference of the two runs "
+                  f"over the loads); a load alone took {_f(swap['mean_load_s'])} s on average (read, sha256, "
+                  "build, to the device, one warm-up step, on a background thread).", ""]
+    return "\n".join(lines)
+
+
+def run_mib(n: int | None) -> str:
+    return "none" if n is None else f"{n / 2**20:.1f} MiB"

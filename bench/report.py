@@ -52,6 +52,8 @@ CPU_RESULTS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "load-cpu": ("3. Service under load, on the 2-core CPU machine", render.load),
     "mixed-cpu": ("4. Mixed load: continuous against static batching, on the 2-core CPU machine", render.mixed),
     "bookkeeping-cpu": ("Beside 3: the worker's bookkeeping per job, on the 2-core CPU machine", render.bookkeeping),
+    "models-cpu": ("Many models on one worker: a short job behind another model's burst, and a model swap, on the "
+                   "2-core CPU machine", render.models),
 }
 """Benchmarks that benchmarks.md also runs on the CPU ("CPU here, GPU on the device"): committed as
 CPU results beside, never instead of, the GPU ones."""
@@ -69,6 +71,9 @@ BOOKKEEPING_CPU_RUN = ("`.venv/bin/python -m bench.bookkeeping --device cpu --jo
 
 ENGINE_CPU_RUN = ("`.venv/bin/python -m bench.engine --device cpu --out docs/benchmarks/engine-cpu.json` here, with "
                   "nothing else running (batch 1, 16 and 64, DDIM 20 and 50, CFG 3; about 15 minutes)")
+
+MODELS_CPU_RUN = ("`.venv/bin/python -m bench.models --device cpu --out docs/benchmarks/models-cpu.json` here, with "
+                  "nothing else running (the two shipped generators, fashion-mnist@2 and @1; about a minute)")
 
 QUICKSTART_RUN = "`.venv/bin/python -m bench.quickstart` here, on the 2-core machine, with nothing else running."
 
@@ -256,6 +261,7 @@ def summary_page(results: dict[str, dict[str, Any]], plots: list[str],
               f"Benchmark 1 on the CPU: {ENGINE_CPU_RUN}.", "",
               f"Benchmark 3 on the CPU: {LOAD_CPU_RUN}.", "", f"Benchmark 4 on the CPU: {MIXED_CPU_RUN}.", "",
               f"The worker's bookkeeping on the CPU: {BOOKKEEPING_CPU_RUN}.", "",
+              f"Many models on one worker, on the CPU: {MODELS_CPU_RUN}.", "",
               f"Benchmark 5: {QUICKSTART_RUN}", "", "## Notes", "",
               NOTES]
     return "\n".join(lines)

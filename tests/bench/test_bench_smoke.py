@@ -231,3 +231,26 @@ def test_quickstart_starts_serves_and_stops(tiny_store_root, tmp_path):
     assert run["left_running"] == 0 and run["children"] == 3 and run["exit_status"] == 0
     assert 0 < run["up_s"] < run["first_png_s"] and run["request"]["num_images"] == 4
     assert doc["figures"]["first_png_s"]["n"] == 1
+
+
+@pytest.mark.timeout(300)
+def test_models_measures_a_short_job_behind_a_burst_and_a_swap(tiny_store_root, tmp_path):
+    from bench import models
+
+    out = tmp_path / "models.json"
+    assert models.main(["--model-store", str(tiny_store_root), "--device", "cpu", "--model", "fashion-mnist",
+                        "--other-model", "plain", "--burst-jobs", "3", "--burst-steps", "3", "--short-steps", "2",
+                        "--swap-jobs", "4", "--swap-steps", "2", "--max-batch-images", "1", "--out", str(out)]) == 0
+    doc = read(out)
+    has_environment(doc)
+    assert doc["settings"]["models"] == ["fashion-mnist@1", "plain@1"]
+    burst, swap = doc["results"]["burst"], doc["results"]["swap"]
+    assert 0 < burst["short_wait_s"] < burst["short_latency_s"] and burst["burst_span_s"] > 0
+    # the bound of docs/models.md: at most one of A's jobs starts while B's job is first in its queue
+    assert burst["burst_jobs_started_after_short_queued_before_it"] <= 1
+    both, one = swap["both_loaded"], swap["room_for_one"]
+    assert sum(both["loads"].values()) == 0 and both["budget_bytes"] is None
+    # room for one: every job of the alternating four loads its model in place of the other
+    assert sum(one["loads"].values()) == 4 and sum(one["evictions"].values()) == 3
+    assert one["latency_s"]["n"] == 4 and swap["mean_load_s"] > 0
+    assert "| memory budget |" in (tmp_path / "models.md").read_text()
