@@ -44,6 +44,7 @@ class JobDocument:
     model: str | None = None
     request: dict[str, Any] = field(default_factory=dict)
     queue_position: int | None = None
+    waiting_for: str | None = None  # while queued and no live worker may serve its model: what it waits for
     progress: dict[str, int] | None = None
     images: list[dict[str, Any]] = field(default_factory=list)
     grid_url: str | None = None
