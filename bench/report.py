@@ -217,6 +217,22 @@ NOTES = """\
   3's share of the engine. On the 2-core CPU machine, writing the ends of one step's jobs in one
   round trip (and skipping the queue peek while any job fits) took it from 7.5-9.3 to 5.1-5.5 ms
   per job (two runs each, tiny random models, commit `d34e296` against `461d997`, 2026-11-29).
+- Benchmark 1 on the CPU (engine-cpu) times the engine as served there: its eps-model exported to
+  ONNX and run by ONNX Runtime in fp32 (`worker/cpu_accel.py`). The step split shows where it wins:
+  the forward pass, 2.3x faster than eager torch at batch 1 (4.7 against 10.8 ms) and 1.4x at batch 64
+  (253 against 353 ms for 128 rows). What keeps batch 64 under 1.5x and the engine near 50% of the
+  fp32 matmul ceiling, from an ONNX Runtime profile of one 128-row forward pass (2026-12-05, this
+  machine): the convolutions take about half of the time and run near the ceiling; the rest is
+  memory-bound work between them, GroupNorm (about 14%), the scale-shift and residual adds and
+  multiplies (about 13%), the layout reorders around the norms that the blocked convolutions need
+  (about 9%), SiLU and the skip concatenations. Tried and not kept, each measured on this machine:
+  channels_last in eager torch (no gain at 128 rows), `torch.jit.optimize_for_inference` (slower),
+  inductor with frozen weights (about 1.5x over eager at 128 rows but 1.6x at batch 1, and 30 to 45 s
+  of compilation per batch shape: no cold start under 10 s), a GroupNorm folded into the scale-shift
+  before the export (5% faster at 128 rows, slower at batch 1), and bf16 autocast (AMX; fast at large
+  batches, but 2e-2 to 4e-2 off per forward pass, far outside the 1e-3 the samples must keep).
+  ONNX Runtime's idle threads spin between operators (faster by a quarter at batch 1, measured
+  against no spinning); the cost is the host's part of a step at batch 64 (4.4 ms against 1.7 eager).
 - Each figure is a median over timed runs after a warm-up; the raw run times are in the JSON.
 """
 
