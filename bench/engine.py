@@ -250,14 +250,30 @@ class _Timed(torch.nn.Module):
 
     def __init__(self, inner: Any) -> None:
         super().__init__()
-        self.inner, self.seconds, self.calls = inner, 0.0, 0
+        self.inner, self.seconds = inner, 0.0
 
     def forward(self, *args: Any) -> Any:
         t0 = time.perf_counter()
         out = self.inner(*args)
         self.seconds += time.perf_counter() - t0
-        self.calls += 1
         return out
+
+
+def _best_split(run: Callable[[], Any], timed: list[_Timed], steps: int, repeats: int) -> dict[str, float]:
+    """The best of `repeats` runs of `run`, per step: its wall time, the part spent in the `timed`
+    networks' forward passes, and the rest."""
+    best: tuple[float, float] | None = None
+    for _ in range(repeats):
+        for t in timed:
+            t.seconds = 0.0
+        t0 = time.perf_counter()
+        run()
+        total = time.perf_counter() - t0
+        if best is None or total < best[0]:
+            best = (total, sum(t.seconds for t in timed))
+    total, forward = best
+    return {"step_ms": 1e3 * total / steps, "forward_ms": 1e3 * forward / steps,
+            "host_ms": 1e3 * (total - forward) / steps}
 
 
 def step_split(bench: Bench, batch: int, steps: int, repeats: int = 3) -> dict[str, Any]:
@@ -268,32 +284,17 @@ def step_split(bench: Bench, batch: int, steps: int, repeats: int = 3) -> dict[s
     split: dict[str, Any] = {"batch": batch, "steps": steps}
     for name, engine in (("project", bench.engine), ("project_fp32", bench.engine_fp32)):
         timed = engine.wrap_networks(_Timed)
-        best = None
-        for _ in range(repeats):
-            for t in timed:
-                t.seconds = t.calls = 0
-            t0 = time.perf_counter()
-            bench.project(batch, steps, fp32=name == "project_fp32")
-            total, forward = time.perf_counter() - t0, sum(t.seconds for t in timed)
-            if best is None or total < best[0]:
-                best = (total, forward)
-        engine.wrap_networks(lambda t: t.inner)
-        split[name] = {"step_ms": 1e3 * best[0] / steps, "forward_ms": 1e3 * best[1] / steps,
-                       "host_ms": 1e3 * (best[0] - best[1]) / steps}
-    model, best = bench.ref_gen.model, None
+        try:
+            split[name] = _best_split(lambda name=name: bench.project(batch, steps, fp32=name == "project_fp32"),
+                                      timed, steps, repeats)
+        finally:
+            engine.wrap_networks(lambda t: t.inner)
+    model = bench.ref_gen.model
     bench.ref_gen.model = timed_peer = _Timed(model)
     try:
-        for _ in range(repeats):
-            timed_peer.seconds = 0.0
-            t0 = time.perf_counter()
-            bench.peer(batch, steps)
-            total = time.perf_counter() - t0
-            if best is None or total < best[0]:
-                best = (total, timed_peer.seconds)
+        split["peer"] = _best_split(lambda: bench.peer(batch, steps), [timed_peer], steps, repeats)
     finally:
         bench.ref_gen.model = model
-    split["peer"] = {"step_ms": 1e3 * best[0] / steps, "forward_ms": 1e3 * best[1] / steps,
-                     "host_ms": 1e3 * (best[0] - best[1]) / steps}
     return split
 
 
