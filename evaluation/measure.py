@@ -153,7 +153,9 @@ def start(store: ModelStore, model_ref: str, classifier_ref: str, args: argparse
     _, eval_clf = load_module(store, classifier_ref, device=device)
     test = load_fashion_mnist("test")
     real_feats, _ = classify(eval_clf, test.images.float() / 127.5 - 1, device=device)
-    sample_batch, how = engine_sampler(gen, args.batch_size, accel=args.accel)
+    # on CUDA a graph for each forward size the settings' batches make, and no other
+    sample_batch, how = engine_sampler(gen, args.batch_size, accel=args.accel,
+                                       images_per_setting=gen.num_classes * args.per_class)
     results: dict[str, Any] = {
         "model": model_ref, "eval_classifier": classifier_ref, "per_class": args.per_class,
         "reference": f"fashion-mnist test split ({len(test)} images)", "seed": args.seed,

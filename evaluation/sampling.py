@@ -48,10 +48,23 @@ def _request(spec: SampleSpec, num_images: int) -> dict:
             "num_images": num_images}
 
 
-def engine_sampler(gen: Generator, batch_images: int, accel: bool = True) -> tuple[SampleBatch, str]:
+def forward_sizes(images: int, batch_images: int) -> tuple[int, ...]:
+    """The row counts of the forward passes that sampling `images` images per setting in batches of
+    `batch_images` makes: each batch once (one prediction per image: CFG at scale 0 or 1, classifier
+    guidance) or twice (CFG at any other scale), the full batches and the last, shorter one. The
+    evaluation's settings all finish a batch together, so no other count occurs."""
+    if images < 1 or batch_images < 1:
+        raise ValueError(f"images and batch_images must be >= 1, got {images} and {batch_images}")
+    batches = {min(images, batch_images)} | ({images % batch_images} if images > batch_images else set())
+    return tuple(sorted({m * b for b in batches if b for m in (1, 2)}))
+
+
+def engine_sampler(gen: Generator, batch_images: int, accel: bool = True,
+                   images_per_setting: int | None = None) -> tuple[SampleBatch, str]:
     """A batch sampler running on a `worker.engine.BatchEngine` of `gen` alone, and a line saying how
-    it samples (for the results). `batch_images`: the most images a batch will hold (the engine
-    captures CUDA graphs up to twice that many rows, as CFG doubles a batch)."""
+    it samples (for the results). `batch_images`: the most images a batch will hold. On CUDA the
+    engine captures a graph for each forward size that `images_per_setting` images make
+    (`forward_sizes`), or without it every power of two up to twice `batch_images` rows."""
     from worker.accel import AccelConfig
     from worker.cpu_accel import CpuAccelConfig
     from worker.engine import BatchEngine
@@ -59,7 +72,8 @@ def engine_sampler(gen: Generator, batch_images: int, accel: bool = True) -> tup
     on_cuda = next(gen.model.parameters()).device.type == "cuda"
     # on the CPU the network stays eager torch (not the worker's ONNX Runtime default, within 1e-5 of
     # it): the card's CPU tables were measured so, and a rerun reproduces them bit for bit
-    cpu_eager = AccelConfig(cpu=CpuAccelConfig(backend="eager"))
+    cpu_eager = AccelConfig(cpu=CpuAccelConfig(backend="eager"),
+                            sizes=forward_sizes(images_per_setting, batch_images) if images_per_setting else ())
     engine = BatchEngine({gen.card.ref: gen}, max_batch_images=batch_images, accel=cpu_eager if accel else None)
     if on_cuda:
         engine.warm_up()

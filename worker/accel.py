@@ -50,11 +50,19 @@ class AccelConfig:
     channels_last: bool = True  # NHWC weights and inputs: the layout tensor-core convolutions want
     cuda_graphs: bool = True  # capture one graph per bucket at start, replay it per step
     max_rows: int = 128  # the largest forward pass to capture (CFG doubles a batch of images)
+    # the batch sizes to capture, where the caller knows them (the evaluation does: its batches take
+    # 2 to 4 sizes); empty: every power of two up to max_rows, for a service's any-size batches
+    sizes: tuple[int, ...] = ()
     cpu: CpuAccelConfig = CpuAccelConfig()  # on the CPU: ONNX Runtime, or eager (worker.cpu_accel)
+
+    def __post_init__(self) -> None:
+        if any(int(n) != n or n < 1 for n in self.sizes):
+            raise ValueError(f"AccelConfig.sizes must be positive integers, got {self.sizes}")
 
     @property
     def buckets(self) -> tuple[int, ...]:
-        return default_buckets(self.max_rows)
+        """The batch sizes to capture, ascending."""
+        return tuple(sorted(set(self.sizes))) if self.sizes else default_buckets(self.max_rows)
 
 
 OFF = AccelConfig(bf16=False, channels_last=False, cuda_graphs=False, cpu=CpuAccelConfig(backend="eager"))
@@ -108,11 +116,20 @@ class Accelerated(nn.Module):
 
     def capture(self, shape: tuple[int, int, int], num_classes: int) -> float:
         """Capture a graph for every bucket (images of `shape`, labels 0..num_classes); returns the
-        seconds it took. A no-op on the CPU or with cuda_graphs off."""
+        seconds it took. A no-op on the CPU or with cuda_graphs off.
+
+        The graphs share one memory pool, captured largest first: a forward pass's intermediates are
+        dead once it returns (only each graph's static output stays alive), and the graphs replay one
+        at a time on one stream, so every smaller graph reuses the largest one's blocks instead of
+        holding a pool of its own."""
+        if self.model.training:
+            # dropout and friends would be recorded as they run in training, and replayed so forever
+            raise ValueError("Accelerated.capture needs the model in eval mode (call model.eval() first)")
         if not (self.on_cuda and self.config.cuda_graphs):
             return 0.0
         started = time.perf_counter()
-        for size in self.config.buckets:
+        pool = torch.cuda.graph_pool_handle()
+        for size in sorted(self.config.buckets, reverse=True):
             x = torch.zeros((size, *shape), device=self.device)
             if self.config.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -127,7 +144,7 @@ class Accelerated(nn.Module):
                     self._eager(x, t, y)
             torch.cuda.current_stream(self.device).wait_stream(side)
             graph = torch.cuda.CUDAGraph()
-            with torch.no_grad(), torch.cuda.graph(graph):
+            with torch.no_grad(), torch.cuda.graph(graph, pool=pool):
                 out = self._eager(x, t, y)
             self._graphs[size] = _Graph(graph, x, t, y, out)
         torch.cuda.synchronize(self.device)

@@ -9,7 +9,7 @@ import torch
 from diffusion.evaluation import generate_for_evaluation
 from diffusion.sampling import SampleSpec, sample
 from evaluation.budget import Budget, evaluations, network_rows
-from evaluation.sampling import engine_sampler, requests
+from evaluation.sampling import engine_sampler, forward_sizes, requests
 from model_store import ModelStore
 from model_store.loading import load_generator
 
@@ -77,3 +77,35 @@ def test_the_budget_refuses_what_its_pace_says_will_not_fit():
     clock[0] = 161.0
     assert budget.fits("cfg", 1) == (False, "--max-minutes (1) used up")
     assert Budget(None).fits("cfg", 10**12) == (True, "")
+
+
+def test_forward_sizes_are_the_full_and_last_batches_once_and_doubled():
+    # 10,000 images in batches of 2,048: four full batches and one of 1,808, each once or CFG-doubled
+    assert forward_sizes(10_000, 2048) == (1808, 2048, 3616, 4096)
+    assert forward_sizes(20, 20) == (20, 40)
+    assert forward_sizes(30, 10) == (10, 20)  # no shorter last batch
+    assert forward_sizes(5, 2048) == (5, 10)  # one batch, smaller than the batch size
+    with pytest.raises(ValueError):
+        forward_sizes(0, 8)
+
+
+@pytest.mark.parametrize("sampler, steps, guidance, scale", [
+    ("ddim", 2, "cfg", 2.0), ("heun", 2, "cfg", 1.0), ("ddpm", 2, "cfg", 0.0), ("dpmpp_2m", 2, "classifier", 2.0),
+])
+def test_every_forward_pass_of_an_evaluation_has_a_captured_size(gen, sampler, steps, guidance, scale, monkeypatch):
+    """The CUDA graphs the evaluation captures (forward_sizes) are the only sizes its batches run:
+    counted here on the network itself, for each kind of prediction a setting needs."""
+    seen: list[int] = []
+    model = gen.model
+    real_forward = model.forward
+
+    def counting(x, t, y):
+        seen.append(x.shape[0])
+        return real_forward(x, t, y)
+
+    monkeypatch.setattr(model, "forward", counting)
+    per_class, classes, batch = 3, 3, 4  # 9 images: batches of 4, 4 and 1
+    specs = specs_of(sampler, steps, guidance, scale, per_class=per_class, classes=classes)
+    sample_batch, _ = engine_sampler(gen, batch_images=batch, images_per_setting=per_class * classes)
+    generate_for_evaluation(sample_batch, specs, batch)
+    assert seen and set(seen) <= set(forward_sizes(per_class * classes, batch)), seen

@@ -30,6 +30,24 @@ def test_buckets_are_powers_of_two_up_to_the_largest_pass():
     assert AccelConfig(max_rows=5).buckets == (1, 2, 4, 8)
 
 
+def test_sizes_given_replace_the_powers_of_two():
+    assert AccelConfig(max_rows=8192, sizes=(4096, 1808, 2048, 3616, 2048)).buckets == (1808, 2048, 3616, 4096)
+    for bad in ((0,), (-2, 4), (2.5,)):
+        with pytest.raises(ValueError, match="sizes"):
+            AccelConfig(sizes=bad)
+
+
+def test_capture_refuses_a_model_in_training_mode(generators):
+    gen = generators["fashion-mnist"]
+    fast = Accelerated(gen.model, AccelConfig())
+    gen.model.train()
+    try:
+        with pytest.raises(ValueError, match="eval mode"):
+            fast.capture(gen.image_shape, gen.num_classes)
+    finally:
+        gen.model.eval()
+
+
 def test_on_the_cpu_the_wrapper_is_the_model_itself(generators):
     gen = generators["fashion-mnist"]
     fast = Accelerated(gen.model, AccelConfig())
@@ -88,6 +106,28 @@ def test_graphs_replay_what_the_eager_bf16_pass_computes_for_every_batch_size(ge
             assert torch.allclose(got, eager, rtol=1e-2, atol=1e-2), (n, (got - eager).abs().max())
             # bf16 against fp32: close, not equal
             assert (got - reference).abs().mean() < 0.02 * reference.abs().mean() + 1e-3, n
+    finally:
+        model.to("cpu", memory_format=torch.contiguous_format)
+
+
+@cuda
+def test_graphs_of_given_sizes_share_one_pool_and_replay_what_eager_computes(generators):
+    gen = generators["fashion-mnist"]
+    model = gen.model.to("cuda")
+    try:
+        fast = Accelerated(model, AccelConfig(sizes=(24, 6, 12)))
+        fast.capture(gen.image_shape, gen.num_classes)
+        assert fast.buckets == (6, 12, 24)
+        # one pool for all: the graphs were captured into the pool of the first (largest) one
+        pools = {g.graph.pool() for g in fast._graphs.values()}
+        assert len(pools) == 1, pools
+        # replayed smallest, largest, middle: each graph's output is copied out before the next runs
+        for n in (5, 24, 9, 6, 30):  # 30: over every size, eager
+            x, t, y = inputs(n, gen, seed=n, device="cuda")
+            with torch.no_grad():
+                got = fast(x, t, y)
+                eager = fast._eager(x, t, y).float()
+            assert torch.allclose(got, eager, rtol=1e-2, atol=1e-2), (n, (got - eager).abs().max())
     finally:
         model.to("cpu", memory_format=torch.contiguous_format)
 
