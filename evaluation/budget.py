@@ -4,8 +4,10 @@ the rest listed as not measured (never estimated). Torch-free.
 
 The estimate is the setting's cost in network rows (images x model evaluations x rows per
 evaluation: two where classifier-free guidance needs both predictions) times the seconds per row of
-the last measured setting of the same guidance kind (classifier guidance also pays for the guidance
-classifier's gradient, so it is timed apart)."""
+the last measured setting of the same sampler and guidance kind. Both move the pace: a sampler's host
+work per step differs (DDPM draws fresh noise for every image at every step, Heun's rows alternate
+between predictor and corrector), and classifier guidance also pays for the guidance classifier's
+gradient. A pair not timed yet takes the slowest pace of its guidance kind, else the slowest of all."""
 
 from __future__ import annotations
 
@@ -31,20 +33,23 @@ class Budget:
 
     seconds: float | None
     started: float = field(default_factory=time.perf_counter)
-    pace: dict[str, float] = field(default_factory=dict)  # guidance kind -> seconds per network row
+    # (sampler, guidance kind) -> seconds per network row of the last setting so timed
+    pace: dict[tuple[str, str], float] = field(default_factory=dict)
 
     def left(self) -> float | None:
         return None if self.seconds is None else self.seconds - (time.perf_counter() - self.started)
 
-    def estimate(self, kind: str, rows: int) -> float | None:
-        """Seconds a setting of `rows` rows should take, from the last pace of its kind (else of any
-        kind); None before any setting was timed."""
+    def estimate(self, kind: tuple[str, str], rows: int) -> float | None:
+        """Seconds a setting of `rows` rows should take, from the last pace of its (sampler, guidance)
+        pair, else the slowest of its guidance kind, else the slowest of all; None before any setting
+        was timed."""
         pace = self.pace.get(kind)
-        if pace is None and self.pace:
-            pace = max(self.pace.values())
+        if pace is None:
+            same_guidance = [p for (_, guidance), p in self.pace.items() if guidance == kind[1]]
+            pace = max(same_guidance or self.pace.values(), default=None)
         return None if pace is None else pace * rows
 
-    def fits(self, kind: str, rows: int) -> tuple[bool, str]:
+    def fits(self, kind: tuple[str, str], rows: int) -> tuple[bool, str]:
         """Whether to start a setting, and if not, why (for the results' `not_measured`)."""
         left = self.left()
         if left is None:
@@ -57,6 +62,6 @@ class Budget:
                            f"measured pace, {left:.0f} s left")
         return True, ""
 
-    def record(self, kind: str, rows: int, seconds: float) -> None:
+    def record(self, kind: tuple[str, str], rows: int, seconds: float) -> None:
         if rows > 0:
             self.pace[kind] = seconds / rows

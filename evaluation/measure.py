@@ -101,13 +101,13 @@ class Run:
                       ) -> tuple[dict | None, str]:
         """(the row of one setting, ''), timed into the budget's pace; or (None, why) where it would
         pass the budget. `label`: its progress bar; `what`: its name in the not-measured line."""
-        ok, why = self.budget.fits(setting.guidance, self.cost(setting))
+        ok, why = self.budget.fits((setting.sampler, setting.guidance), self.cost(setting))
         if not ok:
             print(f"not measured: {what}: {why}", file=sys.stderr)
             return None, why
         started = time.perf_counter()
         row = self.measure(setting, label, seed)
-        self.budget.record(setting.guidance, self.cost(setting), time.perf_counter() - started)
+        self.budget.record((setting.sampler, setting.guidance), self.cost(setting), time.perf_counter() - started)
         return row, ""
 
     def measure_if_fits(self, key: str, setting: Setting, label: str) -> dict | None:

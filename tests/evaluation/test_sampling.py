@@ -65,18 +65,37 @@ def test_the_budget_refuses_what_its_pace_says_will_not_fit():
     clock = [100.0]
     budget = Budget(60.0, started=100.0)
     budget.left = lambda: budget.seconds - (clock[0] - budget.started)  # a clock the test moves
-    assert budget.fits("cfg", 10**9) == (True, "")  # nothing timed yet: the first setting always starts
-    budget.record("cfg", 1000, 10.0)  # 0.01 s a row
+    ddim = ("ddim", "cfg")
+    assert budget.fits(ddim, 10**9) == (True, "")  # nothing timed yet: the first setting always starts
+    budget.record(ddim, 1000, 10.0)  # 0.01 s a row
     clock[0] = 130.0  # 30 s left
-    assert budget.fits("cfg", 2000)[0] is True  # 20 s
-    ok, why = budget.fits("cfg", 4000)  # 40 s
+    assert budget.fits(ddim, 2000)[0] is True  # 20 s
+    ok, why = budget.fits(ddim, 4000)  # 40 s
     assert not ok and "about 40 s" in why and "30 s left" in why
-    assert budget.fits("classifier", 4000)[0] is False  # no pace of its own yet: the slowest known
-    budget.record("classifier", 1000, 1.0)
-    assert budget.fits("classifier", 4000)[0] is True
+    assert budget.fits(("ddim", "classifier"), 4000)[0] is False  # no pace of its own yet: the slowest known
+    budget.record(("ddim", "classifier"), 1000, 1.0)
+    assert budget.fits(("ddim", "classifier"), 4000)[0] is True
     clock[0] = 161.0
-    assert budget.fits("cfg", 1) == (False, "--max-minutes (1) used up")
-    assert Budget(None).fits("cfg", 10**12) == (True, "")
+    assert budget.fits(ddim, 1) == (False, "--max-minutes (1) used up")
+    assert Budget(None).fits(ddim, 10**12) == (True, "")
+
+
+def test_the_budget_keeps_a_pace_per_sampler():
+    """DDPM's per-image noise makes its rows dearer than DDIM's: a budget paced on DDIM alone would
+    start a DDPM setting that cannot end in time."""
+    budget = Budget(100.0, started=0.0)
+    budget.left = lambda: 50.0
+    budget.record(("ddim", "cfg"), 1000, 1.0)  # 1 ms a row
+    budget.record(("heun", "cfg"), 1000, 2.0)
+    budget.record(("ddim", "classifier"), 1000, 9.0)
+    # a sampler not timed yet under CFG: the slowest CFG pace (heun's), not classifier guidance's
+    assert budget.estimate(("ddpm", "cfg"), 10_000) == pytest.approx(20.0)
+    budget.record(("ddpm", "cfg"), 1000, 4.0)  # 4 ms a row
+    assert budget.fits(("ddim", "cfg"), 40_000)[0] is True  # 40 s at DDIM's pace
+    ok, why = budget.fits(("ddpm", "cfg"), 40_000)  # 160 s at DDPM's
+    assert not ok and "about 160 s" in why
+    # a guidance kind never timed: the slowest of all
+    assert budget.estimate(("euler", "other"), 1000) == pytest.approx(9.0)
 
 
 def test_forward_sizes_are_the_full_and_last_batches_once_and_doubled():
