@@ -9,11 +9,13 @@
 #   here:    bash scripts/gpu_models.sh unpack DIR  # DIR = the files_at of the call that packed
 #   here:    bash scripts/gpu_models.sh smoke       # the whole pipeline on the CPU at tiny sizes (~2 min)
 #
-# The pipeline: train the guidance classifier (GCLF_MINUTES), train the generator (TRAIN_MINUTES),
-# both exported into a copy of the store, evaluate the generator with the full 1,000 images per class
-# (--max-minutes EVAL_MINUTES: a setting starts only if it should end in time; the rest is listed as
-# not measured), write the tables and the chosen defaults into its card, render docs/model-card.md
-# with its PNGs. About 9 minutes with the defaults below. Each phase is bounded by `timeout`.
+# The pipeline: a preflight of the CUDA paths (scripts/gpu_preflight.py, under a minute), the guidance
+# classifier (GCLF_MINUTES, 0 by default: the store's newest is kept), the generator (TRAIN_MINUTES),
+# exported into a copy of the store, then its evaluation with the full 1,000 images per class for the
+# time left before the deadline (--max-minutes: a setting starts only if it should end in time; the rest
+# is listed as not measured), the tables and chosen defaults written into its card, docs/model-card.md
+# rendered with its PNGs. The deadline is WAIT_S after the start, less PACK_S: the pipeline ends inside
+# the `start` call, whose wait packs what is done. Each phase is bounded by `timeout`.
 set -uo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 MODE=${1:-help}
@@ -25,10 +27,13 @@ WAIT_S=${WAIT_S:-570}                   # `start`/`wait`: seconds to wait for th
 GEN_PRESET=${GEN_PRESET:-fmnist}        # U-Net preset of the generator (diffusion/unet.py)
 GEN_BATCH=${GEN_BATCH:-512}
 GEN_LR=${GEN_LR:-3e-4}
-TRAIN_MINUTES=${TRAIN_MINUTES:-3.5}     # the generator's training, torch.compile included
-GCLF_MINUTES=${GCLF_MINUTES:-0.5}       # the guidance classifier's; 0 = keep the store's newest one
+TRAIN_MINUTES=${TRAIN_MINUTES:-3.5}     # the generator's training, torch.compile included when it is used
+GEN_COMPILE=${GEN_COMPILE:-auto}        # torch.compile the generator: 1, 0, or auto (the preflight decides)
+GCLF_MINUTES=${GCLF_MINUTES:-0}         # the guidance classifier's; 0 = keep the store's newest one
 GCLF_INIT=${GCLF_INIT-fashion-mnist-guidance-classifier}  # continue from the store's newest; "" = from scratch
-EVAL_MINUTES=${EVAL_MINUTES:-3.75}     # python -m evaluation evaluate --max-minutes
+EVAL_MINUTES=${EVAL_MINUTES:-6}        # the evaluation's most minutes; the deadline usually gives it fewer
+PACK_S=${PACK_S:-25}                    # seconds kept after the deadline for packing, within WAIT_S
+RENDER_S=${RENDER_S:-60}                # seconds kept before the deadline for rendering the doc
 EVAL_BATCH=${EVAL_BATCH:-2048}
 PER_CLASS=${PER_CLASS:-1000}
 DEVICE=${DEVICE:-cuda}
@@ -94,15 +99,27 @@ pipeline() {  # runs from $WORK/src; writes $WORK/status when it ends
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>/dev/null || true
     "$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
     local store="$WORK/store" status=0 gclf
-    "$PY" -c "from model_store import ModelStore; ModelStore('$store').resolve('fmnist-eval-classifier')" \
-        || { echo "pipeline: no fmnist-eval-classifier in the store"; return 1; }
+    # the deadline: `start` waits WAIT_S for the pipeline, then packs; end PACK_S before that
+    DEADLINE=${DEADLINE:-$(( $(date +%s) + WAIT_S - PACK_S ))}
+    log "pipeline: deadline $(date -u -d "@$DEADLINE" +%H:%M:%S) ($(left) s from now)"
 
-    # fail in seconds, not after minutes of training: the evaluation path (engine, accel, classifier)
-    # on the store's current generator, a handful of images
-    log "preflight: python -m evaluation evaluate on $DEVICE, 2 images per class"
-    timeout --kill-after=15 180 "$PY" -m evaluation evaluate --store "$store" --per-class 2 --steps 2 --batch-size 20 \
-        --device "$DEVICE" --out "$WORK/preflight.json" || { echo "pipeline: the preflight evaluation failed"; return 1; }
-    "$PY" -c "import matplotlib, evaluation.model_card" || { echo "pipeline: the doc renderer cannot load"; return 1; }
+    # fail in seconds, not after minutes of training: the CUDA paths the next minutes depend on (graphs
+    # at the evaluation's sizes, an engine step at its batch, torch.compile under bf16), the evaluation
+    # on the store's generator, the renderer's imports; and whether compiling the generator pays
+    local skip=""
+    [ "$GEN_COMPILE" != auto ] && skip="--skip compile"
+    log "preflight: scripts/gpu_preflight.py on $DEVICE"
+    timeout --kill-after=15 "${PREFLIGHT_S:-150}" "$PY" scripts/gpu_preflight.py --device "$DEVICE" --store "$store" \
+        --preset "$GEN_PRESET" --images "$(( 10 * PER_CLASS ))" --batch "$EVAL_BATCH" \
+        --engine-images "${PREFLIGHT_ENGINE_IMAGES:-$EVAL_BATCH}" --train-minutes "$TRAIN_MINUTES" $skip \
+        --out "$WORK/preflight.json" || { echo "pipeline: the preflight failed (preflight.json says which check)"; return 1; }
+    local compile_flag=""
+    case "$GEN_COMPILE" in
+        0) compile_flag="--no-compile" ;;
+        auto) "$PY" -c 'import json,sys; sys.exit(0 if json.load(open(sys.argv[1]))["compile"]["use"] else 1)' \
+                  "$WORK/preflight.json" || compile_flag="--no-compile" ;;
+    esac
+    log "generator training: ${compile_flag:-with torch.compile}"
 
     if [ "$GCLF_MINUTES" != 0 ]; then
         log "guidance classifier: $GCLF_MINUTES min${GCLF_INIT:+, continuing from $GCLF_INIT}"
@@ -112,51 +129,59 @@ pipeline() {  # runs from $WORK/src; writes $WORK/status when it ends
             --ema-decay 0.999 --max-minutes "$GCLF_MINUTES" --device "$DEVICE" --run-dir "$WORK/runs/gclf" \
             --log-every 100 --checkpoint-every 0 ${SMOKE_GCLF:-} \
             --export-name fashion-mnist-guidance-classifier --store "$store" || { echo "pipeline: guidance classifier failed"; status=1; }
+        stamp_commit "$store" fashion-mnist-guidance-classifier > /dev/null
     fi
     gclf=$("$PY" -c "from model_store import ModelStore; print(ModelStore('$store').resolve('fashion-mnist-guidance-classifier').ref)")
-    stamp_commit "$store" "$gclf"
 
     log "generator ($GEN_PRESET): $TRAIN_MINUTES min, linked to $gclf"
     timeout --kill-after=15 "$(secs "$TRAIN_MINUTES" 240)" "$PY" -m imagegen train --preset "$GEN_PRESET" \
         --batch-size "$GEN_BATCH" --lr "$GEN_LR" --warmup-steps 500 --lr-decay constant --steps 1000000 \
         --ema-decay 0.9995 --max-minutes "$TRAIN_MINUTES" --device "$DEVICE" --run-dir "$WORK/runs/gen" \
-        --log-every 100 --sample-every 2000 --checkpoint-every 0 ${SMOKE_GEN:-} \
+        --log-every 100 --sample-every 2000 --checkpoint-every 0 $compile_flag ${SMOKE_GEN:-} \
         --export-name fashion-mnist --guidance-classifier "$gclf" --store "$store" \
         || { echo "pipeline: generator training failed"; return 1; }
-    local gen
-    gen=$("$PY" -c "from model_store import ModelStore; print(ModelStore('$store').resolve('fashion-mnist').ref)")
-    stamp_commit "$store" "$gen"
+    local gen eval_minutes
+    gen=$(stamp_commit "$store" fashion-mnist)
     echo "$gen" > "$WORK/generator"
 
-    log "evaluate $gen: $PER_CLASS per class, at most $EVAL_MINUTES min"
-    timeout --kill-after=15 "$(secs "$EVAL_MINUTES" 300)" "$PY" -m evaluation evaluate --model "$gen" --store "$store" \
+    # what the deadline leaves, less the render's share, and at most EVAL_MINUTES
+    eval_minutes=$("$PY" -c "import sys; print(round(max(0.0, min(float(sys.argv[1]), (int(sys.argv[2]) - int(sys.argv[3])) / 60)), 2))" \
+                   "$EVAL_MINUTES" "$(left)" "$RENDER_S")
+    log "evaluate $gen: $PER_CLASS per class, at most $eval_minutes min (the deadline leaves $(left) s)"
+    timeout --kill-after=15 "$(secs "$eval_minutes" 90)" "$PY" -m evaluation evaluate --model "$gen" --store "$store" \
         --tables floor guidance classifier steps spread --paired-with ddpm:50 --per-class "$PER_CLASS" --batch-size "$EVAL_BATCH" \
-        --device "$DEVICE" --max-minutes "$EVAL_MINUTES" --out "$WORK/results.json" --write-card --choose-defaults \
+        --device "$DEVICE" --max-minutes "$eval_minutes" --out "$WORK/results.json" --write-card --choose-defaults \
         || { echo "pipeline: evaluate failed"; status=1; }
     if [ ! -s "$WORK/results.json" ] || ! grep -q '"fd"' "$WORK/results.json"; then status=1; fi
 
-    log "render docs/model-card.md"
-    timeout --kill-after=15 180 "$PY" -m evaluation model-card --model "$gen" --store "$store" \
+    log "render docs/model-card.md ($(left) s to the deadline)"
+    timeout --kill-after=15 "$(( $(left) > RENDER_S ? $(left) : RENDER_S ))" "$PY" -m evaluation model-card --model "$gen" --store "$store" \
         --out "$WORK/src/docs/model-card.md" --sample-grid --grid-per-class "${GRID_PER_CLASS:-10}" --device "$DEVICE" \
         && touch "$WORK/rendered" || { echo "pipeline: render failed"; status=1; }
     log "pipeline: done, status $status"
     return $status
 }
 
+left() {  # whole seconds from now to DEADLINE (negative once it has passed)
+    echo $(( DEADLINE - $(date +%s) ))
+}
+
 secs() {  # MINUTES SLACK_S -> whole seconds for `timeout`
     "$PY" -c "import sys; print(int(float(sys.argv[1]) * 60 + int(sys.argv[2])))" "$1" "$2"
 }
 
-stamp_commit() {  # STORE REF: a card exported without git gets the stamped commit as training.commit
+stamp_commit() {  # STORE NAME: the newest version's ref on stdout; a card exported without git gets the
+    # stamped commit as training.commit (one Python start for both: each costs seconds on the device)
     "$PY" - "$1" "$2" <<'PY'
 import os, sys
 from model_store import ModelStore
-store, ref = ModelStore(sys.argv[1]), sys.argv[2]
-card = store.resolve(ref)
+store, name = ModelStore(sys.argv[1]), sys.argv[2]
+card = store.resolve(name)
 commit = os.environ.get("IMAGEGEN_COMMIT", "unknown")
 if card.training.get("commit") == "unknown" and commit != "unknown":
     store.update_card(card, {"training": {**card.training, "commit": commit}})
-    print(f"{ref}: training.commit set to {commit} (exported from a copy without git)")
+    print(f"{card.ref}: training.commit set to {commit} (exported from a copy without git)", file=sys.stderr)
+print(card.ref)
 PY
 }
 
@@ -164,6 +189,7 @@ pack() {  # what comes back, at most 8 files, none over 16 MiB, no deeper than $
     mkdir -p "$OUT"
     cp "$WORK/pipeline.log" "$OUT/gpu_models.log" 2>/dev/null
     [ -f "$WORK/results.json" ] && cp "$WORK/results.json" "$OUT/results.json"
+    [ -f "$WORK/preflight.json" ] && cp "$WORK/preflight.json" "$OUT/preflight.json"
     local store="$WORK/store" name dir
     # the versions this run exported: directories newer than the store copied at the start
     for name in fashion-mnist fashion-mnist-guidance-classifier; do
@@ -213,7 +239,7 @@ case "$MODE" in
         # everything above on the CPU at tiny sizes, in the foreground, into $OUT (default $WORK/out)
         # evaluation bounded by --max-minutes: what does not fit is listed as not measured, as on the GPU
         export DEVICE=cpu GCLF_MINUTES=0.02 GCLF_INIT= TRAIN_MINUTES=0.05 EVAL_MINUTES=${SMOKE_EVAL_MINUTES:-0.75} PER_CLASS=2
-        export EVAL_BATCH=20 GRID_PER_CLASS=2
+        export EVAL_BATCH=20 GRID_PER_CLASS=2 PREFLIGHT_ENGINE_IMAGES=16
         export GEN_PRESET=tiny SMOKE_GCLF="--preset tiny --steps 5 --limit 256 --batch-size 16"
         export SMOKE_GEN="--steps 5 --limit 256 --batch-size 16 --sample-every 0"
         export FASHION_MNIST_ROOT=${FASHION_MNIST_ROOT:-/usr/share/datasets/fashion-mnist}
@@ -240,10 +266,10 @@ case "$MODE" in
         mkdir -p "$root/model_store/models" "$root/runs/gpu" && cd "$root"
         for t in "$from"/model-*.tar; do [ -f "$t" ] && tar -xvf "$t" -C model_store/models; done
         [ -f "$from/docs.tar.gz" ] && tar -xzvf "$from/docs.tar.gz" -C "$root"
-        for f in results.json gpu_models.log runs.tar.gz; do
+        for f in results.json preflight.json gpu_models.log runs.tar.gz; do
             [ -f "$from/$f" ] && cp "$from/$f" runs/gpu/
         done
         echo "unpack: done; check with: .venv/bin/imagegen models && git status" ;;
     *)
-        sed -n '2,17p' "$0"; exit 2 ;;
+        sed -n '2,18p' "$0"; exit 2 ;;
 esac

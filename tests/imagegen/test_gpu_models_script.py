@@ -41,9 +41,25 @@ def test_what_comes_back_fits_the_device_limits(smoke):
     files = [p for p in (smoke / "out").rglob("*") if p.is_file()]
     names = sorted(p.name for p in files)
     assert names == ["docs.tar.gz", "gpu_models.log", f"model-fashion-mnist-{GEN}.tar",
-                     f"model-fashion-mnist-guidance-classifier-{GCLF}.tar", "results.json", "runs.tar.gz"]
+                     f"model-fashion-mnist-guidance-classifier-{GCLF}.tar", "preflight.json", "results.json",
+                     "runs.tar.gz"]
     assert len(files) <= 8 and all(p.stat().st_size < 16 * 2**20 for p in files)
     assert all(p.parent == smoke / "out" for p in files)
+
+
+def test_the_preflight_ran_first_and_the_evaluation_took_what_the_deadline_left(smoke):
+    preflight = json.loads((smoke / "out" / "preflight.json").read_text())
+    assert preflight["ok"] is True and preflight["device"] == "cpu"
+    # on the CPU the CUDA checks are skipped, the rest ran
+    assert all("skipped" in preflight[k] for k in ("graphs", "layout", "compile"))
+    assert preflight["engine"]["ok"] and preflight["evaluation"]["ok"] and preflight["renderer"]["ok"]
+    assert set(preflight["engine"]) >= {"ddim", "ddpm", "classifier"}
+    assert preflight["compile"]["use"] is False  # never on the CPU: the generator trains with --no-compile
+    log = (smoke / "out" / "gpu_models.log").read_text()
+    assert log.index("preflight: scripts/gpu_preflight.py") < log.index("generator (tiny)")
+    assert "generator training: --no-compile" in log and "pipeline: deadline" in log
+    # the smoke's EVAL_MINUTES (0.75) is less than what the deadline leaves, so it is the bound
+    assert "at most 0.75 min (the deadline leaves" in log
 
 
 def test_unpacked_models_load_with_their_quality_card_and_doc(smoke, tmp_path):
