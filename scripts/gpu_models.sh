@@ -2,7 +2,8 @@
 # Train the Fashion-MNIST models on a lent GPU, measure their quality tables, and bring them back
 # (issue #3). docs/gpu-runbook.md gives the exact device `run` calls; in short:
 #
-#   here:    bash scripts/gpu_models.sh prepare     # data/ (git-ignored, carried): the IDX files, the commit
+#   here:    bash scripts/gpu_models.sh prepare     # data/ and .whl/ (git-ignored, carried): the IDX files, the
+#                                                   # commit, the wheels of scripts/gpu-models-wheels.txt
 #   device:  bash scripts/gpu_models.sh start       # copy the code to /tmp, start the pipeline in its own
 #                                                   # session (setsid), wait up to WAIT_S, then pack $OUT
 #   device:  bash scripts/gpu_models.sh wait        # only if `start` returned before the end: wait, pack
@@ -54,6 +55,12 @@ prepare() {
     commit=$(git rev-parse HEAD)
     [ -n "$(git status --porcelain --untracked-files=no)" ] && dirty=true
     printf '{"commit": "%s", "dirty": %s}\n' "$commit" "$dirty" > data/stamp.json
+    # what the device image lacks (the engine reads its settings with pydantic): its wheels, carried
+    git check-ignore -q .whl/ || { echo "prepare: .whl/ is not git-ignored; it must be, to be carried"; return 1; }
+    "${PYTHON:-.venv/bin/python}" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+        --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
+        --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64 \
+        -d .whl -r scripts/gpu-models-wheels.txt || { echo "prepare: the wheels could not be downloaded"; return 1; }
     "${PYTHON:-.venv/bin/python}" - <<'PY' || return 1
 from model_store import ModelStore
 store = ModelStore()
@@ -64,7 +71,7 @@ if missing:
     raise SystemExit(f"prepare: the store at {store.root} lacks {missing}: commit them before the device run")
 print("prepare: the store has", ", ".join(c.ref for c in store.list()))
 PY
-    echo "prepare: data/ holds $(du -sh data | cut -f1) (carry it: \"carry\": [\"data\"]); stamp: $(cat data/stamp.json)"
+    echo "prepare: data/ holds $(du -sh data | cut -f1), .whl/ $(du -sh .whl | cut -f1) (carry both: \"carry\": [\"data\", \".whl\"]); stamp: $(cat data/stamp.json)"
     [ "$dirty" = true ] && echo "prepare: WARNING: tracked files have uncommitted changes; the cards will say +dirty"
     return 0
 }
@@ -85,12 +92,19 @@ setup_work() {  # a private copy of the code, data and store: later calls re-sen
         return 1
     fi
     [ -f "$REPO/data/stamp.json" ] && cp "$REPO/data/stamp.json" "$WORK/stamp.json"
+    if ls "$REPO"/.whl/*.whl > /dev/null 2>&1; then
+        "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$WORK/site" \
+            "$REPO"/.whl/*.whl || { echo "the carried wheels would not install"; return 1; }
+    else
+        echo "no .whl/ here: the device image lacks pydantic, which the engine needs; run 'prepare' and carry .whl"
+        return 1
+    fi
     return 0
 }
 
 pipeline() {  # runs from $WORK/src; writes $WORK/status when it ends
     cd "$WORK/src"
-    export PYTHONPATH="$WORK/src" PYTHONUNBUFFERED=1 FASHION_MNIST_ROOT=${FASHION_MNIST_ROOT:-$WORK/data}
+    export PYTHONPATH="$WORK/src:$WORK/site${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 FASHION_MNIST_ROOT=${FASHION_MNIST_ROOT:-$WORK/data}
     local commit
     commit=$("$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["commit"] + ("+dirty" if d["dirty"] else ""))' \
              "$WORK/stamp.json" 2>/dev/null || echo unknown)
@@ -250,7 +264,7 @@ case "$MODE" in
         printf '{"commit": "%s", "dirty": true}\n' "$(git -C "$REPO" rev-parse HEAD 2>/dev/null || echo unknown)" > "$WORK/stamp.json"
         # the store copy gets a tiny evaluation classifier of its own: the smoke needs none shipped
         rm -rf "$WORK/store/fmnist-eval-classifier"
-        (cd "$WORK/src" && PYTHONPATH="$WORK/src" "$PY" -m imagegen train --task eval-classifier --preset tiny \
+        (cd "$WORK/src" && PYTHONPATH="$WORK/src${PYTHONPATH:+:$PYTHONPATH}" "$PY" -m imagegen train --task eval-classifier --preset tiny \
             --steps 5 --limit 256 --batch-size 16 --device cpu --run-dir "$WORK/runs/evalcls" \
             --export-name fmnist-eval-classifier --store "$WORK/store") > "$WORK/pipeline.log" 2>&1 || { cat "$WORK/pipeline.log"; exit 1; }
         pipeline >> "$WORK/pipeline.log" 2>&1

@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         try:
             results[name] = check()
-        except Exception as exc:  # every check is reported, whatever the others do
+        except Exception as exc:  # noqa: BLE001 - every check is reported, whatever the others raise
             traceback.print_exc()
             results[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:500]}
         results[name]["seconds"] = round(time.perf_counter() - t0, 2)

@@ -18,6 +18,7 @@ from model_store.loading import load_generator
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "gpu_models.sh"
+DEVICE_IMAGE = Path(__file__).parent / "device_image"  # its sitecustomize blocks what the device lacks
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -30,8 +31,9 @@ GEN, GCLF = (SHIPPED.resolve(name).version + 1 for name in ("fashion-mnist", "fa
 def smoke(tmp_path_factory):
     fashion_mnist_or_skip("test")
     tmp = tmp_path_factory.mktemp("gpu")
+    # nothing importable but what the GPU machine's image holds and the wheels the run carries there
     env = {**os.environ, "GPU_WORK": str(tmp / "work"), "OUT": str(tmp / "out"), "PYTHON": sys.executable,
-           "OMP_NUM_THREADS": "1"}
+           "OMP_NUM_THREADS": "1", "PYTHONPATH": str(DEVICE_IMAGE)}
     done = subprocess.run(["bash", str(SCRIPT), "smoke"], capture_output=True, text=True, env=env, timeout=540)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     return tmp
@@ -45,6 +47,14 @@ def test_what_comes_back_fits_the_device_limits(smoke):
                      "runs.tar.gz"]
     assert len(files) <= 8 and all(p.stat().st_size < 16 * 2**20 for p in files)
     assert all(p.parent == smoke / "out" for p in files)
+
+
+def test_the_device_image_blocker_refuses_what_the_device_lacks():
+    """The smoke above runs under it: a package the device lacks would fail it, as it would the GPU run."""
+    env = {**os.environ, "PYTHONPATH": f"{DEVICE_IMAGE}:{REPO}"}
+    code = "import worker.engine, evaluation.sampling, torch, pydantic, matplotlib\nimport fastapi"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 1 and "No module named 'fastapi'" in done.stderr, done.stderr
 
 
 def test_the_preflight_ran_first_and_the_evaluation_took_what_the_deadline_left(smoke):
