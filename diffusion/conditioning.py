@@ -14,6 +14,7 @@ input is kept; RePaint's m is the opposite (1 = known).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
 
@@ -34,11 +35,13 @@ def strength_steps(steps: int, strength: float) -> int:
     return min(int(steps * strength), steps)
 
 
-def strength_timesteps(steps: int, strength: float, num_train_steps: int) -> list[int]:
+@functools.lru_cache(maxsize=4096)
+def strength_timesteps(steps: int, strength: float, num_train_steps: int) -> tuple[int, ...]:
     """The tail of the `steps`-step subsequence that `strength` runs, still ending with CLEAN
-    (SDEdit's t0 is its first element; strength 0 leaves only CLEAN: the input is the output)."""
+    (SDEdit's t0 is its first element; strength 0 leaves only CLEAN: the input is the output).
+    Cached, since every image of every job asks for one (a tuple, so that no caller can change it)."""
     full = timestep_subsequence(steps, num_train_steps)
-    return full[steps - strength_steps(steps, strength):]
+    return tuple(full[steps - strength_steps(steps, strength):])
 
 
 def noised_start(z: Tensor, init: Tensor, ab: Tensor, noised: Tensor) -> Tensor:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -33,27 +34,28 @@ class GuidancePlan:
     classifier_rows: torch.Tensor  # long: rows guided by the classifier's gradient
 
     @staticmethod
-    def lists(class_label: list[int | None], guidance_scale: list[float],
-              classifier: list[bool]) -> dict[str, list[int]]:
-        """The plan's rows as host lists, from each row's class (None = unconditional), scale and
-        method: the one rule of which predictions a row needs. A null class, or CFG at s = 0, needs
-        the unconditional prediction alone; CFG at s = 1, and classifier guidance, the conditional
-        one alone; CFG at any other s both."""
-        is_null = [y is None or (not c and s == 0) for y, s, c in zip(class_label, guidance_scale, classifier)]
-        need_u = [n or (not c and s != 1) for n, s, c in zip(is_null, guidance_scale, classifier)]
-        return {"rows_c": [i for i, n in enumerate(is_null) if not n],
-                "rows_u": [i for i, u in enumerate(need_u) if u],
-                "both": [i for i, (n, u) in enumerate(zip(is_null, need_u)) if u and not n],
-                "classifier_rows": [i for i, c in enumerate(classifier) if c]}
+    def host_rows(unconditional: np.ndarray, guidance_scale: np.ndarray,
+                  classifier: np.ndarray) -> dict[str, np.ndarray]:
+        """The plan's rows as host arrays (int64, ascending), from each row's class being null, its
+        scale and its method: the one rule of which predictions a row needs. A null class, or CFG at
+        s = 0, needs the unconditional prediction alone; CFG at s = 1, and classifier guidance, the
+        conditional one alone; CFG at any other s both."""
+        unconditional = np.asarray(unconditional, dtype=bool)
+        scale = np.asarray(guidance_scale, dtype=np.float64)
+        classifier = np.asarray(classifier, dtype=bool)
+        is_null = unconditional | (~classifier & (scale == 0))
+        need_u = is_null | (~classifier & (scale != 1))
+        return {"rows_c": np.flatnonzero(~is_null), "rows_u": np.flatnonzero(need_u),
+                "both": np.flatnonzero(need_u & ~is_null), "classifier_rows": np.flatnonzero(classifier)}
 
     @classmethod
     def from_conditioning(cls, cond: Conditioning, null_class: int) -> GuidancePlan:
-        """The plan of `lists` for conditioning already on the device (this syncs to read it; the
+        """The plan of `host_rows` for conditioning already on the device (this syncs to read it; the
         driver loop builds its plan on the host instead)."""
-        labels = [None if y == null_class else y for y in cond.class_label.tolist()]
-        rows = cls.lists(labels, cond.guidance_scale.tolist(), cond.classifier.tolist())
+        rows = cls.host_rows((cond.class_label == null_class).cpu().numpy(),
+                             cond.guidance_scale.double().cpu().numpy(), cond.classifier.cpu().numpy())
         device = cond.class_label.device
-        return cls(**{k: torch.tensor(v, dtype=torch.long, device=device) for k, v in rows.items()})
+        return cls(**{k: torch.as_tensor(v, dtype=torch.long).to(device) for k, v in rows.items()})
 
 
 @dataclass

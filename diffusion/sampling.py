@@ -10,9 +10,11 @@ part of it (inpainting): see `diffusion.conditioning`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, fields, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -23,7 +25,6 @@ from diffusion.conditioning import (
     keep_known,
     noised_start,
     renoise,
-    strength_timesteps,
 )
 from diffusion.guidance import GUIDANCE_KINDS, Conditioning, GuidancePlan, GuidedDenoiser
 from diffusion.noise import MAX_SEED, ImageNoise, stacked_randn
@@ -37,6 +38,7 @@ from diffusion.samplers import (
     predict_x0,
 )
 from diffusion.schedules import CLEAN, NoiseSchedule
+from diffusion.spec_table import SpecTable
 
 
 @dataclass(frozen=True)
@@ -86,13 +88,13 @@ def specs_for_request(spec: SampleSpec, num_images: int) -> list[SampleSpec]:
 
 @dataclass
 class SamplerState:
-    """A batch of images in flight. Tensor fields have one row per image; list fields are host-side,
-    so that no decision in the loop waits on the device."""
+    """A batch of images in flight. Tensor fields have one row per image; array and list fields are
+    host-side, so that no decision in the loop waits on the device."""
 
     specs: list[SampleSpec]
-    timesteps: list[list[int]]  # each image's subsequence, ending with CLEAN
-    index: list[int]  # position in the subsequence: the image is at timesteps[i][index[i]]
-    stage: list[int]  # heun: 1 while the corrector's evaluation is pending
+    table: SpecTable  # the specs as host arrays, with each image's timestep subsequence
+    index: np.ndarray  # int64: position in the subsequence: the image is at timesteps[i][index[i]]
+    stage: np.ndarray  # int64: heun: 1 while the corrector's evaluation is pending
     noise: list[ImageNoise]
     x: Tensor  # [B, C, H, W] where the model evaluates next (x_t in the VP parametrization)
     x_start: Tensor  # heun: x at the start of the step under way
@@ -103,11 +105,13 @@ class SamplerState:
     eta: Tensor  # [B] float
     init: Tensor  # [B, C, H, W] the input image of img2img and inpainting; zeros where there is none
     regenerate: Tensor  # [B, C, H, W] bool: inpainting's mask, True where regenerated; all True if none
-    inpaint: list[bool]  # the image has a mask: its kept region is put back after every step
-    repeat: list[int]  # inpainting: times the step under way has been resampled (0..resample_steps-1)
+    inpaint: np.ndarray  # bool: the image has a mask: its kept region is put back after every step
+    repeat: np.ndarray  # int64: inpainting: times the step under way has been resampled (0..resample_steps-1)
     inpaint_noise: list[ImageNoise | None]  # inpainting: the kept region's and the jumps' own stream
     x0: Tensor  # [B, C, H, W] the latest estimate of the clean image (previews); the input until the first step
-    track_x0: list[bool]  # keep x0 up to date for this image (a step in which no moving image needs it skips it)
+    track_x0: np.ndarray  # bool: keep x0 up to date for this image (a step in which no moving image needs it skips it)
+    # what stays the same from step to step while the same images move; not carried by select or concat
+    _moving: _Moving | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def start(
@@ -126,19 +130,22 @@ class SamplerState:
         for s in specs:
             s.check(num_classes, schedule.num_train_steps)
         init, regenerate, has_mask = image_inputs(specs, shape, init_images, masks, device)
+        table = SpecTable.of(specs, schedule.num_train_steps, list(SAMPLER_STEPS))
         noise = [ImageNoise(s.seed) for s in specs]
-        z = stacked_randn(noise, shape, device)
-        timesteps = [strength_timesteps(s.steps, s.strength, schedule.num_train_steps) for s in specs]
+        # an image that draws noise every step draws its first steps' noise with its x_T, in one call
+        z = stacked_randn(noise, shape, device, ahead=(1 + table.last * table.draws).tolist())
         # only images that skip steps are noised from their input; the rest keep x_T = z
-        noised = torch.tensor([len(ts) - 1 < s.steps for s, ts in zip(specs, timesteps)],
-                              dtype=torch.bool, device=device)
-        ab = _col(schedule.alpha_bar(torch.tensor([ts[0] for ts in timesteps], dtype=torch.long, device=device)))
-        x = noised_start(z, init, ab, noised)
+        noised = table.last < np.array([s.steps for s in specs], dtype=np.int64)
+        x = z
+        if noised.any():
+            first = torch.from_numpy(table.at(np.arange(len(specs)), np.zeros(len(specs), dtype=np.int64)))
+            x = noised_start(z, init, _col(schedule.alpha_bar(first.to(device))), torch.from_numpy(noised).to(device))
+        n = len(specs)
         return cls(
             specs=list(specs),
-            timesteps=timesteps,
-            index=[0] * len(specs),
-            stage=[0] * len(specs),
+            table=table,
+            index=np.zeros(n, dtype=np.int64),
+            stage=np.zeros(n, dtype=np.int64),
             noise=noise,
             x=x,
             x_start=torch.zeros_like(x),
@@ -150,42 +157,105 @@ class SamplerState:
             eta=torch.tensor([s.eta for s in specs], dtype=torch.float32, device=device),
             init=init,
             regenerate=regenerate,
-            inpaint=has_mask,
-            repeat=[0] * len(specs),
+            inpaint=np.array(has_mask, dtype=bool),
+            repeat=np.zeros(n, dtype=np.int64),
             inpaint_noise=[inpaint_noise(s.seed) if m else None for s, m in zip(specs, has_mask)],
             x0=init.clone(),
-            track_x0=[track_x0] * len(specs),
+            track_x0=np.full(n, track_x0, dtype=bool),
         )
 
     def __len__(self) -> int:
         return len(self.specs)
 
     @property
+    def timesteps(self) -> list[list[int]]:
+        """Each image's subsequence, ending with CLEAN (built from the table on each read)."""
+        return [self.table.sequence(i) for i in range(len(self))]
+
+    @property
     def done(self) -> list[bool]:
-        return [i == len(ts) - 1 for i, ts in zip(self.index, self.timesteps)]
+        return (self.index == self.table.last).tolist()
 
     def progress(self, row: int) -> tuple[int, int]:
         """(steps finished, steps in all) for one image: the steps it runs (img2img skips some; a
         resampled inpainting step counts once)."""
-        return self.index[row], len(self.timesteps[row]) - 1
+        return int(self.index[row]), int(self.table.last[row])
 
     def select(self, rows: list[int]) -> SamplerState:
         """The images at `rows`, in that order."""
-        idx = torch.tensor(rows, dtype=torch.long, device=self.x.device)
-        out = {}
+        r = np.asarray(rows, dtype=np.int64)
+        idx = device_ints(self.x.device, {"rows": r})["rows"]
+        rows = r.tolist()
+        out: dict[str, Any] = {}
         for f in fields(self):
-            v = getattr(self, f.name)
-            out[f.name] = v[idx] if isinstance(v, Tensor) else [v[r] for r in rows]
+            if f.init:
+                v = getattr(self, f.name)
+                if isinstance(v, Tensor):
+                    out[f.name] = v[idx]
+                elif isinstance(v, np.ndarray):
+                    out[f.name] = v[r]
+                elif isinstance(v, SpecTable):
+                    out[f.name] = v.select(r)
+                else:
+                    out[f.name] = [v[i] for i in rows]
         return SamplerState(**out)
 
     @staticmethod
     def concat(states: list[SamplerState]) -> SamplerState:
         """One batch of all images of `states`, each keeping its own place."""
-        out = {}
+        out: dict[str, Any] = {}
         for f in fields(SamplerState):
-            vs = [getattr(s, f.name) for s in states]
-            out[f.name] = torch.cat(vs) if isinstance(vs[0], Tensor) else [v for lst in vs for v in lst]
+            if f.init:
+                vs = [getattr(s, f.name) for s in states]
+                if isinstance(vs[0], Tensor):
+                    out[f.name] = torch.cat(vs)
+                elif isinstance(vs[0], np.ndarray):
+                    out[f.name] = np.concatenate(vs)
+                elif isinstance(vs[0], SpecTable):
+                    out[f.name] = SpecTable.concat(vs)
+                else:
+                    out[f.name] = [v for lst in vs for v in lst]
         return SamplerState(**out)
+
+    def moving(self) -> _Moving | None:
+        """The unfinished images and what a step needs to know of them that stays the same while they
+        are the same (None if every image is finished); built again only when the set changes."""
+        mask = self.index < self.table.last
+        if self._moving is not None and np.array_equal(self._moving.mask, mask):
+            return self._moving
+        self._moving = _Moving.of(self, mask) if mask.any() else None
+        return self._moving
+
+
+@dataclass
+class _Moving:
+    """The images that move in a step, their sampler groups, their guidance plan and the device indices
+    made from these: the same from step to step until an image finishes or the batch changes (heun's
+    stage and every place in a subsequence change each step, and are not here)."""
+
+    mask: np.ndarray  # bool per row of the state: the image is unfinished
+    rows: np.ndarray  # int64: the moving images' rows (position k in the step -> row)
+    groups: dict[str, np.ndarray]  # sampler name -> positions k of its images
+    drawing: dict[str, np.ndarray]  # sampler name -> rows of its images that draw noise every step
+    streams: dict[str, list[ImageNoise]]  # sampler name -> the noise streams of those rows
+    ix: dict[str, Tensor]  # on the device: rows, the guidance plan, group_<name>, ddim_noisy, not_ddpm
+    track: bool  # some moving image keeps its x0 estimate
+
+    @classmethod
+    def of(cls, state: SamplerState, mask: np.ndarray) -> _Moving:
+        rows, table = np.flatnonzero(mask), state.table
+        sampler, draws = table.sampler[rows], table.draws[rows]
+        groups = {name: np.flatnonzero(sampler == i) for i, name in enumerate(SAMPLER_STEPS)}
+        drawing = {name: rows[g[draws[g]]] for name, g in groups.items()}
+        plan = GuidancePlan.host_rows(table.unconditional[rows], table.guidance_scale[rows], table.classifier[rows])
+        ix = device_ints(state.x.device, {
+            "rows": rows, **plan, **{f"group_{name}": g for name, g in groups.items()},
+            # positions within the ddim group of its stochastic rows
+            "ddim_noisy": np.flatnonzero(draws[groups["ddim"]]),
+            "not_ddpm": (sampler != _DDPM).astype(np.int64),
+        })
+        streams = {name: [state.noise[r] for r in d.tolist()] for name, d in drawing.items() if d.size}
+        return cls(mask, rows, groups, drawing, streams, ix, bool(state.track_x0[rows].any()))
 
 
 def _col(v: Tensor) -> Tensor:
@@ -199,16 +269,17 @@ def clip_eps(x: Tensor, eps: Tensor, ab: Tensor) -> Tensor:
     return (x - ab.sqrt() * x0) / (1 - ab).sqrt()
 
 
-def device_ints(device: torch.device, lists: dict[str, list[int]]) -> dict[str, Tensor]:
-    """Host lists of ints as long tensors on `device`, in ONE transfer that does not wait on the
-    device: packed into one pinned buffer and copied asynchronously (a plain torch.tensor(...,
+def device_ints(device: torch.device, lists: Mapping[str, Sequence[int] | np.ndarray]) -> dict[str, Tensor]:
+    """Host lists (or arrays) of ints as long tensors on `device`, in ONE transfer that does not wait
+    on the device: packed into one pinned buffer and copied asynchronously (a plain torch.tensor(...,
     device=cuda) from pageable memory synchronizes with every kernel queued before it)."""
-    flat = torch.tensor([v for values in lists.values() for v in values], dtype=torch.long)
+    values = [np.asarray(v, dtype=np.int64).reshape(-1) for v in lists.values()]
+    flat = torch.from_numpy(np.concatenate(values) if values else np.zeros(0, dtype=np.int64))
     if device.type == "cuda":
         flat = flat.pin_memory().to(device, non_blocking=True)
     else:
         flat = flat.to(device)
-    return dict(zip(lists, flat.split([len(v) for v in lists.values()])))
+    return dict(zip(lists, flat.split([len(v) for v in values])))
 
 
 @dataclass
@@ -217,9 +288,9 @@ class _Step:
     values the samplers write. Tensors here have one row per moving image (position k in `rows`)."""
 
     state: SamplerState
-    rows: list[int]  # the moving images' rows in `state`
-    groups: dict[str, list[int]]  # sampler name -> positions k of its images
-    ix: dict[str, Tensor]  # the device indices of the step, sent in one transfer
+    moving: _Moving  # the moving images (rows, sampler groups, ...)
+    host: dict[str, np.ndarray]  # this step's indices on the host: timesteps, heun's stages, ...
+    ix: dict[str, Tensor]  # the device indices of the step: the moving set's and this step's
     x: Tensor  # where the model evaluated
     eps: Tensor  # the guided prediction, classifier-shifted and clipped as the model asks
     grad: Tensor | None  # DDPM's classifier mean shift; None without classifier guidance
@@ -233,49 +304,49 @@ class _Step:
     new_start: Tensor
     new_memo: Tensor
 
-    def noise(self, positions: list[int]) -> Tensor:
-        """One draw from each image's own stream, for the images at `positions`."""
-        return stacked_randn([self.state.noise[self.rows[k]] for k in positions], tuple(self.x.shape[1:]),
-                             self.x.device)
+    def noise(self, sampler: str) -> Tensor:
+        """One draw from each image's own stream, for the images of `sampler` that draw noise; each
+        stream may draw as many steps ahead as its image has steps left."""
+        rows = self.moving.drawing[sampler]
+        ahead = self.state.table.last[rows] - self.state.index[rows]
+        return stacked_randn(self.moving.streams[sampler], tuple(self.x.shape[1:]), self.x.device, ahead.tolist())
 
 
-def _ddpm(s: _Step, gi: Tensor | slice, g: list[int]) -> None:
-    s.new_x[gi] = ddpm_step(s.x[gi], s.eps[gi], s.ab_s[gi], s.ab_t[gi], s.noise(g),
+def _ddpm(s: _Step, gi: Tensor | slice) -> None:
+    s.new_x[gi] = ddpm_step(s.x[gi], s.eps[gi], s.ab_s[gi], s.ab_t[gi], s.noise("ddpm"),
                             None if s.grad is None else s.grad[gi])
 
 
-def _ddim(s: _Step, gi: Tensor | slice, g: list[int]) -> None:
+def _ddim(s: _Step, gi: Tensor | slice) -> None:
     # only the stochastic images (eta > 0) draw noise: eta 0 is deterministic and takes none
-    noisy = [k for k in g if s.state.specs[s.rows[k]].eta > 0]
     z = torch.zeros_like(s.x[gi])
-    if noisy:
-        z[s.ix["ddim_noisy"]] = s.noise(noisy)
+    if s.moving.drawing["ddim"].size:
+        z[s.ix["ddim_noisy"]] = s.noise("ddim")
     s.new_x[gi] = ddim_step(s.x[gi], s.eps[gi], s.ab_s[gi], s.ab_t[gi], _col(s.eta[gi]), z)
 
 
-def _euler(s: _Step, gi: Tensor | slice, g: list[int]) -> None:
+def _euler(s: _Step, gi: Tensor | slice) -> None:
     s.new_x[gi] = euler_step(s.x[gi], s.eps[gi], s.ab_s[gi], s.ab_t[gi])
 
 
-def _dpmpp_2m(s: _Step, gi: Tensor | slice, g: list[int]) -> None:
+def _dpmpp_2m(s: _Step, gi: Tensor | slice) -> None:
     s.new_x[gi], s.new_memo[gi] = dpmpp_2m_step(s.x[gi], s.eps[gi], s.ab_s[gi], s.ab_t[gi], s.ab_prev[gi],
                                                 s.new_memo[gi], _col(s.ix["dpmpp_first"].bool()))
 
 
-def _heun(s: _Step, gi: Tensor | slice, g: list[int]) -> None:
+def _heun(s: _Step, gi: Tensor | slice) -> None:
     # predictor rows take an Euler step (on the last step, to sigma = 0, that is the whole step);
     # corrector rows finish the step their predictor began
-    stage = [s.state.stage[s.rows[k]] for k in g]
-    if 0 in stage:
+    if s.host["heun_pred"].size:
         pi = s.ix["heun_pred"]
         x_t, d = heun_predictor(s.x[pi], s.eps[pi], s.ab_s[pi], s.ab_t[pi])
         s.new_start[pi], s.new_memo[pi], s.new_x[pi] = s.x[pi], d, x_t
-    if 1 in stage:
+    if s.host["heun_corr"].size:
         ci = s.ix["heun_corr"]
         s.new_x[ci] = heun_corrector(s.start[ci], s.memo[ci], s.eps[ci], s.ab_s[ci], s.ab_t[ci])
 
 
-SAMPLER_STEPS: dict[str, Callable[[_Step, Tensor | slice, list[int]], None]] = {
+SAMPLER_STEPS: dict[str, Callable[[_Step, Tensor | slice], None]] = {
     "ddpm": _ddpm,
     "ddim": _ddim,
     "dpmpp_2m": _dpmpp_2m,
@@ -286,31 +357,25 @@ SAMPLER_STEPS: dict[str, Callable[[_Step, Tensor | slice, list[int]], None]] = {
 Each writes its rows of `new_x` (and of the heun/dpmpp_2m memory) from the shared prediction; its rows
 are an index tensor of positions, or slice(None) when the sampler moves every row of the step."""
 
+_HEUN, _DDPM = list(SAMPLER_STEPS).index("heun"), list(SAMPLER_STEPS).index("ddpm")
 
-def _indices(state: SamplerState, rows: list[int], groups: dict[str, list[int]]) -> dict[str, Tensor]:
-    """Every index the step needs on the device, decided on the host and sent in one transfer."""
-    specs = [state.specs[i] for i in rows]
+
+def _indices(state: SamplerState, moving: _Moving) -> dict[str, np.ndarray]:
+    """This step's own indices, decided on the host (the moving set's are in `moving.ix`)."""
+    rows, groups = moving.rows, moving.groups
+    index, stage = state.index[rows], state.stage[rows]
     # per position k in `rows`: the image's timestep now, next and before, and where the model evaluates
-    t_cur = [state.timesteps[i][state.index[i]] for i in rows]
-    t_next = [state.timesteps[i][state.index[i] + 1] for i in rows]
-    t_eval = [tn if state.stage[i] == 1 else tc for i, tc, tn in zip(rows, t_cur, t_next)]
-    plan = GuidancePlan.lists([sp.class_label for sp in specs], [sp.guidance_scale for sp in specs],
-                              [sp.guidance == "classifier" for sp in specs])
-    heun = groups["heun"]
-    return device_ints(state.x.device, {
-        "rows": rows, "t_cur": t_cur, "t_next": t_next,
-        "t_prev": [state.timesteps[i][max(state.index[i] - 1, 0)] for i in rows], "t_eval": t_eval, **plan,
-        **{f"group_{name}": g for name, g in groups.items()},
-        "heun_pred": [k for k in heun if state.stage[rows[k]] == 0],
-        "heun_corr": [k for k in heun if state.stage[rows[k]] == 1],
-        # positions within the ddim group of its stochastic rows
-        "ddim_noisy": [p for p, k in enumerate(groups["ddim"]) if specs[k].eta > 0],
-        "not_ddpm": [int(sp.sampler != "ddpm") for sp in specs],
+    t_cur, t_next = state.table.at(rows, index), state.table.at(rows, index + 1)
+    heun, dpmpp = groups["heun"], groups["dpmpp_2m"]
+    return {
+        "t_cur": t_cur, "t_next": t_next, "t_prev": state.table.at(rows, np.maximum(index - 1, 0)),
+        "t_eval": np.where(stage == 1, t_next, t_cur),
+        "heun_pred": heun[stage[heun] == 0], "heun_corr": heun[stage[heun] == 1],
         # dpmpp_2m: a first-order step on the first step, and on every repeat of a resampled one (a
         # resampled step starts from a re-noised x_t, off the path the history x0_prev lies on; the
         # last repeat's x0 is then the history of the next step, which does start from its x_t)
-        "dpmpp_first": [int(state.index[rows[k]] == 0 or state.repeat[rows[k]] > 0) for k in groups["dpmpp_2m"]],
-    })
+        "dpmpp_first": ((index[dpmpp] == 0) | (state.repeat[rows[dpmpp]] > 0)).astype(np.int64),
+    }
 
 
 def _predict(state: SamplerState, ix: dict[str, Tensor], pick: Callable[[Tensor], Tensor],
@@ -334,49 +399,47 @@ def advance(state: SamplerState, denoiser: GuidedDenoiser, schedule: NoiseSchedu
     """One model evaluation for every unfinished image of `state`, then each image's sampler update;
     an inpainted image then gets its kept region back, and may jump back to take the step again.
 
-    Every decision is made on the host from the state's lists, and every index the device needs
-    goes over in one transfer: the loop never waits on the device (until a caller reads a result)."""
-    rows = [i for i, d in enumerate(state.done) if not d]
-    if not rows:
+    Every decision is made on the host from the state's arrays, and every index the device needs
+    goes over in one transfer (those of the moving set once, while it stays the same): the loop never
+    waits on the device (until a caller reads a result)."""
+    moving = state.moving()
+    if moving is None:
         return
-    groups = {name: [k for k, i in enumerate(rows) if state.specs[i].sampler == name] for name in SAMPLER_STEPS}
-    ix = _indices(state, rows, groups)
-    all_rows = len(rows) == len(state)
+    host = _indices(state, moving)
+    ix = {**moving.ix, **device_ints(state.x.device, host)}
+    rows, groups = moving.rows, moving.groups
     r = ix["rows"]
-    pick = (lambda v: v) if all_rows else (lambda v: v[r])  # noqa: E731 - no gather when every row moves
+    pick = (lambda v: v) if len(rows) == len(state) else (lambda v: v[r])  # noqa: E731 - no gather when every row moves
     x, eps, grad, ab_eval = _predict(state, ix, pick, denoiser, schedule)
     # the clean image this evaluation predicts (previews); an inpainted image keeps its known region
-    track = any(state.track_x0[i] for i in rows)
-    x0 = torch.where(pick(state.regenerate), predict_x0(x, eps, ab_eval), pick(state.init)) if track else None
+    x0 = torch.where(pick(state.regenerate), predict_x0(x, eps, ab_eval), pick(state.init)) if moving.track else None
 
     start, memo = pick(state.x_start), pick(state.memo)
     # only heun writes a start and only heun and dpmpp_2m a memory: the others leave them as they are
-    keeps_memory = bool(groups["heun"] or groups["dpmpp_2m"])
-    step = _Step(state, rows, groups, ix, x, eps, grad,
+    keeps_memory = bool(groups["heun"].size or groups["dpmpp_2m"].size)
+    step = _Step(state, moving, host, ix, x, eps, grad,
                  *(_col(schedule.alpha_bar(ix[name])) for name in ("t_cur", "t_next", "t_prev")),
                  start, memo, pick(state.eta), x.clone(), start.clone() if keeps_memory else start,
                  memo.clone() if keeps_memory else memo)
     for name, g in groups.items():
-        if g:
+        if g.size:
             # a sampler that moves every row takes them all as they are: views, not gathered copies
-            SAMPLER_STEPS[name](step, slice(None) if len(g) == len(rows) else ix[f"group_{name}"], g)
+            SAMPLER_STEPS[name](step, slice(None) if len(g) == len(rows) else ix[f"group_{name}"])
     _finish_step(state, step, x0)
 
 
 def _finish_step(state: SamplerState, step: _Step, x0: Tensor | None) -> None:
     """Inpaint the complete steps, write the new values back, and move each image on (or, for
     RePaint's resampling and heun's corrector, keep it at its step)."""
-    rows, specs = step.rows, [state.specs[i] for i in step.rows]
-    t_next = [state.timesteps[i][state.index[i] + 1] for i in rows]
+    rows, t_next = step.moving.rows, step.host["t_next"]
+    stage, repeat, inpaint = state.stage[rows], state.repeat[rows], state.inpaint[rows]
+    to_clean = t_next == CLEAN
     # a step is complete unless heun's corrector is still to come; only then is it inpainted
-    complete = [not (sp.sampler == "heun" and state.stage[i] == 0 and tn != CLEAN)
-                for sp, i, tn in zip(specs, rows, t_next)]
-    jump = [c and state.inpaint[i] and tn != CLEAN and state.repeat[i] + 1 < sp.resample_steps
-            for c, i, tn, sp in zip(complete, rows, t_next, specs)]
-    inpainted = [k for k, (c, i) in enumerate(zip(complete, rows)) if c and state.inpaint[i]]
-    if inpainted:
-        _inpaint_step(state, rows, inpainted, [k for k, j in enumerate(jump) if j], step.new_x, step.ab_s,
-                      step.ab_t, t_next)
+    complete = ~((state.table.sampler[rows] == _HEUN) & (stage == 0) & ~to_clean)
+    jump = complete & inpaint & ~to_clean & (repeat + 1 < state.table.resample_steps[rows])
+    inpainted = np.flatnonzero(complete & inpaint)
+    if inpainted.size:
+        _inpaint_step(state, rows, inpainted, np.flatnonzero(jump), step.new_x, step.ab_s, step.ab_t, t_next)
 
     if len(rows) == len(state):
         state.x, state.x_start, state.memo = step.new_x, step.new_start, step.new_memo
@@ -387,33 +450,34 @@ def _finish_step(state: SamplerState, step: _Step, x0: Tensor | None) -> None:
         state.x[r], state.x_start[r], state.memo[r] = step.new_x, step.new_start, step.new_memo
         if x0 is not None:
             state.x0[r] = x0
-    for c, j, i in zip(complete, jump, rows):
-        if not c:
-            state.stage[i] = 1
-        elif j:  # RePaint: back to this step's timestep, to take it again
-            state.stage[i], state.repeat[i] = 0, state.repeat[i] + 1
-        else:
-            state.stage[i], state.repeat[i] = 0, 0
-            state.index[i] += 1
+    # heun's predictor: the corrector comes next; RePaint's jump: back to this step's timestep, to take
+    # it again; else on to the next step
+    state.stage[rows] = np.where(complete, 0, 1)
+    state.repeat[rows] = np.where(jump, repeat + 1, np.where(complete, 0, repeat))
+    state.index[rows] += complete & ~jump
 
 
-def _inpaint_step(state: SamplerState, rows: list[int], inpainted: list[int], jumps: list[int], new_x: Tensor,
-                  ab_s: Tensor, ab_t: Tensor, t_next: list[int]) -> None:
+def _inpaint_step(state: SamplerState, rows: np.ndarray, inpainted: np.ndarray, jumps: np.ndarray, new_x: Tensor,
+                  ab_s: Tensor, ab_t: Tensor, t_next: np.ndarray) -> None:
     """Put the kept region back into the complete steps `inpainted` (positions in `rows`, like
     `t_next`) of `new_x`, then re-noise the `jumps` among them back to the step's start (RePaint).
     Noise comes from each image's inpainting stream: the kept region's eps', then the jump's z."""
     dev, shape = new_x.device, tuple(new_x.shape[1:])
     # at t' = CLEAN the kept region is the input itself, with no noise to draw
-    noisy = [p for p, k in enumerate(inpainted) if t_next[k] != CLEAN]
-    ix = device_ints(dev, {"k": inpainted, "r": [rows[k] for k in inpainted], "noisy": noisy, "jumps": jumps})
+    noisy = np.flatnonzero(t_next[inpainted] != CLEAN)
+    ix = device_ints(dev, {"k": inpainted, "r": rows[inpainted], "noisy": noisy, "jumps": jumps})
     ki, ri = ix["k"], ix["r"]
     eps = torch.zeros((len(inpainted), *shape), device=dev)
-    if noisy:
-        eps[ix["noisy"]] = stacked_randn([state.inpaint_noise[rows[inpainted[p]]] for p in noisy], shape, dev)
+    if noisy.size:
+        drawing = rows[inpainted[noisy]]
+        # an eps' per step to come but the last (a lower bound: resampling draws more)
+        ahead = state.table.last[drawing] - state.index[drawing] - 1
+        eps[ix["noisy"]] = stacked_randn([state.inpaint_noise[i] for i in drawing.tolist()], shape, dev,
+                                         ahead.tolist())
     new_x[ki] = keep_known(new_x[ki], state.init[ri], state.regenerate[ri], ab_t[ki], eps)
-    if jumps:
+    if jumps.size:
         ji = ix["jumps"]
-        z = stacked_randn([state.inpaint_noise[rows[k]] for k in jumps], shape, dev)
+        z = stacked_randn([state.inpaint_noise[i] for i in rows[jumps].tolist()], shape, dev)
         new_x[ji] = renoise(new_x[ji], ab_s[ji], ab_t[ji], z)
 
 

@@ -23,13 +23,13 @@ def run(model, schedule, spec, init=None):
 
 
 def test_strength_picks_the_tail_of_the_step_subsequence():
-    full = timestep_subsequence(10, 1000)
+    full = tuple(timestep_subsequence(10, 1000))
     assert strength_timesteps(10, 1.0, 1000) == full
     assert strength_timesteps(10, 0.5, 1000) == full[5:]
-    assert strength_timesteps(10, 0.0, 1000) == [CLEAN]
+    assert strength_timesteps(10, 0.0, 1000) == (CLEAN,)
     # int(steps * strength), as diffusers' img2img pipelines count: 5.5 steps run 5, 1.2 run 1
     assert strength_timesteps(10, 0.55, 1000) == full[5:]
-    assert strength_timesteps(4, 0.3, 1000) == timestep_subsequence(4, 1000)[3:]
+    assert strength_timesteps(4, 0.3, 1000) == tuple(timestep_subsequence(4, 1000)[3:])
 
 
 @pytest.mark.parametrize("name", ALL)
