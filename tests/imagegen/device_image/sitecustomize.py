@@ -1,17 +1,20 @@
 """Put this folder first on PYTHONPATH and a Python process can import only what the GPU machine's image
-holds (scripts/device-image-packages.txt), the wheels the GPU pipeline carries there
-(scripts/gpu-models-wheels.txt), the standard library and the project's own packages: anything else
+holds (scripts/device-image-packages.txt), the wheels a device run carries there (the files named by
+DEVICE_WHEELS, separated by ':'; scripts/gpu-models-wheels.txt, the model pipeline's, by default), the
+standard library and the project's own packages: anything else
 raises ModuleNotFoundError, as it would on the device. Distribution names are mapped to the import
 names they install by reading this environment's metadata."""
 
 import importlib.abc
 import importlib.machinery
 import importlib.metadata
+import os
 import sys
 from pathlib import Path
 
 _SCRIPTS = Path(__file__).resolve().parents[3] / "scripts"
-_OWN = {"diffusion", "model_store", "contract", "worker", "imagegen", "evaluation", "gpu_preflight", "__main__"}
+_OWN = {"diffusion", "model_store", "contract", "worker", "service", "imagegen", "evaluation", "bench", "gpu_preflight",
+        "__main__"}
 
 
 def _norm(name: str) -> str:
@@ -44,8 +47,9 @@ def _import_names(dists: set[str]) -> set[str]:
     return {n for n in names if n.isidentifier()}
 
 
+_WHEELS = os.environ.get("DEVICE_WHEELS") or str(_SCRIPTS / "gpu-models-wheels.txt")
 _ALLOWED = set(sys.stdlib_module_names) | _OWN | _import_names(
-    _listed(_SCRIPTS / "device-image-packages.txt") | _listed(_SCRIPTS / "gpu-models-wheels.txt"))
+    _listed(_SCRIPTS / "device-image-packages.txt").union(*(_listed(Path(p)) for p in _WHEELS.split(":"))))
 
 
 class _DeviceImage(importlib.abc.MetaPathFinder):
@@ -60,6 +64,12 @@ class _DeviceImage(importlib.abc.MetaPathFinder):
         if top not in _ALLOWED and not top.startswith("_"):
             return None
         return self.inner.find_spec(name, path, target)
+
+    def find_distributions(self, *args, **kwargs):
+        # importlib.metadata asks the finders too: the installed metadata, unfiltered (a check by
+        # distribution name reads the same on the device, where the image's packages are installed)
+        find = getattr(self.inner, "find_distributions", None)
+        return find(*args, **kwargs) if find else iter(())
 
     def invalidate_caches(self) -> None:
         if hasattr(self.inner, "invalidate_caches"):
