@@ -83,7 +83,7 @@ setup_work() {  # a private copy of the code, data and store: later calls re-sen
         return 1
     fi
     rm -rf "$WORK" && mkdir -p "$WORK/src" "$WORK/runs" "$OUT"
-    cp -a "$REPO"/{diffusion,model_store,contract,worker,imagegen,evaluation,scripts,docs} "$WORK/src/"
+    cp -a "$REPO"/{diffusion,model_store,contract,worker,imagegen,evaluation,scripts,docs,tests,pyproject.toml} "$WORK/src/"
     cp -a "$REPO/model_store/models" "$WORK/store"
     if [ -d "$REPO/data/fashion-mnist" ]; then
         cp -a "$REPO/data/fashion-mnist" "$WORK/data"
@@ -127,6 +127,12 @@ pipeline() {  # runs from $WORK/src; writes $WORK/status when it ends
         --preset "$GEN_PRESET" --images "$(( 10 * PER_CLASS ))" --batch "$EVAL_BATCH" \
         --engine-images "${PREFLIGHT_ENGINE_IMAGES:-$EVAL_BATCH}" --train-minutes "$TRAIN_MINUTES" $skip \
         --out "$WORK/preflight.json" || { echo "pipeline: the preflight failed (preflight.json says which check)"; return 1; }
+    # the CUDA tests of the fast path (skipped on the CPU): graphs, padding, bf16 against fp32, the
+    # engine; and the evaluation's sampling. Seconds; a failure is reported but training goes on
+    log "tests: tests/worker/test_worker_accel.py tests/evaluation/test_sampling.py"
+    PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 timeout --kill-after=15 "${TESTS_S:-120}" "$PY" -m pytest -q -p pytest_timeout \
+        -p no:cacheprovider -rs tests/worker/test_worker_accel.py tests/evaluation/test_sampling.py \
+        || { echo "pipeline: the GPU tests failed (above)"; status=1; }
     local compile_flag=""
     case "$GEN_COMPILE" in
         0) compile_flag="--no-compile" ;;
@@ -259,7 +265,7 @@ case "$MODE" in
         export FASHION_MNIST_ROOT=${FASHION_MNIST_ROOT:-/usr/share/datasets/fashion-mnist}
         export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
         rm -rf "$WORK" && mkdir -p "$WORK/src" "$WORK/runs" "$OUT"
-        cp -a "$REPO"/{diffusion,model_store,contract,worker,imagegen,evaluation,scripts,docs} "$WORK/src/"
+        cp -a "$REPO"/{diffusion,model_store,contract,worker,imagegen,evaluation,scripts,docs,tests,pyproject.toml} "$WORK/src/"
         cp -a "$REPO/model_store/models" "$WORK/store"
         printf '{"commit": "%s", "dirty": true}\n' "$(git -C "$REPO" rev-parse HEAD 2>/dev/null || echo unknown)" > "$WORK/stamp.json"
         # the store copy gets a tiny evaluation classifier of its own: the smoke needs none shipped

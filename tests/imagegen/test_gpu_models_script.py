@@ -68,6 +68,9 @@ def test_the_preflight_ran_first_and_the_evaluation_took_what_the_deadline_left(
     log = (smoke / "out" / "gpu_models.log").read_text()
     assert log.index("preflight: scripts/gpu_preflight.py") < log.index("generator (tiny)")
     assert "generator training: --no-compile" in log and "pipeline: deadline" in log
+    # the fast path's tests ran in the pipeline (their CUDA ones skipped here) and passed
+    assert "tests: tests/worker/test_worker_accel.py" in log and "GPU tests failed" not in log
+    assert "skipped" in log and " passed" in log
     # the smoke's EVAL_MINUTES (0.75) is less than what the deadline leaves, so it is the bound
     assert "at most 0.75 min (the deadline leaves" in log
 

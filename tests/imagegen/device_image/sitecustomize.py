@@ -14,7 +14,9 @@ from pathlib import Path
 
 _SCRIPTS = Path(__file__).resolve().parents[3] / "scripts"
 _OWN = {"diffusion", "model_store", "contract", "worker", "service", "imagegen", "evaluation", "bench", "gpu_preflight",
-        "__main__"}
+        "__main__",
+        # the tests' own helper modules (tests/ is on sys.path in a pytest run)
+        "conftest", "stores", "diffusers_folders", "worker_process", "tables"}
 
 
 def _norm(name: str) -> str:
