@@ -139,7 +139,6 @@ pipeline() {  # runs from $WORK/src; writes $WORK/status when it ends
         auto) "$PY" -c 'import json,sys; sys.exit(0 if json.load(open(sys.argv[1]))["compile"]["use"] else 1)' \
                   "$WORK/preflight.json" || compile_flag="--no-compile" ;;
     esac
-    log "generator training: ${compile_flag:-with torch.compile}"
 
     if [ "$GCLF_MINUTES" != 0 ]; then
         log "guidance classifier: $GCLF_MINUTES min${GCLF_INIT:+, continuing from $GCLF_INIT}"
@@ -153,7 +152,7 @@ pipeline() {  # runs from $WORK/src; writes $WORK/status when it ends
     fi
     gclf=$("$PY" -c "from model_store import ModelStore; print(ModelStore('$store').resolve('fashion-mnist-guidance-classifier').ref)")
 
-    log "generator ($GEN_PRESET): $TRAIN_MINUTES min, linked to $gclf"
+    log "generator ($GEN_PRESET): $TRAIN_MINUTES min, linked to $gclf, ${compile_flag:-with torch.compile}"
     timeout --kill-after=15 "$(secs "$TRAIN_MINUTES" 240)" "$PY" -m imagegen train --preset "$GEN_PRESET" \
         --batch-size "$GEN_BATCH" --lr "$GEN_LR" --warmup-steps 500 --lr-decay constant --steps 1000000 \
         --ema-decay 0.9995 --max-minutes "$TRAIN_MINUTES" --device "$DEVICE" --run-dir "$WORK/runs/gen" \
@@ -258,7 +257,7 @@ case "$MODE" in
     smoke)
         # everything above on the CPU at tiny sizes, in the foreground, into $OUT (default $WORK/out)
         # evaluation bounded by --max-minutes: what does not fit is listed as not measured, as on the GPU
-        export DEVICE=cpu GCLF_MINUTES=0.02 GCLF_INIT= TRAIN_MINUTES=0.05 EVAL_MINUTES=${SMOKE_EVAL_MINUTES:-0.75} PER_CLASS=2
+        export DEVICE=cpu GCLF_MINUTES=${SMOKE_GCLF_MINUTES:-0} GCLF_INIT= TRAIN_MINUTES=0.05 EVAL_MINUTES=${SMOKE_EVAL_MINUTES:-0.75} PER_CLASS=2
         export EVAL_BATCH=20 GRID_PER_CLASS=2 PREFLIGHT_ENGINE_IMAGES=16
         export GEN_PRESET=tiny SMOKE_GCLF="--preset tiny --steps 5 --limit 256 --batch-size 16"
         export SMOKE_GEN="--steps 5 --limit 256 --batch-size 16 --sample-every 0"
