@@ -19,7 +19,7 @@ from diffusion.conditioning import strength_timesteps
 from diffusion.schedules import CLEAN
 
 if TYPE_CHECKING:
-    from diffusion.sampling import SampleSpec
+    from diffusion.sampler_state import SampleSpec
 
 
 @dataclass(frozen=True)

@@ -148,9 +148,9 @@ pipeline() {  # runs from $WORK/src; writes $WORK/status when it ends
             --ema-decay 0.999 --max-minutes "$GCLF_MINUTES" --device "$DEVICE" --run-dir "$WORK/runs/gclf" \
             --log-every 100 --checkpoint-every 0 ${SMOKE_GCLF:-} \
             --export-name fashion-mnist-guidance-classifier --store "$store" || { echo "pipeline: guidance classifier failed"; status=1; }
-        stamp_commit "$store" fashion-mnist-guidance-classifier > /dev/null
     fi
-    gclf=$("$PY" -c "from model_store import ModelStore; print(ModelStore('$store').resolve('fashion-mnist-guidance-classifier').ref)")
+    # the newest classifier, trained now or kept (a kept one has its commit: nothing to stamp)
+    gclf=$(stamp_commit "$store" fashion-mnist-guidance-classifier)
 
     log "generator ($GEN_PRESET): $TRAIN_MINUTES min, linked to $gclf, ${compile_flag:-with torch.compile}"
     timeout --kill-after=15 "$(secs "$TRAIN_MINUTES" 240)" "$PY" -m imagegen train --preset "$GEN_PRESET" \
